@@ -1,0 +1,95 @@
+"""Turn a recorder's compact records into the trace-format graph (``gradtrace/1``)."""
+
+from __future__ import annotations
+
+import linecache
+
+import networkx as nx
+
+from . import stats as _stats
+from .recorder import Recorder
+
+FORMAT = "gradtrace/1"
+
+
+def _args_text(scalars) -> str:
+    parts = []
+    for pos, v in scalars:
+        text = v.text if hasattr(v, "text") else repr(v)
+        if len(text) > 60:
+            text = text[:57] + "..."
+        parts.append(text if isinstance(pos, int) else f"{pos}={text}")
+    return ", ".join(parts)
+
+
+def _edge_stats(attrs: dict) -> dict:
+    for k in ("stats", "prior"):
+        v = attrs.get(k)
+        if v is not None and not isinstance(v, dict):
+            attrs[k] = _stats.finalize(v)
+    rec = attrs.get("received")
+    if rec is not None and rec.get("stats") is not None and not isinstance(rec["stats"], dict):
+        rec["stats"] = _stats.finalize(rec["stats"])
+    gv = attrs.get("gradient_value")
+    if gv is not None and not isinstance(gv, (int, float, bool)):
+        attrs["gradient_value"] = repr(gv)
+    return attrs
+
+
+def build_graph(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
+    """Return the trace graph of a finished recording, with ``meta`` as ``G.graph``."""
+    G = nx.MultiDiGraph()
+    G.graph.update(meta)
+    G.graph["other_thread_module_calls"] = rec.modules.other_threads
+    G.graph["grad_reads"] = rec.grad_reads
+
+    for path, typ in rec.modules.modules.items():
+        G.add_node(f"mod:{path}", kind="module", path=path, type=typ)
+    for child, parent in rec.modules.parents.items():
+        G.add_edge(f"mod:{parent}", f"mod:{child}", kind="parent")
+
+    for sid, attrs in rec.storages.items():
+        G.add_node(sid, kind="storage", **attrs)
+    for nid, attrs in rec.numpy.items():
+        G.add_node(nid, kind="numpy", **attrs)
+    for fid, attrs in rec.fns.items():
+        G.add_node(fid, kind="grad_fn", **attrs)
+    for bw, attrs in rec.backwards.items():
+        G.add_node(bw, kind="backward", **attrs)
+    for cid, attrs in rec.collectives.items():
+        G.add_node(cid, kind="collective", **attrs)
+
+    labels = rec.labels
+    for node, t in rec.tensors.items():
+        tid, ver, shape, dtype, device, stride, sid, offset, rg, leaf, fid, st = t
+        G.add_node(
+            node, kind="tensor", tid=tid, version=ver, shape=list(shape), dtype=dtype,
+            device=device, stride=list(stride) if stride is not None else None, storage=sid,
+            storage_offset=offset, requires_grad=rg, is_leaf=leaf, grad_fn=fid,
+            label=labels.get(tid), stats=_stats.finalize(st),
+        )
+        if sid is not None:
+            G.add_edge(node, sid, kind="in_storage")
+        if fid is not None:
+            G.add_edge(node, fid, kind="grad_fn")
+
+    for r in rec.ops:
+        seq, name, cat, file, line, module, grad, scalars, bw, extra = r
+        code = linecache.getline(file, line).strip() if file and line else None
+        attrs = dict(
+            kind="op", name=name, seq=seq, category=cat or "other", file=file, line=line,
+            code=code or None, module=module, grad_enabled=grad, args=_args_text(scalars),
+            phase="backward" if bw else "forward",
+        )
+        if bw:
+            attrs["during"] = bw
+        if extra:
+            attrs.update(extra)
+        node = f"op:{seq}"
+        G.add_node(node, **attrs)
+        if module is not None:
+            G.add_edge(node, f"mod:{module}", kind="in_module")
+
+    for u, v, attrs in rec.edges:
+        G.add_edge(u, v, **_edge_stats(attrs))
+    return G

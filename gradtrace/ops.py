@@ -1,0 +1,117 @@
+"""What the recorder knows about torch callables before calling them: each
+callable's qualified name and how it is handled, cached on first sight."""
+
+from __future__ import annotations
+
+import torch
+from torch.overrides import resolve_name
+
+# How the recorder treats a callable.
+PASS = 0  # reads metadata, computes nothing: not an op
+OP = 1
+BACKWARD = 2  # a backward call (three APIs)
+GRAD_MODE = 3  # torch._C._set_grad_enabled, behind no_grad / enable_grad / set_grad_enabled
+GRAD_READ = 4  # Tensor.grad read: not an op, but a non-leaf read is worth knowing
+DATA_SET = 5  # x.data = y: an op only when it rebinds x to other memory
+
+_PASS_METHODS = {
+    "dim", "size", "stride", "numel", "nelement", "ndimension", "storage_offset",
+    "is_contiguous", "element_size", "data_ptr", "untyped_storage", "storage", "_typed_storage",
+    "_is_view", "is_floating_point", "is_complex", "is_signed", "get_device", "__len__",
+    "__format__", "__repr__", "__str__", "__hash__", "register_hook", "retain_grad",
+    "register_post_accumulate_grad_hook", "is_inference", "is_pinned", "is_shared", "has_names",
+    "_is_zerotensor", "__reduce_ex__", "__getstate__", "__setstate__", "is_set_to", "__dir__",
+    "_fix_weakref", "__del__", "__sizeof__",
+}
+# Property reads that give a tensor sharing memory with the receiver: these are ops.
+_VIEW_PROPERTIES = {"data", "T", "mT", "H", "mH", "real", "imag"}
+_SET_OPS = {"requires_grad"}  # property writes that are ops (they change autograd metadata)
+
+# Conversion family: the result is the input moved to another device or dtype.
+CONVERSIONS = {
+    "to", "cuda", "cpu", "double", "float", "half", "bfloat16", "int", "long", "short", "bool",
+    "char", "byte", "type", "type_as", "to_dense", "mps", "xpu",
+}
+# Factories that take a tensor argument only for its metadata.
+_FACTORY_PREFIXES = ("new_",)
+_FACTORY_SUFFIXES = ("_like",)
+_FACTORY_NAMES = {"torch.tensor", "torch.as_tensor", "torch.asarray", "torch.from_numpy",
+                  "torch.frombuffer", "torch.from_dlpack"}
+# Draws from a random number generator: they matter for replay on another device.
+RANDOM = {
+    "rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial", "poisson",
+    "rand_like", "randn_like", "randint_like", "uniform_", "normal_", "bernoulli_",
+    "exponential_", "geometric_", "log_normal_", "cauchy_", "random_", "dropout", "dropout_",
+    "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+    "rrelu", "rrelu_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+    "xavier_normal_", "trunc_normal_", "orthogonal_", "sparse_", "gumbel_softmax",
+}
+
+_BACKWARD_FUNCS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
+
+
+class Spec:
+    """A callable's name and how the recorder handles it."""
+
+    __slots__ = ("name", "kind", "base", "factory", "random", "conversion")
+
+    def __init__(self, name: str, kind: int):
+        self.name = name
+        self.kind = kind
+        self.base = name.rsplit(".", 1)[-1]
+        self.factory = (
+            name in _FACTORY_NAMES
+            or self.base.startswith(_FACTORY_PREFIXES)
+            or self.base.endswith(_FACTORY_SUFFIXES)
+        )
+        self.random = self.base in RANDOM
+        self.conversion = name.startswith("Tensor.") and self.base in CONVERSIONS
+
+
+def qualified_name(func) -> str:
+    """Return the trace-format name of a torch callable (``torch.add``,
+    ``Tensor.add_``, ``Tensor.data``, ``torch.nn.functional.linear``)."""
+    if func is torch.autograd.backward:
+        return "torch.autograd.backward"
+    if func is torch.autograd.grad:
+        return "torch.autograd.grad"
+    if func is torch._C._set_grad_enabled:
+        return "torch.set_grad_enabled"
+    try:
+        name = resolve_name(func)
+    except Exception:
+        name = None
+    if not name:
+        mod = getattr(func, "__module__", None) or ""
+        qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+        name = f"{mod}.{qual}" if mod else qual
+    if name.startswith("torch.Tensor."):
+        name = name[len("torch."):]
+    if name.endswith(".__get__"):
+        name = name[: -len(".__get__")]
+    return name
+
+
+def spec_of(func) -> Spec:
+    """Classify a callable the first time the recorder meets it."""
+    name = qualified_name(func)
+    if func in _BACKWARD_FUNCS:
+        return Spec(name, BACKWARD)
+    if func is torch._C._set_grad_enabled:
+        return Spec(name, GRAD_MODE)
+    if name.startswith(("profiler.", "torch.ops.profiler", "torch._C._autograd")):
+        return Spec(name, PASS)
+    if name.startswith("Tensor."):
+        attr = name[len("Tensor."):]
+        if attr == "grad":
+            return Spec(name, GRAD_READ)
+        if attr == "data.__set__":
+            return Spec(name, DATA_SET)
+        if attr.endswith(".__set__"):
+            return Spec(name, OP if attr[: -len(".__set__")] in _SET_OPS else PASS)
+        if attr in _PASS_METHODS:
+            return Spec(name, PASS)
+        prop = getattr(torch.Tensor, attr, None)
+        if isinstance(prop, property) or type(prop).__name__ == "getset_descriptor":
+            return Spec(name, OP if attr in _VIEW_PROPERTIES else PASS)
+    return Spec(name, OP)

@@ -1,0 +1,836 @@
+"""The recorder: a ``TorchFunctionMode`` that writes compact records of every
+user-level torch call, tensor version, storage, autograd node and backward call.
+
+The per-op path appends tuples and small dicts; the networkx graph is built from
+them once, at the end (``build.py``). Tensors are known by weak references only,
+so tracing keeps none of the program's tensors alive.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import weakref
+import zlib
+
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode, redispatch_function
+
+from . import ops, source, stats
+from .modules import ModuleStack
+
+_DTYPE_NAMES: dict = {}
+
+
+def dtype_name(dt) -> str:
+    """Return ``float32`` for ``torch.float32``."""
+    n = _DTYPE_NAMES.get(dt)
+    if n is None:
+        n = _DTYPE_NAMES[dt] = str(dt).replace("torch.", "")
+    return n
+
+
+class _T:
+    """What the recorder knows of one live tensor object."""
+
+    __slots__ = ("tid", "ver", "tv", "sid", "ref", "node", "rg", "crc")
+
+    def __init__(self, tid, tv, sid, ref):
+        self.tid, self.ver, self.tv, self.sid, self.ref = tid, 0, tv, sid, ref
+        self.node = f"t:{tid}.0"
+        self.rg = None
+        self.crc = None
+
+
+class _S:
+    """What the recorder knows of one storage: its id and the tensors seen on it."""
+
+    __slots__ = ("sid", "tensors", "numpy", "ref")
+
+    def __init__(self, sid, ref):
+        self.sid, self.ref, self.tensors, self.numpy = sid, ref, [], False
+
+
+def _version(t):
+    try:
+        return t._version
+    except Exception:  # inference tensors have no version counter
+        return None
+
+
+class Recorder(TorchFunctionMode):
+    """Records what torch does while it is the active function mode."""
+
+    def __init__(self, values: str = "stats"):
+        super().__init__()
+        self.values = values
+        self.ops: list = []  # one list per op (see _record)
+        self.tensors: dict = {}  # "t:N.V" -> tuple (see _snapshot)
+        self.storages: dict = {}  # "s:N" -> dict
+        self.numpy: dict = {}  # "np:N" -> dict
+        self.fns: dict = {}  # "fn:N" -> dict
+        self.backwards: dict = {}  # "bw:N" -> dict
+        self.collectives: dict = {}  # "c:N" -> dict
+        self.edges: list = []  # (u, v, attrs)
+        self.labels: dict = {}  # tid -> variable name
+        self.grad_reads: list = []  # reads of .grad on non-leaf tensors
+        self.saved_values: dict = {}  # key -> CPU tensor, values="all" only
+        self.modules = ModuleStack(on_first_call=self._label_parameters)
+        self.thread = threading.get_ident()
+        self._tmap: dict = {}  # id(tensor) -> _T
+        self._smap: dict = {}  # id(storage) -> _S
+        self._sids: dict = {}  # "s:N" -> _S
+        self._nmap: dict = {}  # id(ndarray) -> (weakref, "np:N")
+        self._specs: dict = {}
+        self._fn_out: dict = {}  # (fid, output_nr) -> last tensor node with that grad_fn
+        self._fn_leaf: dict = {}  # fid of an AccumulateGrad -> _T of its leaf
+        self._saved_attrs: dict = {}
+        self._key = f"gradtrace:{id(self)}"
+        self._busy = False
+        self._bw = None  # the backward node id while a backward call runs
+        self._op_id = None  # the op being recorded (for grad_fn attribution)
+        self._pending_saved: list = []
+        self._n = {"t": 0, "s": 0, "np": 0, "fn": 0, "bw": 0, "c": 0}
+
+    # -- identity ---------------------------------------------------------------------
+
+    def _next(self, prefix):
+        n = self._n[prefix]
+        self._n[prefix] = n + 1
+        return n
+
+    def lookup(self, t):
+        """Return the record of a tensor the recorder has seen, or None."""
+        info = self._tmap.get(id(t))
+        if info is not None and info.ref() is t:
+            return info
+        return None
+
+    def tensor(self, t, origin="torch") -> _T:
+        """Return the record of ``t``, registering it (version 0) on first sight."""
+        info = self._tmap.get(id(t))
+        if info is not None and info.ref() is t:
+            return info
+        tmap, key = self._tmap, id(t)
+
+        def drop(ref, tmap=tmap, key=key):
+            e = tmap.get(key)
+            if e is not None and e.ref is ref:
+                del tmap[key]
+
+        s = self._storage_of(t, origin)
+        info = _T(self._next("t"), _version(t), s.sid if s else None, weakref.ref(t, drop))
+        tmap[key] = info
+        if s is not None:
+            s.tensors.append(info.ref)
+        self._snapshot(t, info)
+        return info
+
+    def _storage_of(self, t, origin="torch"):
+        try:
+            st = t.untyped_storage()
+        except Exception:  # sparse, nested and other storage-less tensors
+            return None
+        s = self._smap.get(id(st))
+        if s is not None and s.ref() is st:
+            return s
+        smap, key = self._smap, id(st)
+
+        def drop(ref, smap=smap, key=key):
+            e = smap.get(key)
+            if e is not None and e.ref is ref:
+                del smap[key]
+
+        s = _S(f"s:{self._next('s')}", weakref.ref(st, drop))
+        smap[key] = s
+        self._sids[s.sid] = s
+        self.storages[s.sid] = {"device": str(st.device), "nbytes": st.nbytes(), "origin": origin}
+        return s
+
+    def _snapshot(self, t, info):
+        """Record the tensor node for the current version of ``t``."""
+        fn = t.grad_fn
+        fid = self._fn(fn) if fn is not None else None
+        try:
+            stride = t.stride()
+            offset = t.storage_offset()
+        except Exception:
+            stride, offset = None, None
+        node = info.node = f"t:{info.tid}.{info.ver}"
+        info.rg = t.requires_grad
+        mode = self.values
+        self.tensors[node] = (
+            info.tid, info.ver, tuple(t.shape), dtype_name(t.dtype), str(t.device), stride,
+            info.sid, offset, info.rg, t.is_leaf, fid,
+            stats.compute(t) if mode != "none" else None,
+        )
+        if fid is not None:
+            self._fn_out[(fid, t.output_nr)] = node
+        if mode == "all":
+            self._keep_value(node, t)
+        return node
+
+    def _keep_value(self, key, t):
+        try:
+            if not t.is_meta and t.layout == torch.strided:
+                with torch.no_grad():
+                    self.saved_values[key] = t.detach().to("cpu", copy=True).contiguous()
+        except Exception:
+            pass
+
+    def _array(self, a, op_node, pos, edge_kind):
+        entry = self._nmap.get(id(a))
+        if entry is None or entry[0]() is not a:
+            node = f"np:{self._next('np')}"
+            self.numpy[node] = {"shape": list(a.shape), "dtype": str(a.dtype)}
+            try:
+                ref = weakref.ref(a)
+            except TypeError:
+                ref = lambda: None  # noqa: E731
+            entry = self._nmap[id(a)] = (ref, node)
+        if edge_kind == "input":
+            self.edges.append((entry[1], op_node, {"kind": "input", "pos": pos}))
+        else:
+            self.edges.append((op_node, entry[1], {"kind": "output", "pos": pos}))
+        return entry[1]
+
+    # -- versions ---------------------------------------------------------------------
+
+    def _write(self, sid, op_node, external=None):
+        """Bump the version of every live tensor known on storage ``sid``. An
+        ``external`` write (numpy's side of a shared buffer) names the op that saw it."""
+        s = self._sids.get(sid)
+        if s is None:
+            return
+        alive = []
+        for ref in s.tensors:
+            u = ref()
+            if u is None:
+                continue
+            alive.append(ref)
+            info = self._tmap.get(id(u))
+            if info is None or info.ref is not ref:
+                continue
+            old = info.node
+            tv = _version(u)
+            visible = tv != info.tv
+            info.tv = tv
+            info.ver += 1
+            new = self._snapshot(u, info)
+            attrs = {"kind": "next_version", "op": op_node, "visible": visible}
+            if external:
+                attrs["external"] = True
+                attrs["seen_at"] = external
+            self.edges.append((old, new, attrs))
+            if s.numpy:
+                info.crc = _crc(u)
+        s.tensors = alive
+        st = s.ref()
+        if st is not None:
+            self.storages[sid]["nbytes"] = st.nbytes()
+
+    def _check_numpy_writes(self, t, info, op_node):
+        """A numpy-side write to a shared buffer is invisible to torch: compare checksums."""
+        if info.crc is not None and _crc(t) != info.crc:
+            self._write(info.sid, None, external=op_node)
+
+    # -- autograd ---------------------------------------------------------------------
+
+    def _fn(self, fn):
+        """Return the id of autograd node ``fn``, recording it and the part of the
+        graph behind it that is new."""
+        key = self._key
+        fid = fn.metadata.get(key)
+        if fid is not None:
+            return fid
+        root = fid = self._new_fn(fn)
+        stack = [(fn, fid)]
+        while stack:
+            node, nid = stack.pop()
+            for pos, (nxt, nr) in enumerate(node.next_functions):
+                if nxt is None:
+                    continue
+                cid = nxt.metadata.get(key)
+                if cid is None:
+                    cid = self._new_fn(nxt)
+                    stack.append((nxt, cid))
+                self.edges.append((nid, cid, {"kind": "next", "input_nr": nr, "pos": pos}))
+        return root
+
+    def _new_fn(self, fn):
+        fid = f"fn:{self._next('fn')}"
+        fn.metadata[self._key] = fid
+        name = fn.name()
+        self.fns[fid] = {"name": name, "op": self._op_id}
+        if name == "torch::autograd::AccumulateGrad" or name == "AccumulateGrad":
+            self.fns[fid]["name"] = "AccumulateGrad"
+            leaf = fn.variable
+            info = self.tensor(leaf)
+            self._fn_leaf[fid] = info
+            self.edges.append((fid, info.node, {"kind": "accumulates"}))
+        else:
+            self._pending_saved.append((fid, self._saved_of(fn)))
+        return fid
+
+    def _saved_of(self, fn):
+        names = self._saved_attrs.get(type(fn))
+        if names is None:
+            names = self._saved_attrs[type(fn)] = [
+                a for a in dir(fn) if a.startswith("_saved_") and not a.endswith("_sym_argsize")
+            ]
+            if hasattr(fn, "saved_tensors"):
+                names.append("saved_tensors")
+        found = []
+        for a in names:
+            try:
+                v = getattr(fn, a)
+            except Exception:
+                continue
+            if isinstance(v, torch.Tensor):
+                found.append(v)
+            elif isinstance(v, (list, tuple)):
+                found.extend(x for x in v if isinstance(x, torch.Tensor))
+        return found
+
+    def _resolve_saved(self):
+        """Tie tensors saved by new autograd nodes to tensor nodes. Saved outputs
+        come back as new Python objects, so match on storage, offset and shape."""
+        pending, self._pending_saved = self._pending_saved, []
+        for fid, tensors in pending:
+            done = set()
+            for t in tensors:
+                info = self.lookup(t)
+                node = info.node if info is not None else self._match(t)
+                if node is not None and node not in done:
+                    done.add(node)
+                    self.edges.append((fid, node, {"kind": "saves"}))
+
+    def _match(self, t):
+        s = self._storage_of(t)
+        if s is None:
+            return None
+        key = (t.storage_offset(), tuple(t.shape), t.stride())
+        for ref in s.tensors:
+            u = ref()
+            if u is not None and (u.storage_offset(), tuple(u.shape), u.stride()) == key:
+                info = self.lookup(u)
+                if info is not None:
+                    return info.node
+        return None  # a tensor autograd made for itself (a wrapped scalar)
+
+    # -- the mode ---------------------------------------------------------------------
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if kwargs is None:
+            kwargs = {}
+        if self._busy or threading.get_ident() != self.thread:
+            return func(*args, **kwargs)
+        spec = self._specs.get(func)
+        if spec is None:
+            spec = self._specs[func] = ops.spec_of(func)
+        kind = spec.kind
+        if kind == ops.OP:
+            if self._bw is not None and source.called_by_autograd(2):
+                return func(*args, **kwargs)
+            return self._op(func, spec, args, kwargs)
+        if kind == ops.PASS:
+            return func(*args, **kwargs)
+        if kind == ops.BACKWARD:
+            if self._bw is not None:  # the inner call of Tensor.backward: stay on
+                with self:
+                    return redispatch_function(func, types, args, kwargs)
+            return self._backward(func, spec, types, args, kwargs)
+        if kind == ops.GRAD_MODE:
+            out = func(*args, **kwargs)
+            name = source.grad_mode_caller()
+            if name is not None:
+                self._grad_mode(name, args[0] if args else kwargs.get("mode"))
+            return out
+        if kind == ops.GRAD_READ:
+            out = func(*args, **kwargs)
+            t = args[0]
+            if not t.is_leaf and not t.retains_grad:
+                f = source.user_frame(2)
+                info = self.tensor(t)
+                self.grad_reads.append(
+                    {"tensor": info.node, "file": f.f_code.co_filename if f else None,
+                     "line": f.f_lineno if f else None}
+                )
+            return out
+        if kind == ops.DATA_SET:
+            t, new = args[0], args[1]
+            info = self.lookup(t)
+            same = info is not None and info.sid == getattr(self._storage_of(new), "sid", None)
+            return func(*args, **kwargs) if same else self._op(func, spec, args, kwargs)
+        return func(*args, **kwargs)
+
+    def _op(self, func, spec, args, kwargs, depth=3):
+        """Call ``func`` and record it as one op."""
+        seq = len(self.ops)
+        op_node = f"op:{seq}"
+        tensor = self.tensor
+        edges = self.edges
+        inputs = []  # (pos, tensor, info, version before)
+        arrays = []
+        scalars = []
+        _scan(args, kwargs, inputs, arrays, scalars)
+        pre = []
+        for pos, t in inputs:
+            info = tensor(t)
+            if info.crc is not None:
+                self._check_numpy_writes(t, info, op_node)
+            pre.append((pos, t, info, _version(t)))
+        frame = source.user_frame(depth)
+        self._op_id = op_node
+        record = [
+            seq, spec.name, None, frame.f_code.co_filename if frame else None,
+            frame.f_lineno if frame else None, self.modules.current, torch.is_grad_enabled(),
+            scalars, self._bw, None,
+        ]
+        self.ops.append(record)
+        for pos, t, info, _ in pre:
+            edges.append((info.node, op_node, {"kind": "input", "pos": pos}))
+        for pos, a in arrays:
+            self._array(a, op_node, pos, "input")
+        try:
+            out = func(*args, **kwargs)
+        except BaseException as e:
+            record[2] = "other"
+            record[9] = {"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]}
+            self._op_id = None
+            self._pending_saved = []
+            raise
+        try:
+            self._after(spec, record, op_node, pre, arrays, kwargs, out, frame)
+        finally:
+            self._op_id = None
+        return out
+
+    def _after(self, spec, record, op_node, pre, arrays, kwargs, out, frame):
+        edges = self.edges
+        # Writes: a version counter that moved is a write to that storage.
+        written = []
+        for pos, t, info, v0 in pre:
+            if v0 is not None and _version(t) != v0 and info.sid not in written:
+                written.append(info.sid)
+                s = self._storage_of(t)
+                if s is not None and s.sid != info.sid:  # resized or re-pointed storage
+                    info.sid = s.sid
+                    s.tensors.append(info.ref)
+                    written.append(s.sid)
+        for sid in written:
+            self._write(sid, op_node)
+        if spec.name.startswith("Tensor.requires_grad"):
+            for _, t, info, _ in pre:
+                if t.requires_grad != info.rg:
+                    old = info.node
+                    info.ver += 1
+                    edges.append((old, self._snapshot(t, info),
+                                  {"kind": "next_version", "op": op_node, "visible": False,
+                                   "metadata_only": True}))
+        # Outputs
+        outs = []
+        _outputs(out, outs)
+        in_sids = {info.sid: info for _, _, info, _ in pre}
+        new_views = []
+        out_arrays = []
+        out_infos = []
+        for pos, o in outs:
+            if isinstance(o, np.ndarray):
+                out_arrays.append((pos, o))
+                continue
+            known = self.lookup(o)
+            origin = "numpy" if arrays and _shares_numpy(o, arrays) else "torch"
+            info = known or self.tensor(o, origin)
+            out_infos.append((pos, o, info))
+            edges.append((op_node, info.node, {"kind": "output", "pos": pos}))
+            if known is None and info.sid in in_sids:
+                new_views.append((o, info, in_sids[info.sid]))
+        if out_arrays:
+            for pos, a in out_arrays:
+                np_node = self._array(a, op_node, pos, "output")
+                for _, t, info, _ in pre:
+                    if _array_shares(a, t):
+                        edges.append((np_node, info.node, {"kind": "shares_memory"}))
+                        self._mark_numpy(info.sid)
+        if arrays:
+            for pos, o, info in out_infos:
+                for _, a in arrays:
+                    if _array_shares(a, o):
+                        edges.append((self._nmap[id(a)][1], info.node, {"kind": "shares_memory"}))
+                        self._mark_numpy(info.sid)
+        # Category, decided from what happened
+        name = spec.name
+        if written:
+            if name.endswith("__setitem__"):
+                cat = "setitem"
+            elif "out" in kwargs:
+                cat = "out"
+            else:
+                cat = "inplace"
+        elif spec.conversion and out_infos and pre:
+            src_t, src = pre[0][1], pre[0][2]
+            o, oinfo = out_infos[0][1], out_infos[0][2]
+            device_changed = o.device != src_t.device
+            asked = spec.base in ("cuda", "cpu", "mps", "xpu") or _names_device(record[7])
+            cat = "move" if device_changed or (asked and o.dtype == src_t.dtype) else "convert"
+            edges.append((src.node, oinfo.node, {
+                "kind": "moved_to", "src_device": str(src_t.device), "dst_device": str(o.device),
+                "src_dtype": dtype_name(src_t.dtype), "dst_dtype": dtype_name(o.dtype),
+                "copy": o is not src_t,
+            }))
+        elif out_arrays or (arrays and spec.name in ("torch.from_numpy", "torch.as_tensor", "torch.asarray")
+                            and any(_shares_numpy(o, arrays) for _, o, _ in out_infos)):
+            cat = "numpy"
+        elif new_views:
+            cat = "view"
+        elif spec.factory or (out_infos and not pre):
+            cat = "factory"
+        elif out_infos:
+            cat = "compute"
+        else:
+            cat = "other"
+        record[2] = cat
+        for o, info, base in new_views:
+            attrs = {"kind": "view_of"}
+            if name in ("Tensor.data", "Tensor.detach", "torch.detach"):
+                attrs["alias"] = name.rsplit(".", 1)[-1]
+            edges.append((info.node, base.node, attrs))
+        if spec.random:
+            record[9] = {"random": True}
+        # Names the user binds the result to
+        if frame is not None and out_infos:
+            names = source.bound_name(frame)
+            if names is not None:
+                labels = self.labels
+                if isinstance(names, tuple):
+                    for (pos, _, info), nm in zip(out_infos, names):
+                        if nm and info.tid not in labels:
+                            labels[info.tid] = nm
+                elif len(out_infos) == 1 or not isinstance(out, (tuple, list)):
+                    info = out_infos[0][2]
+                    labels.setdefault(info.tid, names)
+                else:
+                    for i, (_, _, info) in enumerate(out_infos):
+                        labels.setdefault(info.tid, f"{names}[{i}]")
+        if self._pending_saved:
+            self._resolve_saved()
+        for _, t, info, _ in pre:
+            if info.crc is not None:
+                info.crc = _crc(t)
+
+    def _mark_numpy(self, sid):
+        s = self._sids.get(sid)
+        if s is None:
+            return
+        s.numpy = True
+        for ref in s.tensors:
+            u = ref()
+            if u is not None:
+                info = self.lookup(u)
+                if info is not None:
+                    info.crc = _crc(u)
+
+    def from_numpy(self, orig, array):
+        """Stand-in for ``torch.from_numpy`` (which bypasses ``__torch_function__``)."""
+        if self._busy or self._op_id is not None or threading.get_ident() != self.thread:
+            return orig(array)
+        spec = self._specs.get(orig)
+        if spec is None:
+            spec = self._specs[orig] = ops.Spec("torch.from_numpy", ops.OP)
+        # Unlike __torch_function__, this runs with the mode still active: keep the
+        # recorder's own torch calls (statistics, checksums) out of the trace.
+        self._busy = True
+        try:
+            return self._op(orig, spec, (array,), {}, depth=4)
+        finally:
+            self._busy = False
+
+    def _grad_mode(self, name, arg):
+        f = source.user_frame(3)
+        self.ops.append([
+            len(self.ops), name, "grad_mode", f.f_code.co_filename if f else None,
+            f.f_lineno if f else None, self.modules.current, torch.is_grad_enabled(),
+            [(0, arg)], self._bw, {"inference": torch.is_inference_mode_enabled()},
+        ])
+
+    def _label_parameters(self, mod, path):
+        if self._busy or threading.get_ident() != self.thread:
+            return
+        labels = self.labels
+        self._busy = True  # a module hook runs with the mode active
+        try:
+            for name, p in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+                if p is not None:
+                    labels.setdefault(self.tensor(p).tid, f"{path}.{name}")
+        finally:
+            self._busy = False
+
+    # -- backward ---------------------------------------------------------------------
+
+    def _backward(self, func, spec, types, args, kwargs):
+        api = spec.name
+        bound = _signature(func).bind(*args, **kwargs).arguments
+        if api == "Tensor.backward":
+            roots, grads = [bound["self"]], [bound.get("gradient")]
+        elif api == "torch.autograd.backward":
+            roots = _as_list(bound["tensors"])
+            grads = bound.get("grad_tensors")
+            if grads is None:
+                grads = bound.get("grad_variables")
+            grads = _as_list(grads) if grads is not None else [None] * len(roots)
+        else:
+            roots = _as_list(bound["outputs"])
+            grads = bound.get("grad_outputs")
+            grads = _as_list(grads) if grads is not None else [None] * len(roots)
+        seq = len(self.ops)
+        op_node = f"op:{seq}"
+        bw = f"bw:{self._next('bw')}"
+        frame = source.user_frame(3)
+        record = [seq, api, "backward", frame.f_code.co_filename if frame else None,
+                  frame.f_lineno if frame else None, self.modules.current, torch.is_grad_enabled(),
+                  [], None, {"backward": bw}]
+        self.ops.append(record)
+        implicit = all(g is None for g in grads) and all(
+            isinstance(r, torch.Tensor) and r.numel() == 1 for r in roots)
+        self.backwards[bw] = {
+            "seq": int(bw[3:]), "api": api, "implicit": implicit,
+            "retain_graph": bound.get("retain_graph"), "create_graph": bool(bound.get("create_graph")),
+            "op": op_node,
+        }
+        weights = []
+        root_keys = []
+        for i, (r, g) in enumerate(zip(roots, grads)):
+            if not isinstance(r, torch.Tensor):
+                continue
+            info = self.tensor(r)
+            self.edges.append((info.node, op_node, {"kind": "input", "pos": i}))
+            attrs = {"kind": "weights", "gradient": None}
+            if isinstance(g, torch.Tensor):
+                ginfo = self.tensor(g)
+                attrs["gradient"] = ginfo.node
+                self.edges.append((ginfo.node, op_node, {"kind": "input", "pos": f"gradient{i}"}))
+            elif g is not None:
+                attrs["gradient_value"] = g
+            weights.append((bw, info.node, attrs))
+            fn = r.grad_fn
+            root_keys.append((self._fn(fn), r.output_nr, attrs) if fn is not None else None)
+        self.edges.extend(weights)
+        if self._pending_saved:
+            self._resolve_saved()
+        seen_grads = {}
+        handles, leaves = self._hook_graph(roots, bw, seen_grads)
+        prior = {}
+        for fid, leaf in leaves.items():
+            if leaf.grad is not None:
+                prior[fid] = stats.compute(leaf.grad) if self.values != "none" else None
+        self._bw = bw
+        try:
+            with self:
+                result = redispatch_function(func, types, args, kwargs)
+        except BaseException as e:
+            self.backwards[bw]["error"] = f"{type(e).__name__}: {e}".split("\n")[0][:500]
+            record[9]["error"] = self.backwards[bw]["error"]
+            raise
+        finally:
+            self._bw = None
+            for h in handles:
+                h.remove()
+            for key in root_keys:
+                if key is not None and (key[0], key[1]) in seen_grads:
+                    key[2]["received"] = seen_grads[(key[0], key[1])]
+        self._busy = True
+        try:
+            if api == "torch.autograd.grad":
+                inputs = _as_list(bound["inputs"])
+                for t, g in zip(inputs, result):
+                    if isinstance(t, torch.Tensor) and isinstance(g, torch.Tensor):
+                        self._grad_edge("grad", bw, self.tensor(t).node, g)
+            for fid, leaf in leaves.items():
+                if leaf.grad is not None:
+                    info = self.tensor(leaf)
+                    attrs = self._grad_edge("leaf_grad", bw, info.node, leaf.grad)
+                    attrs["prior"] = prior.get(fid)
+                    attrs["accumulated"] = fid in prior
+        finally:
+            self._busy = False
+        return result
+
+    def _grad_edge(self, kind, bw, node, g):
+        attrs = {"kind": kind, "stats": stats.compute(g) if self.values != "none" else None}
+        if self.values == "all":
+            key = f"{kind}:{bw}:{node}"
+            self._keep_value(key, g)
+            attrs["value"] = key
+        self.edges.append((bw, node, attrs))
+        return attrs
+
+    def _hook_graph(self, roots, bw, seen):
+        """Put a pre-hook on every autograd node the backward call can reach, to
+        see the gradient arriving at each recorded tensor."""
+        key = self._key
+        handles, leaves = [], {}
+        stack = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]
+        visited = set()
+        while stack:
+            fn = stack.pop()
+            fid = fn.metadata.get(key)
+            if fid is None:
+                fid = self._fn(fn)
+            if fid in visited:
+                continue
+            visited.add(fid)
+            if fid in self._fn_leaf:
+                leaf = fn.variable
+                leaves[fid] = leaf
+            handles.append(fn.register_prehook(self._make_hook(fid, bw, seen)))
+            stack.extend(n for n, _ in fn.next_functions if n is not None)
+        return handles, leaves
+
+    def _make_hook(self, fid, bw, seen):
+        rec = weakref.ref(self)
+
+        def hook(grad_outputs):
+            self_ = rec()
+            if self_ is None:
+                return None
+            self_._busy = True
+            try:
+                leaf = self_._fn_leaf.get(fid)
+                for nr, g in enumerate(grad_outputs):
+                    if not isinstance(g, torch.Tensor):
+                        continue
+                    if leaf is not None:
+                        node = leaf.node
+                    else:
+                        node = self_._fn_out.get((fid, nr))
+                    if node is None:
+                        continue
+                    attrs = self_._grad_edge("grad", bw, node, g)
+                    seen[(fid, nr)] = {"stats": attrs["stats"], "dtype": dtype_name(g.dtype),
+                                       "shape": list(g.shape), "value": attrs.get("value")}
+            finally:
+                self_._busy = False
+            return None
+
+        return hook
+
+
+def _crc(t):
+    try:
+        return zlib.crc32(t.detach().numpy().tobytes())
+    except Exception:
+        return None
+
+
+def _shares_numpy(t, arrays):
+    return any(_array_shares(a, t) for _, a in arrays)
+
+
+def _array_shares(a, t):
+    try:
+        if t.device.type != "cpu" or a.size == 0 or t.numel() == 0:
+            return False
+        lo = a.__array_interface__["data"][0]
+        hi = lo + a.nbytes
+        p = t.untyped_storage().data_ptr()
+        return lo <= p < hi or p <= lo < p + t.untyped_storage().nbytes()
+    except Exception:
+        return False
+
+
+def _names_device(scalars):
+    return any(isinstance(v, (torch.device, str)) and not isinstance(v, bool) for _, v in scalars)
+
+
+_SIGS: dict = {}
+
+
+def _signature(func):
+    s = _SIGS.get(func)
+    if s is None:
+        s = _SIGS[func] = inspect.signature(func)
+    return s
+
+
+def _as_list(x):
+    if x is None:
+        return []
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return [x]
+
+
+_SCALARS = (int, float, bool, str, type(None), complex, torch.dtype, torch.device, torch.Size,
+            slice, type(Ellipsis), torch.memory_format, torch.layout)
+
+
+def _scan(args, kwargs, tensors, arrays, scalars):
+    """Split call arguments into tensors, numpy arrays and short non-tensor values."""
+    Tensor = torch.Tensor
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor):
+            tensors.append((i, a))
+        elif isinstance(a, (list, tuple)):
+            _scan_seq(a, i, tensors, arrays, scalars)
+        elif isinstance(a, np.ndarray):
+            arrays.append((i, a))
+        elif isinstance(a, _SCALARS):
+            scalars.append((i, a))
+        else:
+            scalars.append((i, _Opaque(a)))
+    for k, a in kwargs.items():
+        if isinstance(a, Tensor):
+            tensors.append((k, a))
+        elif isinstance(a, (list, tuple)):
+            _scan_seq(a, k, tensors, arrays, scalars)
+        elif isinstance(a, np.ndarray):
+            arrays.append((k, a))
+        elif isinstance(a, _SCALARS):
+            scalars.append((k, a))
+        else:
+            scalars.append((k, _Opaque(a)))
+
+
+def _scan_seq(seq, pos, tensors, arrays, scalars):
+    Tensor = torch.Tensor
+    simple = True
+    for j, a in enumerate(seq):
+        if isinstance(a, Tensor):
+            tensors.append((f"{pos}.{j}", a))
+            simple = False
+        elif isinstance(a, np.ndarray):
+            arrays.append((f"{pos}.{j}", a))
+            simple = False
+        elif isinstance(a, (list, tuple)) and a and not isinstance(a[0], _SCALARS):
+            _scan_seq(a, f"{pos}.{j}", tensors, arrays, scalars)
+            simple = False
+    if simple:
+        scalars.append((pos, _Opaque(seq) if len(seq) > 16 else tuple(seq)))
+    else:
+        scalars.append((pos, _Opaque(seq, tensors_inside=True)))
+
+
+class _Opaque:
+    """A non-scalar argument, kept only as the name of its type."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, obj, tensors_inside=False):
+        n = len(obj) if isinstance(obj, (list, tuple)) else None
+        self.text = f"<{type(obj).__name__}" + (f" of {n}>" if n is not None else ">")
+
+    def __repr__(self):
+        return self.text
+
+
+def _outputs(out, acc, pos=0):
+    if isinstance(out, (torch.Tensor, np.ndarray)):
+        acc.append((pos, out))
+    elif isinstance(out, (list, tuple)):
+        for i, o in enumerate(out):
+            if isinstance(o, (torch.Tensor, np.ndarray)):
+                acc.append((i if pos == 0 else f"{pos}.{i}", o))
+            elif isinstance(o, (list, tuple)):
+                _outputs(o, acc, i)

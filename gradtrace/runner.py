@@ -1,0 +1,75 @@
+"""Run a script the way ``python SCRIPT ARGS`` does, under a trace."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+from .trace import Trace
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class ScriptResult:
+    """The outcome of a traced script: its trace and the exit code Python would give."""
+
+    def __init__(self, trace: Trace, exit_code: int, exc: BaseException | None):
+        self.trace = trace
+        self.exit_code = exit_code
+        self.exception = exc
+
+
+def run_script(script, argv=(), values: str = "stats", target: str | None = None,
+               rank: int = 0, world_size: int = 1, print_traceback: bool = True) -> ScriptResult:
+    """Trace ``script`` run as ``__main__`` with ``sys.argv = [script, *argv]`` and its
+    folder first on ``sys.path``; return a :class:`ScriptResult`. An exception the
+    script raises is printed as Python prints it (unless ``print_traceback`` is
+    false) and ends the trace with status ``error``."""
+    script = str(script)
+    path = os.path.abspath(script)
+    tr = Trace(values, script=script, argv=list(argv), target=target, rank=rank, world_size=world_size)
+    old_argv, old_path0 = sys.argv, sys.path[0] if sys.path else None
+    sys.argv = [script, *argv]
+    sys.path.insert(0, os.path.dirname(path))
+    exit_code, exc = 0, None
+    try:
+        with tr:
+            runpy.run_path(path, run_name="__main__")
+    except SystemExit as e:
+        exit_code = _exit_code(e.code)
+    except KeyboardInterrupt as e:
+        exc, exit_code = e, 130
+        if print_traceback:
+            _print_user_traceback(e, path)
+    except BaseException as e:  # the user's exception: shown, kept in the trace, exit 1
+        exc, exit_code = e, 1
+        if print_traceback:
+            _print_user_traceback(e, path)
+    finally:
+        sys.argv = old_argv
+        if sys.path and sys.path[0] == os.path.dirname(path):
+            sys.path.pop(0)
+        elif old_path0 is not None and old_path0 not in sys.path:
+            sys.path.insert(0, old_path0)
+    return ScriptResult(tr, exit_code, exc)
+
+
+def _exit_code(code) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _print_user_traceback(e: BaseException, script_path: str):
+    """Print the traceback from the script's first frame on, as ``python`` would."""
+    tb = e.__traceback__
+    while tb is not None and (tb.tb_frame.f_code.co_filename.startswith(_HERE)
+                              or Path(tb.tb_frame.f_code.co_filename).name == "runpy.py"):
+        tb = tb.tb_next
+    traceback.print_exception(type(e), e, tb if tb is not None else e.__traceback__, file=sys.stderr)

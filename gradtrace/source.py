@@ -1,0 +1,126 @@
+"""Where an op came from: the user's frame, and the name its result is bound to.
+
+Both run on the recorder's per-op path, so each is a dict lookup after the first
+time a code object is seen: no ``inspect.stack()``, no source reading.
+"""
+
+from __future__ import annotations
+
+import dis
+import os
+import sys
+import sysconfig
+import types
+
+import torch
+
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_TORCH = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+_STDLIB = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
+_SITE = ("site-packages", "dist-packages")
+
+# code object -> True when its frames belong to torch, gradtrace or the stdlib
+_internal: dict[types.CodeType, bool] = {}
+# code object -> {instruction offset: name or tuple of names the result is stored to}
+_stores: dict[types.CodeType, dict[int, object]] = {}
+
+_STORE_OPS = {"STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_DEREF", "STORE_ATTR"}
+
+
+def _is_internal(filename: str) -> bool:
+    if filename.startswith("<frozen") or filename.startswith("<string>"):
+        return True
+    path = os.path.abspath(filename)
+    if path.startswith(_TORCH) or path.startswith(_HERE):
+        return True
+    # The stdlib (contextlib, functools, copy, runpy) sits between torch and the
+    # user's line; third-party packages are somebody's user code and stay visible.
+    return path.startswith(_STDLIB) and not any(s in path for s in _SITE)
+
+
+def user_frame(depth: int = 2):
+    """Return the innermost frame of user code above the caller, or None."""
+    f = sys._getframe(depth)
+    internal = _internal
+    while f is not None:
+        code = f.f_code
+        r = internal.get(code)
+        if r is None:
+            r = internal[code] = _is_internal(code.co_filename)
+        if not r:
+            return f
+        f = f.f_back
+    return None
+
+
+def _build_stores(code: types.CodeType) -> dict[int, object]:
+    ins = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "EXTENDED_ARG", "NOP")]
+    found: dict[int, object] = {}
+    for k in range(len(ins) - 1):
+        nxt = ins[k + 1]
+        if nxt.opname in _STORE_OPS:
+            name = nxt.argval
+        elif nxt.opname == "UNPACK_SEQUENCE":
+            name = tuple(
+                ins[j].argval if ins[j].opname in _STORE_OPS else None
+                for j in range(k + 2, min(k + 2 + nxt.argval, len(ins)))
+            )
+        else:
+            continue
+        # While a Python callee runs, f_lasti may point into the call's inline caches.
+        for off in range(ins[k].offset, nxt.offset, 2):
+            found[off] = name
+    return found
+
+
+def bound_name(frame) -> object:
+    """Return the name (or tuple of names, for unpacking) that the value computed
+    by the frame's current instruction is stored to, or None.
+
+    The name is read from the bytecode that follows the call, so it is known
+    before the assignment happens.
+    """
+    code = frame.f_code
+    table = _stores.get(code)
+    if table is None:
+        try:
+            table = _build_stores(code)
+        except Exception:  # unusual bytecode must never break tracing
+            table = {}
+        _stores[code] = table
+    return table.get(frame.f_lasti)
+
+
+_GRAD_MODE_FILES = ("grad_mode.py", "_contextlib.py", "contextlib.py")
+
+
+def grad_mode_caller():
+    """For a call to ``torch._C._set_grad_enabled``: return the name of the
+    context manager the user wrote (``torch.no_grad``, ...) when user code
+    asked for it, or None when torch itself switched grad mode (an optimizer)."""
+    f = sys._getframe(2)
+    name = None
+    while f is not None and f.f_code.co_filename.endswith(_GRAD_MODE_FILES):
+        if f.f_code.co_filename.endswith("grad_mode.py"):  # the outermost one is the user's
+            obj = f.f_locals.get("self")
+            if obj is not None:
+                name = f"torch.{type(obj).__name__}"
+        f = f.f_back
+    if f is None:
+        return None
+    code = f.f_code
+    r = _internal.get(code)
+    if r is None:
+        r = _internal[code] = _is_internal(code.co_filename)
+    if r:
+        return None
+    return name or "torch.set_grad_enabled"
+
+
+_AUTOGRAD_DIR = os.path.join(_TORCH, "autograd") + os.sep
+
+
+def called_by_autograd(depth: int = 2) -> bool:
+    """True when the torch call comes from torch.autograd's own Python code (the
+    backward engine's set-up, not a custom Function's backward or a hook)."""
+    return sys._getframe(depth).f_code.co_filename.startswith(_AUTOGRAD_DIR)

@@ -1,0 +1,216 @@
+"""``gradtrace.trace()``: the context manager users hold, and ``gradtrace.load()``."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .build import FORMAT, build_graph
+from .recorder import Recorder
+from .tracefile import load_graph, load_values, save
+
+VALUES = ("none", "stats", "all")
+_active = threading.local()
+
+
+def math_settings() -> dict:
+    """Return the numerics settings that change results (trace format ``math``)."""
+
+    def get(f, default=None):
+        try:
+            return f()
+        except Exception:
+            return default
+
+    return {
+        "default_dtype": str(torch.get_default_dtype()).replace("torch.", ""),
+        "tf32_matmul": get(lambda: torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": get(lambda: torch.backends.cudnn.allow_tf32),
+        "float32_matmul_precision": get(torch.get_float32_matmul_precision),
+        "cudnn_enabled": get(lambda: torch.backends.cudnn.enabled),
+        "cudnn_benchmark": get(lambda: torch.backends.cudnn.benchmark),
+        "cudnn_deterministic": get(lambda: torch.backends.cudnn.deterministic),
+        "deterministic_algorithms": get(torch.are_deterministic_algorithms_enabled),
+        "autocast_cpu": get(lambda: torch.is_autocast_enabled("cpu")),
+        "autocast_cuda": get(lambda: torch.is_autocast_enabled("cuda")),
+        "seed": get(torch.initial_seed),
+    }
+
+
+class Trace:
+    """One traced run: use as ``with gradtrace.trace() as tr: ...``, then read
+    ``tr.graph`` (a ``networkx.MultiDiGraph`` in trace format ``gradtrace/1``)."""
+
+    def __init__(self, values: str = "stats", *, script=None, argv=None, target=None,
+                 rank: int = 0, world_size: int = 1):
+        if values not in VALUES:
+            raise ValueError(f"values must be one of {', '.join(VALUES)}, not {values!r}")
+        self.values_mode = values
+        self.meta = {
+            "format": FORMAT,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "gradtrace_version": __version__,
+            "script": script,
+            "argv": argv,
+            "target": target or "cpu",
+            "rank": rank,
+            "world_size": world_size,
+            "values": values,
+            "status": "running",
+            "error": None,
+        }
+        self._rec: Recorder | None = None
+        self._graph = None
+        self._values = None
+        self._patches: list = []
+
+    # -- recording --------------------------------------------------------------------
+
+    def __enter__(self) -> Trace:
+        if getattr(_active, "trace", None) is not None:
+            raise RuntimeError("gradtrace.trace() is already active on this thread: traces do not nest")
+        if self._rec is not None:
+            raise RuntimeError("this gradtrace.trace() has already run; start a new one")
+        _active.trace = self
+        rec = self._rec = Recorder(self.values_mode)
+        self.meta["math_start"] = math_settings()
+        rec.modules.install()
+        self._patch()
+        rec.__enter__()
+        return self
+
+    def __exit__(self, et, ev, tb) -> bool:
+        rec = self._rec
+        try:
+            rec.__exit__(None, None, None)
+        finally:
+            self._unpatch()
+            rec.modules.remove()
+            _active.trace = None
+        self.meta["math"] = math_settings()
+        if et is None or (et is SystemExit and ev is not None and ev.code in (0, None)):
+            self.meta["status"] = "ok"
+        else:
+            self.meta["status"] = "error"
+            self.meta["error"] = {
+                "type": et.__name__,
+                "message": str(ev),
+                "traceback": "".join(traceback.format_exception(et, ev, tb)),
+            }
+        return False
+
+    def _patch(self):
+        rec = self._rec
+        orig = torch.from_numpy
+
+        def from_numpy(ndarray):
+            return rec.from_numpy(orig, ndarray)
+
+        from_numpy.__doc__ = orig.__doc__
+        self._patches.append((torch, "from_numpy", orig))
+        torch.from_numpy = from_numpy
+
+        im = torch.autograd.grad_mode.inference_mode
+        enter, exit_ = im.__enter__, im.__exit__
+
+        def __enter__(self_):
+            out = enter(self_)
+            if threading.get_ident() == rec.thread:
+                rec._grad_mode("torch.inference_mode", self_.mode)
+            return out
+
+        def __exit__(self_, *exc):
+            out = exit_(self_, *exc)
+            if threading.get_ident() == rec.thread:
+                rec._grad_mode("torch.inference_mode", "exit")
+            return out
+
+        self._patches.append((im, "__enter__", enter))
+        self._patches.append((im, "__exit__", exit_))
+        im.__enter__, im.__exit__ = __enter__, __exit__
+
+    def _unpatch(self):
+        while self._patches:
+            obj, name, orig = self._patches.pop()
+            setattr(obj, name, orig)
+
+    # -- results ----------------------------------------------------------------------
+
+    @property
+    def graph(self):
+        """The trace graph (built on first access once recording has ended)."""
+        if self._graph is None:
+            if self._rec is None:
+                raise RuntimeError("nothing recorded yet: use `with gradtrace.trace() as tr:`")
+            if self.meta["status"] == "running":
+                return build_graph(self._rec, self.meta)  # a live view; not cached
+            self._graph = build_graph(self._rec, self.meta)
+        return self._graph
+
+    @property
+    def values(self) -> dict:
+        """Captured tensor values (``values="all"``), keyed by node id or edge value key."""
+        if self._values is None:
+            self._values = dict(self._rec.saved_values) if self._rec is not None else {}
+        return self._values
+
+    def save(self, folder, dot: bool = True) -> Path:
+        """Write the trace folder (``trace.json``, ``values.safetensors``, ``graph.dot``);
+        return its path."""
+        text = None
+        if dot:
+            from .dot import to_dot
+
+            try:
+                text = to_dot(self.graph)
+            except Exception as e:  # a drawing problem must not lose the trace
+                print(f"gradtrace: graph.dot not written ({type(e).__name__}: {e})", file=sys.stderr)
+        return save(self.graph, folder, self.values, text)
+
+    def summary(self) -> str:
+        """Return a plain-text summary of the trace."""
+        from .summary import summary_text
+
+        return summary_text(self.graph)
+
+    def __repr__(self):
+        g = self._graph
+        n = sum(1 for _, k in g.nodes(data="kind") if k == "op") if g is not None else "?"
+        return f"<gradtrace.Trace status={self.meta.get('status')} ops={n}>"
+
+    def _repr_svg_(self):
+        from .dot import render_svg
+
+        return render_svg(self.graph)
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(self.summary())
+
+
+def trace(values: str = "stats", **kwargs) -> Trace:
+    """Return a context manager that records the torch program run inside it.
+
+    ``values``: ``"stats"`` (default) keeps min/max/mean/norm/NaN/Inf per tensor and
+    gradient; ``"all"`` also keeps every value (written to ``values.safetensors``);
+    ``"none"`` keeps metadata only."""
+    return Trace(values, **kwargs)
+
+
+def load(path) -> Trace:
+    """Load a saved trace folder and return it as a :class:`Trace` (never unpickles).
+
+    Raises ``gradtrace.TraceError`` (one line) when the folder is not a readable trace."""
+    t = Trace(values="none")
+    t._graph = load_graph(path)
+    t.meta = t._graph.graph
+    t.values_mode = t.meta.get("values", "none")
+    t._values = load_values(path)
+    t.path = Path(path)
+    return t

@@ -1,0 +1,119 @@
+"""Traced code computes exactly what it computes untraced, keeps no tensor alive,
+survives exceptions, and leaves nothing installed."""
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import torch
+from helpers import ops, same_bits
+from models import MLP, seed_autograd, seed_tensors, training_steps
+from torch.nn.modules import module as _module
+
+import gradtrace
+
+
+@pytest.mark.parametrize("values", ["none", "stats", "all"])
+@pytest.mark.parametrize("program", [seed_tensors, seed_autograd])
+def test_seed_examples_are_bit_identical_traced_and_untraced(program, values):
+    plain = program()
+    with gradtrace.trace(values=values):
+        traced = program()
+    assert all(same_bits(a, b) for a, b in zip(plain, traced))
+
+
+@pytest.mark.parametrize("values", ["none", "stats", "all"])
+def test_a_training_loop_is_bit_identical_traced_and_untraced(values):
+    losses, params = training_steps()
+    with gradtrace.trace(values=values):
+        t_losses, t_params = training_steps()
+    assert all(same_bits(a, b) for a, b in zip(losses + params, t_losses + t_params))
+
+
+@pytest.mark.parametrize("values", ["none", "stats"])
+def test_the_trace_keeps_no_user_tensor_alive(values):
+    with gradtrace.trace(values=values) as tr:
+        x = torch.ones(3, requires_grad=True)
+        y = (x * 2).exp()
+        y.sum().backward()
+        refs = [weakref.ref(x), weakref.ref(y), weakref.ref(x.grad)]
+        del x, y
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+    assert tr.graph.number_of_nodes() > 0
+
+
+def test_an_exception_reaches_the_caller_and_the_trace_is_kept_with_status_error():
+    tr = gradtrace.trace()
+    with pytest.raises(ZeroDivisionError, match="boom"):
+        with tr:
+            x = torch.ones(2)
+            y = x + 1
+            raise ZeroDivisionError("boom")
+    G = tr.graph
+    assert G.graph["status"] == "error"
+    assert G.graph["error"]["type"] == "ZeroDivisionError"
+    assert "boom" in G.graph["error"]["traceback"]
+    assert [d["name"] for d in ops(G)] == ["torch.ones", "Tensor.add"]
+    del y
+
+
+def test_an_op_that_raises_is_recorded_with_its_error():
+    with pytest.raises(RuntimeError):
+        with gradtrace.trace() as tr:
+            torch.ones(2, 3) @ torch.ones(2, 3)
+    (mm,) = ops(tr.graph, "Tensor.matmul")
+    assert "RuntimeError" in mm["error"]
+
+
+def test_tracing_works_inside_and_around_a_device_mode():
+    with gradtrace.trace() as tr:
+        with torch.device("meta"):
+            a = torch.ones(3)
+    assert a.is_meta
+    assert tr.graph.nodes["t:0.0"]["device"] == "meta"
+    with torch.device("meta"):
+        with gradtrace.trace() as tr2:
+            b = torch.ones(3) * 2
+    assert b.is_meta and [d["name"] for d in ops(tr2.graph)] == ["torch.ones", "Tensor.mul"]
+
+
+def test_nested_traces_are_refused():
+    with gradtrace.trace():
+        with pytest.raises(RuntimeError, match="already active"):
+            with gradtrace.trace():
+                pass
+
+
+def _installed():
+    return (
+        len(_module._global_forward_pre_hooks), len(_module._global_forward_hooks),
+        torch.from_numpy, torch.inference_mode.__enter__, torch.inference_mode.__exit__,
+        torch._C._len_torch_function_stack(),
+    )
+
+
+def test_nothing_stays_installed_after_the_block():
+    before = _installed()
+    with gradtrace.trace():
+        torch.from_numpy(np.ones(2))
+        with torch.inference_mode():
+            MLP()(torch.ones(1, 4))
+    assert _installed() == before
+    with pytest.raises(ValueError):
+        with gradtrace.trace():
+            raise ValueError
+    assert _installed() == before
+
+
+def test_module_ops_carry_their_module_path_and_parameters_their_names():
+    model = MLP()
+    with gradtrace.trace() as tr:
+        model(torch.ones(1, 4))
+    G = tr.graph
+    assert [d["module"] for d in ops(G)] == [None, "MLP.fc1", "MLP.act", "MLP.fc2"]
+    assert G.nodes["mod:MLP.fc1"]["type"] == "Linear"
+    assert ("mod:MLP", "mod:MLP.fc1") in G.edges()
+    labels = {d["label"] for _, d in G.nodes(data=True) if d["kind"] == "tensor"}
+    assert {"MLP.fc1.weight", "MLP.fc2.bias"} <= labels
