@@ -154,5 +154,8 @@ def dot(folder, out, view, depth, fmt):
     click.echo(f"wrote {out}")
 
 
+# Commands that live in their own modules register themselves on `main`.
+from . import cli_check, cli_replay  # noqa: E402,F401
+
 if __name__ == "__main__":  # pragma: no cover
     main()

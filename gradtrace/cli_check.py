@@ -1,0 +1,1 @@
+"""``gradtrace check``: registers itself on the ``gradtrace`` command group."""

@@ -1,0 +1,1 @@
+"""``gradtrace replay`` and ``gradtrace diff``: register themselves on the ``gradtrace`` command group."""
