@@ -136,6 +136,10 @@ class Trace:
         self._patches.append((im, "__exit__", exit_))
         im.__enter__, im.__exit__ = __enter__, __exit__
 
+        from .distributed import install
+
+        self._patches.extend(install(rec))
+
     def _unpatch(self):
         while self._patches:
             obj, name, orig = self._patches.pop()
