@@ -136,7 +136,7 @@ class _Drawer:
                     parent = top.rsplit(".", 1)[0] if "." in top else None
                     m = G.nodes.get(f"mod:{top}", {})
                     self.add_node(owner[n], self.cluster(parent), shape="box3d", style="filled",
-                                  fillcolor="#e6e6e6", label=_esc(f"{top}\\n({m.get('type', 'module')})"))
+                                  fillcolor="#e6e6e6", label=f"{_esc(top)}\\n({_esc(m.get('type', 'module'))})")
             else:
                 owner[n] = n
                 cat = d.get("category", "other")
@@ -168,10 +168,12 @@ class _Drawer:
                 if (u, cons) not in seen_pairs:
                     seen_pairs.add((u, cons))
                     self.add_edge(u, cons)
-        # Writes and aliases, drawn so they stand out
-        for u, v, d in G.edges(data=True):
+        # Writes and aliases, drawn so they stand out; a write through a view
+        # also shows the base's new version, though no op outputs it.
+        for u, v, d in sorted(G.edges(data=True), key=lambda e: e[2].get("kind") != "next_version"):
             k = d.get("kind")
-            if k == "next_version" and u in self.drawn and v in self.drawn:
+            if k == "next_version" and u in self.drawn and not d.get("metadata_only"):
+                self.tensor(v)
                 self.add_edge(u, v, color="#cc0000", style="dashed", penwidth="2",
                               label="write" if d.get("visible", True) else "hidden write",
                               fontcolor="#cc0000")
@@ -220,10 +222,10 @@ class _Drawer:
             elif k == "accumulates":
                 self.tensor(v)
                 self.add_edge(u, v, style="dashed")
-                for bw, _, e in G.in_edges(v, data=True):
-                    if e.get("kind") == "leaf_grad" and e.get("stats"):
-                        self.add_edge(bw, v, color="#6aa84f", style="dashed", constraint="false",
-                                      label=f".grad norm {e['stats']['norm']:.4g}")
+            elif k == "leaf_grad" and d.get("stats"):
+                self.tensor(v)
+                self.add_edge(u, v, color="#6aa84f", style="dashed", constraint="false",
+                              label=f".grad norm {d['stats']['norm']:.4g}")
             elif k == "weights":
                 self.tensor(v)
                 w = d.get("gradient")

@@ -350,6 +350,11 @@ class Recorder(TorchFunctionMode):
         if kind == ops.GRAD_READ:
             out = func(*args, **kwargs)
             t = args[0]
+            if isinstance(out, torch.Tensor):
+                owner = self.lookup(t)
+                name = self.labels.get(owner.tid) if owner is not None else None
+                if name is not None:
+                    self.labels.setdefault(self.tensor(out).tid, f"{name}.grad")
             if not t.is_leaf and not t.retains_grad:
                 f = source.user_frame(2)
                 info = self.tensor(t)

@@ -6,7 +6,6 @@ import os
 import runpy
 import sys
 import traceback
-from pathlib import Path
 
 from .trace import Trace
 
@@ -40,12 +39,10 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
             runpy.run_path(path, run_name="__main__")
     except SystemExit as e:
         exit_code = _exit_code(e.code)
-    except KeyboardInterrupt as e:
-        exc, exit_code = e, 130
-        if print_traceback:
-            _print_user_traceback(e, path)
     except BaseException as e:  # the user's exception: shown, kept in the trace, exit 1
-        exc, exit_code = e, 1
+        exc, exit_code = e, 130 if isinstance(e, KeyboardInterrupt) else 1
+        if tr.meta.get("error"):
+            tr.meta["error"]["traceback"] = user_traceback(e)
         if print_traceback:
             _print_user_traceback(e, path)
     finally:
@@ -66,10 +63,14 @@ def _exit_code(code) -> int:
     return 1
 
 
-def _print_user_traceback(e: BaseException, script_path: str):
-    """Print the traceback from the script's first frame on, as ``python`` would."""
+def user_traceback(e: BaseException) -> str:
+    """Return the traceback text from the script's first frame on, as ``python`` shows it."""
     tb = e.__traceback__
     while tb is not None and (tb.tb_frame.f_code.co_filename.startswith(_HERE)
-                              or Path(tb.tb_frame.f_code.co_filename).name == "runpy.py"):
+                              or "runpy" in tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
-    traceback.print_exception(type(e), e, tb if tb is not None else e.__traceback__, file=sys.stderr)
+    return "".join(traceback.format_exception(type(e), e, tb if tb is not None else e.__traceback__))
+
+
+def _print_user_traceback(e: BaseException, script_path: str):
+    sys.stderr.write(user_traceback(e))

@@ -1,0 +1,147 @@
+"""The CLI through click's CliRunner and through real subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gradtrace.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def gradtrace(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "gradtrace", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def autograd_trace(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "autograd"
+    r = gradtrace("run", "--no-svg", "-o", out, EXAMPLES / "autograd.py")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_run_writes_the_trace_folder_and_passes_the_scripts_output_through(autograd_trace):
+    assert (autograd_trace / "trace.json").exists() and (autograd_trace / "graph.dot").exists()
+    assert json.loads((autograd_trace / "trace.json").read_text())["graph"]["format"] == "gradtrace/1"
+
+
+def test_run_prints_a_summary_with_backward_weights_and_top_lines(tmp_path):
+    r = gradtrace("run", "--no-svg", "-o", tmp_path / "a", EXAMPLES / "autograd.py")
+    assert "x.grad 2.0" in r.stdout  # the script's own output
+    assert "backward bw:1" in r.stdout and "w=v [2, 2]" in r.stdout
+    assert "top source lines" in r.stdout and "wrote" in r.stdout
+
+
+def test_run_gives_the_script_its_argv_main_and_folder_on_sys_path(tmp_path):
+    (tmp_path / "helper_mod.py").write_text("VALUE = 7\n")
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import sys, torch, helper_mod\n"
+        "assert __name__ == '__main__'\n"
+        "print('argv', sys.argv[1:], helper_mod.VALUE)\n"
+        "torch.ones(1)\n"
+        "sys.exit(int(sys.argv[2]))\n"
+    )
+    r = gradtrace("run", "--no-svg", "-o", tmp_path / "out", script, "--flag", "3")
+    assert "argv ['--flag', '3'] 7" in r.stdout
+    assert r.returncode == 3
+    assert json.loads((tmp_path / "out" / "trace.json").read_text())["graph"]["argv"] == ["--flag", "3"]
+
+
+def test_a_raising_script_shows_its_traceback_keeps_the_trace_and_exits_nonzero(tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text("import torch\nx = torch.ones(2)\nraise ValueError('broken here')\n")
+    r = gradtrace("run", "--no-svg", "-o", tmp_path / "out", script)
+    assert r.returncode == 1
+    assert "Traceback (most recent call last)" in r.stderr and "ValueError: broken here" in r.stderr
+    assert 'bad.py", line 3' in r.stderr and "runpy" not in r.stderr
+    g = json.loads((tmp_path / "out" / "trace.json").read_text())["graph"]
+    assert g["status"] == "error" and g["error"]["type"] == "ValueError"
+
+
+def test_a_missing_script_is_a_one_line_usage_error(tmp_path):
+    r = gradtrace("run", tmp_path / "nope.py")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "script not found" in r.stderr
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("{not json", "corrupt trace file"),
+    ('{"hello": 1}', "not a gradtrace trace"),
+    ('{"graph": {"format": "other/3"}, "nodes": [], "edges": []}', "not a gradtrace trace"),
+    ('{"graph": {"format": "gradtrace/9"}, "nodes": [], "edges": []}', "gradtrace/9 is not supported"),
+])
+def test_a_bad_trace_folder_is_a_one_line_error_with_exit_code_2(tmp_path, content, expected):
+    (tmp_path / "trace.json").write_text(content)
+    r = CliRunner().invoke(main, ["show", str(tmp_path)])
+    assert r.exit_code == 2
+    assert expected in r.output and r.output.strip().count("\n") == 0
+
+
+def test_a_missing_trace_folder_is_a_one_line_error(tmp_path):
+    r = gradtrace("show", tmp_path / "missing")
+    assert r.returncode == 2 and "no such trace folder" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+def test_show_backward_lists_weights_and_gradients_as_json(autograd_trace):
+    r = CliRunner().invoke(main, ["show", str(autograd_trace), "--backward", "--json"])
+    rows = json.loads(r.output)
+    weights = [row for row in rows if row["edge"] == "weights"]
+    assert len(weights) == 4 and weights[0]["w"] == "implicit"
+
+
+def test_show_ops_filters_by_source_line(autograd_trace):
+    r = CliRunner().invoke(main, ["show", str(autograd_trace), "--ops", "--line", "autograd.py:43", "--json"])
+    rows = json.loads(r.output)
+    assert [row["op"] for row in rows] == ["Tensor.data", "Tensor.mul_"]
+
+
+def test_show_aliases_and_moves_tables_render(autograd_trace):
+    r = CliRunner().invoke(main, ["show", str(autograd_trace), "--aliases"])
+    assert r.exit_code == 0 and "invisible to autograd" in r.output
+
+
+def test_dot_writes_each_view(autograd_trace, tmp_path):
+    for view in ["forward", "autograd", "memory", "all"]:
+        out = tmp_path / f"{view}.dot"
+        r = CliRunner().invoke(main, ["dot", str(autograd_trace), "--view", view, "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        assert out.read_text().startswith("digraph")
+
+
+def test_dot_renders_svg_when_graphviz_is_installed(autograd_trace, tmp_path):
+    from gradtrace.dot import have_graphviz
+
+    out = tmp_path / "g.svg"
+    r = CliRunner().invoke(main, ["dot", str(autograd_trace), "-o", str(out)])
+    if not have_graphviz():
+        assert r.exit_code == 2 and "Graphviz" in r.output
+        pytest.skip("Graphviz's dot is not installed")
+    assert r.exit_code == 0 and out.read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+@pytest.mark.parametrize("command", ["run", "show", "dot"])
+def test_every_command_help_shows_an_example(command):
+    r = CliRunner().invoke(main, [command, "--help"])
+    assert r.exit_code == 0 and "Example:" in r.output
+
+
+def test_version_flag():
+    r = CliRunner().invoke(main, ["--version"])
+    assert r.exit_code == 0 and "gradtrace, version" in r.output
+
+
+def test_the_console_script_is_installed():
+    exe = Path(sys.executable).parent / "gradtrace"
+    if not exe.exists():
+        pytest.skip("not installed as a console script in this environment")
+    r = subprocess.run([str(exe), "--version"], capture_output=True, text=True, env={**os.environ})
+    assert r.returncode == 0

@@ -1,0 +1,117 @@
+"""DOT drawings: views, module clusters and depth, escaping, highlights."""
+
+import pydot
+import pytest
+import torch
+from models import MLP
+
+import gradtrace
+from gradtrace.dot import have_graphviz, render, to_dot
+
+
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = MLP(4, 4, 4)
+
+    def forward(self, x):
+        return self.inner(x) + x
+
+
+class Deep(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.Sequential(Block(), Block())
+
+    def forward(self, x):
+        return self.blocks(x).sum()
+
+
+@pytest.fixture(scope="module")
+def deep_graph():
+    model = Deep()
+    with gradtrace.trace() as tr:
+        model(torch.ones(2, 4)).backward()
+    return tr.graph
+
+
+def _parse(text):
+    (g,) = pydot.graph_from_dot_data(text)
+    return g
+
+
+def _all_nodes(g):
+    out = list(g.get_nodes())
+    for sub in g.get_subgraphs():
+        out += _all_nodes(sub)
+    return out
+
+
+def _cluster_labels(g):
+    out = []
+    for sub in g.get_subgraphs():
+        out.append(sub.get_label())
+        out += _cluster_labels(sub)
+    return out
+
+
+def test_each_module_drawn_gets_a_cluster(deep_graph):
+    g = _parse(to_dot(deep_graph, depth=10))
+    labels = " ".join(str(x) for x in _cluster_labels(g))
+    assert "Deep.blocks.0.inner.fc1 (Linear)" in labels and "Deep.blocks.1 (Block)" in labels
+
+
+def test_depth_collapses_deeper_modules_into_one_node_each(deep_graph):
+    deep = _all_nodes(_parse(to_dot(deep_graph, depth=10)))
+    shallow = _all_nodes(_parse(to_dot(deep_graph, depth=2)))
+    assert len(shallow) < len(deep)
+    boxes = [n.get_label() for n in shallow if n.get_shape() == "box3d"]
+    assert sorted(str(b).split("\\n")[0].strip('"') for b in boxes) == ["Deep.blocks"]
+
+
+def test_writes_are_drawn_as_red_dashed_version_edges():
+    with gradtrace.trace() as tr:
+        x = torch.zeros(3)
+        y = x[:2]
+        y += 1
+    edges = _parse(to_dot(tr.graph, view="forward")).get_edges()
+    writes = [e for e in edges if str(e.get_label()).strip('"') == "write"]
+    assert len(writes) == 2 and all(e.get_style() == "dashed" for e in writes)
+    mem = _parse(to_dot(tr.graph, view="memory")).get_edges()
+    assert [str(e.get_label()).strip('"') for e in mem].count("view") == 1
+
+
+def test_labels_with_quotes_braces_angle_brackets_and_unicode_stay_valid_dot():
+    ns = {}
+    code = 'import torch\nwith gt.trace() as tr:\n    ñame_é = torch.ones(2)\n    b = ñame_é + 1\n'
+    exec(compile(code, "we\"ird{<file>}.py", "exec"), {"gt": gradtrace, "__name__": "x"}, ns)
+    G = ns["tr"].graph
+    for n, d in G.nodes(data=True):
+        if d["kind"] == "tensor" and d["tid"] == 1:
+            d["label"] = 'a "quoted" {brace} <angle> \\ back'
+    for view in ("forward", "autograd", "memory", "all"):
+        g = _parse(to_dot(G, view=view))
+        assert g is not None
+    if have_graphviz():
+        assert render(to_dot(G, view="all"), "svg").startswith(b"<?xml")
+
+
+def test_highlighted_nodes_are_marked(deep_graph):
+    op = next(n for n, d in deep_graph.nodes(data=True) if d["kind"] == "op")
+    text = to_dot(deep_graph, depth=10, highlight={op})
+    assert 'color="#cc0000"' in text and "penwidth=3" in text
+
+
+def test_autograd_view_shows_backward_weights_and_leaf_gradients(deep_graph):
+    text = to_dot(deep_graph, view="autograd")
+    assert "w = 1 (implicit)" in text and ".grad norm" in text and "AccumulateGrad" in text
+
+
+def test_a_trace_shows_itself_as_svg_in_a_notebook_or_as_text_without_graphviz(deep_graph, monkeypatch):
+    with gradtrace.trace() as tr:
+        torch.ones(2) * 2
+    if have_graphviz():
+        assert tr._repr_svg_().lstrip().startswith("<?xml")
+    monkeypatch.setattr("gradtrace.dot.have_graphviz", lambda: False)
+    assert tr._repr_svg_() is None
+    assert "ops by category" in tr.summary()

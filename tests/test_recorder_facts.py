@@ -1,0 +1,178 @@
+"""Recorder facts beyond the course notes: aliases, storage identity, grad modes, ops."""
+
+import gc
+
+import pytest
+import torch
+from helpers import edges, ops, outputs, tensors
+
+import gradtrace
+
+
+def test_detach_is_an_alias_that_shares_the_version_counter():
+    with gradtrace.trace() as tr:
+        x = torch.ones(3, requires_grad=True)
+        y = x * 2
+        d = y.detach()
+        d += 1
+    G = tr.graph
+    (v,) = edges(G, "view_of", tensors(G, "d")[0])
+    assert v[2]["alias"] == "detach" and v[1] == tensors(G, "y")[0]
+    y0, y1 = tensors(G, "y")
+    assert edges(G, "next_version", y0, y1)[0][2]["visible"] is True
+
+
+def test_storage_identity_survives_the_allocator_reusing_an_address():
+    with gradtrace.trace() as tr:
+        a = torch.ones(1024)
+        ptr = a.data_ptr()
+        del a
+        gc.collect()
+        b = torch.zeros(1024)
+        reused = b.data_ptr() == ptr
+    G = tr.graph
+    sa = G.nodes["t:0.0"]["storage"]
+    sb = G.nodes[tensors(G, "b")[0]]["storage"]
+    assert sa != sb
+    if not reused:
+        pytest.skip("the allocator did not reuse the address this time")
+
+
+def test_every_grad_mode_is_recorded_and_set_on_each_op():
+    with gradtrace.trace() as tr:
+        x = torch.ones(2, requires_grad=True)
+        with torch.no_grad():
+            with torch.enable_grad():
+                a = x * 2
+            b = x * 3
+        torch.set_grad_enabled(False)
+        c = x * 4
+        torch.set_grad_enabled(True)
+        with torch.inference_mode():
+            d = torch.ones(2) * 5
+    G = tr.graph
+    muls = [(d_["grad_enabled"]) for d_ in ops(G) if d_["name"] == "Tensor.mul"]
+    assert muls == [True, False, False, False]
+    modes = [d_["name"] for d_ in ops(G, category="grad_mode")]
+    assert modes == ["torch.no_grad", "torch.enable_grad", "torch.enable_grad", "torch.no_grad",
+                     "torch.set_grad_enabled", "torch.set_grad_enabled",
+                     "torch.inference_mode", "torch.inference_mode"]
+    assert G.nodes[tensors(G, "a")[0]]["requires_grad"] and not G.nodes[tensors(G, "b")[0]]["requires_grad"]
+
+
+def test_optimizer_internal_grad_mode_switches_are_not_user_ops():
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([p], lr=0.1)
+    with gradtrace.trace() as tr:
+        p.sum().backward()
+        opt.step()
+    assert ops(tr.graph, category="grad_mode") == []
+
+
+def test_source_line_and_code_point_at_the_users_line():
+    with gradtrace.trace() as tr:
+        x = torch.ones(2)
+        y = torch.nn.functional.relu(x - 1)  # the line
+    G = tr.graph
+    relu = ops(G, "torch.nn.functional.relu")[0]
+    assert relu["file"] == __file__ and relu["code"].endswith("# the line")
+
+
+def test_shape_and_dtype_metadata_reads_are_not_ops():
+    with gradtrace.trace() as tr:
+        x = torch.ones(2, 3)
+        x.shape, x.dtype, x.dim(), x.size(0), x.is_leaf, x.grad_fn, x.requires_grad
+    assert [d["name"] for d in ops(tr.graph)] == ["torch.ones"]
+
+
+def test_tuple_unpacking_labels_each_output():
+    with gradtrace.trace() as tr:
+        x = torch.arange(6.0)
+        left, right = x.chunk(2)
+    G = tr.graph
+    assert tensors(G, "left") and tensors(G, "right")
+    assert all(edges(G, "view_of", tensors(G, n)[0]) for n in ("left", "right"))
+
+
+def test_matmul_assign_arrives_as_an_out_of_place_matmul():
+    with gradtrace.trace() as tr:
+        m = torch.eye(2)
+        m @= torch.eye(2)
+    (mm,) = ops(tr.graph, "Tensor.matmul")
+    assert mm["category"] == "compute"
+
+
+def test_values_all_keeps_each_tensor_version_and_saves_it(tmp_path):
+    with gradtrace.trace(values="all") as tr:
+        x = torch.zeros(3)
+        x += 2
+    x0, x1 = tensors(tr.graph, "x")
+    assert torch.equal(tr.values[x0], torch.zeros(3)) and torch.equal(tr.values[x1], torch.full((3,), 2.0))
+    tr.save(tmp_path / "run")
+    back = gradtrace.load(tmp_path / "run")
+    assert torch.equal(back.values[x1], torch.full((3,), 2.0))
+    assert (tmp_path / "run" / "values.safetensors").exists()
+
+
+def test_stats_count_nan_and_inf_and_ignore_them_for_min_and_max():
+    with gradtrace.trace() as tr:
+        x = torch.tensor([1.0, float("nan"), float("inf"), -2.0])
+    s = tr.graph.nodes[tensors(tr.graph, "x")[0]]["stats"]
+    assert (s["nan"], s["inf"], s["min"], s["max"]) == (1, 1, -2.0, 1.0)
+
+
+def test_math_settings_are_recorded():
+    with gradtrace.trace() as tr:
+        torch.ones(1)
+    m = tr.graph.graph["math"]
+    assert m["default_dtype"] == "float32"
+    assert m["deterministic_algorithms"] is False
+    assert {"tf32_matmul", "tf32_cudnn", "cudnn_benchmark", "autocast_cpu", "seed"} <= set(m)
+
+
+def test_a_nonleaf_grad_read_is_recorded():
+    with gradtrace.trace() as tr:
+        x = torch.ones(2, requires_grad=True)
+        y = x * 2
+        y.sum().backward()
+        _ = y.grad
+    (read,) = tr.graph.graph["grad_reads"]
+    assert read["tensor"] == tensors(tr.graph, "y")[0] and read["line"] is not None
+
+
+def test_setitem_with_a_tensor_index_records_the_index_as_an_input():
+    with gradtrace.trace() as tr:
+        x = torch.zeros(4)
+        idx = torch.tensor([0, 2])
+        x[idx] = 1.0
+    (st,) = ops(tr.graph, "Tensor.__setitem__")
+    assert st["category"] == "setitem"
+    ins = [u for u, _, k in tr.graph.in_edges("op:%d" % st["seq"], data="kind") if k == "input"]
+    assert tensors(tr.graph, "idx")[0] in ins
+
+
+def test_outputs_of_a_random_factory_are_marked_random():
+    with gradtrace.trace() as tr:
+        torch.randn(3)
+        torch.nn.functional.dropout(torch.ones(3), 0.5)
+    assert [d.get("random", False) for d in ops(tr.graph)] == [True, False, True]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_move_is_a_copy_and_cuda_stats_are_read_at_the_end():
+    with gradtrace.trace() as tr:
+        x = torch.ones(3)
+        g = x.cuda()
+        back = g.to("cpu", torch.double)
+    G = tr.graph
+    moves = edges(G, "moved_to")
+    assert [m[2]["dst_device"] for m in moves] == ["cuda:0", "cpu"]
+    assert G.nodes[tensors(G, "g")[0]]["stats"]["mean"] == 1.0
+
+
+def test_op_outputs_are_listed_in_order():
+    with gradtrace.trace() as tr:
+        values, idx = torch.tensor([3.0, 1.0, 2.0]).sort()
+    (sort,) = ops(tr.graph, "Tensor.sort")
+    outs = outputs(tr.graph, sort)
+    assert sorted(tr.graph.nodes[n]["label"] for n in outs) == ["idx", "values"]
