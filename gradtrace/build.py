@@ -7,7 +7,7 @@ import linecache
 import networkx as nx
 
 from . import stats as _stats
-from .recorder import Recorder
+from .recorder import Opaque, Recorder
 
 FORMAT = "gradtrace/1"
 
@@ -15,7 +15,7 @@ FORMAT = "gradtrace/1"
 def _args_text(scalars) -> str:
     parts = []
     for pos, v in scalars:
-        text = v.text if hasattr(v, "text") else repr(v)
+        text = str(v) if isinstance(v, Opaque) else repr(v)
         if len(text) > 60:
             text = text[:57] + "..."
         parts.append(text if isinstance(pos, int) else f"{pos}={text}")
@@ -48,8 +48,8 @@ def build_graph(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     for child, parent in rec.modules.parents.items():
         G.add_edge(f"mod:{parent}", f"mod:{child}", kind="parent")
 
-    for sid, attrs in rec.storages.items():
-        G.add_node(sid, kind="storage", **attrs)
+    for sid, (device, nbytes, origin) in rec.storages.items():
+        G.add_node(sid, kind="storage", device=device, nbytes=nbytes, origin=origin)
     for nid, attrs in rec.numpy.items():
         G.add_node(nid, kind="numpy", **attrs)
     for fid, attrs in rec.fns.items():
@@ -74,6 +74,8 @@ def build_graph(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
             G.add_edge(node, fid, kind="grad_fn")
 
     for r in rec.ops:
+        if r is None:  # an op still running (a graph read while recording)
+            continue
         seq, name, cat, file, line, module, grad, scalars, bw, extra = r
         code = linecache.getline(file, line).strip() if file and line else None
         attrs = dict(
@@ -90,6 +92,14 @@ def build_graph(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
         if module is not None:
             G.add_edge(node, f"mod:{module}", kind="in_module")
 
-    for u, v, attrs in rec.edges:
-        G.add_edge(u, v, **_edge_stats(attrs))
+    for e in rec.edges:
+        if len(e) == 4:
+            u, v, kind, pos = e
+            if pos is None:
+                G.add_edge(u, v, kind=kind)
+            else:
+                G.add_edge(u, v, kind=kind, pos=pos)
+        else:
+            u, v, attrs = e
+            G.add_edge(u, v, **(dict(attrs) if type(attrs) is tuple else _edge_stats(attrs)))
     return G

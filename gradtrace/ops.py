@@ -53,7 +53,7 @@ _BACKWARD_FUNCS = {torch.Tensor.backward, torch.autograd.backward, torch.autogra
 class Spec:
     """A callable's name and how the recorder handles it."""
 
-    __slots__ = ("name", "kind", "base", "factory", "random", "conversion")
+    __slots__ = ("name", "kind", "base", "factory", "random", "conversion", "meta")
 
     def __init__(self, name: str, kind: int):
         self.name = name
@@ -66,6 +66,7 @@ class Spec:
         )
         self.random = self.base in RANDOM
         self.conversion = name.startswith("Tensor.") and self.base in CONVERSIONS
+        self.meta = name.startswith("Tensor.requires_grad")  # changes autograd metadata only
 
 
 def qualified_name(func) -> str:

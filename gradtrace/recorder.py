@@ -31,6 +31,17 @@ def dtype_name(dt) -> str:
     return n
 
 
+_DEVICE_NAMES: dict = {}
+
+
+def device_name(dev) -> str:
+    """Return ``cuda:0`` for ``torch.device("cuda", 0)``."""
+    n = _DEVICE_NAMES.get(dev)
+    if n is None:
+        n = _DEVICE_NAMES[dev] = str(dev)
+    return n
+
+
 class _T:
     """What the recorder knows of one live tensor object."""
 
@@ -65,22 +76,30 @@ class Recorder(TorchFunctionMode):
     def __init__(self, values: str = "stats"):
         super().__init__()
         self.values = values
-        self.ops: list = []  # one list per op (see _record)
+        self.ops: list = []  # one tuple per op, in call order (see _op)
         self.tensors: dict = {}  # "t:N.V" -> tuple (see _snapshot)
-        self.storages: dict = {}  # "s:N" -> dict
+        self.storages: dict = {}  # "s:N" -> (device, nbytes, origin)
         self.numpy: dict = {}  # "np:N" -> dict
         self.fns: dict = {}  # "fn:N" -> dict
         self.backwards: dict = {}  # "bw:N" -> dict
         self.collectives: dict = {}  # "c:N" -> dict
-        self.edges: list = []  # (u, v, attrs)
+        # (u, v, kind, pos) or (u, v, attrs): attrs a tuple of pairs, or a dict where
+        # it is filled in later; tuples of plain values are not tracked by the GC.
+        self.edges: list = []
         self.labels: dict = {}  # tid -> variable name
         self.grad_reads: list = []  # reads of .grad on non-leaf tensors
         self.saved_values: dict = {}  # key -> CPU tensor, values="all" only
         self.modules = ModuleStack(on_first_call=self._label_parameters)
         self.thread = threading.get_ident()
+        # Live tensors and storages by id(), through plain weak references (a
+        # callback per object would cost more than the op): an entry whose
+        # referent died is replaced on id reuse and swept when the maps double.
+        # Records kept after a death are tuples of plain values, which the
+        # cyclic GC stops tracking (a long trace must not slow every collection).
         self._tmap: dict = {}  # id(tensor) -> _T
         self._smap: dict = {}  # id(storage) -> _S
         self._sids: dict = {}  # "s:N" -> _S
+        self._sweep_at = 4096
         self._nmap: dict = {}  # id(ndarray) -> (weakref, "np:N")
         self._specs: dict = {}
         self._fn_out: dict = {}  # (fid, output_nr) -> last tensor node with that grad_fn
@@ -91,7 +110,9 @@ class Recorder(TorchFunctionMode):
         self._bw = None  # the backward node id while a backward call runs
         self._op_id = None  # the op being recorded (for grad_fn attribution)
         self._pending_saved: list = []
-        self._n = {"t": 0, "s": 0, "np": 0, "fn": 0, "bw": 0, "c": 0}
+        self._n = {"np": 0, "fn": 0, "bw": 0, "c": 0}
+        self._ntid = 0
+        self._nsid = 0
 
     # -- identity ---------------------------------------------------------------------
 
@@ -109,19 +130,18 @@ class Recorder(TorchFunctionMode):
 
     def tensor(self, t, origin="torch") -> _T:
         """Return the record of ``t``, registering it (version 0) on first sight."""
-        info = self._tmap.get(id(t))
+        key = id(t)
+        info = self._tmap.get(key)
         if info is not None and info.ref() is t:
             return info
-        tmap, key = self._tmap, id(t)
-
-        def drop(ref, tmap=tmap, key=key):
-            e = tmap.get(key)
-            if e is not None and e.ref is ref:
-                del tmap[key]
-
         s = self._storage_of(t, origin)
-        info = _T(self._next("t"), _version(t), s.sid if s else None, weakref.ref(t, drop))
+        tid = self._ntid
+        self._ntid = tid + 1
+        info = _T(tid, _version(t), s.sid if s else None, weakref.ref(t))
+        tmap = self._tmap
         tmap[key] = info
+        if len(tmap) > self._sweep_at:
+            self._sweep()
         if s is not None:
             s.tensors.append(info.ref)
         self._snapshot(t, info)
@@ -132,21 +152,25 @@ class Recorder(TorchFunctionMode):
             st = t.untyped_storage()
         except Exception:  # sparse, nested and other storage-less tensors
             return None
-        s = self._smap.get(id(st))
+        key = id(st)
+        s = self._smap.get(key)
         if s is not None and s.ref() is st:
             return s
-        smap, key = self._smap, id(st)
-
-        def drop(ref, smap=smap, key=key):
-            e = smap.get(key)
-            if e is not None and e.ref is ref:
-                del smap[key]
-
-        s = _S(f"s:{self._next('s')}", weakref.ref(st, drop))
-        smap[key] = s
+        n = self._nsid
+        self._nsid = n + 1
+        s = _S(f"s:{n}", weakref.ref(st))
+        self._smap[key] = s
         self._sids[s.sid] = s
-        self.storages[s.sid] = {"device": str(st.device), "nbytes": st.nbytes(), "origin": origin}
+        self.storages[s.sid] = (device_name(st.device), st.nbytes(), origin)
         return s
+
+    def _sweep(self):
+        """Forget tensors and storages that died; keep the maps' size linear in
+        what is alive."""
+        self._tmap = {k: v for k, v in self._tmap.items() if v.ref() is not None}
+        self._smap = {k: v for k, v in self._smap.items() if v.ref() is not None}
+        self._sids = {s.sid: s for s in self._smap.values()}
+        self._sweep_at = max(4096, 2 * len(self._tmap))
 
     def _snapshot(self, t, info):
         """Record the tensor node for the current version of ``t``."""
@@ -161,7 +185,7 @@ class Recorder(TorchFunctionMode):
         info.rg = t.requires_grad
         mode = self.values
         self.tensors[node] = (
-            info.tid, info.ver, tuple(t.shape), dtype_name(t.dtype), str(t.device), stride,
+            info.tid, info.ver, tuple(t.shape), dtype_name(t.dtype), device_name(t.device), stride,
             info.sid, offset, info.rg, t.is_leaf, fid,
             stats.compute(t) if mode != "none" else None,
         )
@@ -190,9 +214,9 @@ class Recorder(TorchFunctionMode):
                 ref = lambda: None  # noqa: E731
             entry = self._nmap[id(a)] = (ref, node)
         if edge_kind == "input":
-            self.edges.append((entry[1], op_node, {"kind": "input", "pos": pos}))
+            self.edges.append((entry[1], op_node, "input", pos))
         else:
-            self.edges.append((op_node, entry[1], {"kind": "output", "pos": pos}))
+            self.edges.append((op_node, entry[1], "output", pos))
         return entry[1]
 
     # -- versions ---------------------------------------------------------------------
@@ -218,17 +242,17 @@ class Recorder(TorchFunctionMode):
             info.tv = tv
             info.ver += 1
             new = self._snapshot(u, info)
-            attrs = {"kind": "next_version", "op": op_node, "visible": visible}
+            attrs = (("kind", "next_version"), ("op", op_node), ("visible", visible))
             if external:
-                attrs["external"] = True
-                attrs["seen_at"] = external
+                attrs += (("external", True), ("seen_at", external))
             self.edges.append((old, new, attrs))
             if s.numpy:
                 info.crc = _crc(u)
         s.tensors = alive
         st = s.ref()
         if st is not None:
-            self.storages[sid]["nbytes"] = st.nbytes()
+            device, _, origin = self.storages[sid]
+            self.storages[sid] = (device, st.nbytes(), origin)
 
     def _check_numpy_writes(self, t, info, op_node):
         """A numpy-side write to a shared buffer is invisible to torch: compare checksums."""
@@ -255,7 +279,7 @@ class Recorder(TorchFunctionMode):
                 if cid is None:
                     cid = self._new_fn(nxt)
                     stack.append((nxt, cid))
-                self.edges.append((nid, cid, {"kind": "next", "input_nr": nr, "pos": pos}))
+                self.edges.append((nid, cid, (("kind", "next"), ("input_nr", nr), ("pos", pos))))
         return root
 
     def _new_fn(self, fn):
@@ -268,7 +292,7 @@ class Recorder(TorchFunctionMode):
             leaf = fn.variable
             info = self.tensor(leaf)
             self._fn_leaf[fid] = info
-            self.edges.append((fid, info.node, {"kind": "accumulates"}))
+            self.edges.append((fid, info.node, "accumulates", None))
         else:
             self._pending_saved.append((fid, self._saved_of(fn)))
         return fid
@@ -304,7 +328,7 @@ class Recorder(TorchFunctionMode):
                 node = info.node if info is not None else self._match(t)
                 if node is not None and node not in done:
                     done.add(node)
-                    self.edges.append((fid, node, {"kind": "saves"}))
+                    self.edges.append((fid, node, "saves", None))
 
     def _match(self, t):
         s = self._storage_of(t)
@@ -374,96 +398,109 @@ class Recorder(TorchFunctionMode):
         """Call ``func`` and record it as one op."""
         seq = len(self.ops)
         op_node = f"op:{seq}"
+        inputs, arrays, scalars = _scan(args, kwargs)
         tensor = self.tensor
         edges = self.edges
-        inputs = []  # (pos, tensor, info, version before)
-        arrays = []
-        scalars = []
-        _scan(args, kwargs, inputs, arrays, scalars)
-        pre = []
+        pre = []  # (pos, tensor, info, version before)
         for pos, t in inputs:
             info = tensor(t)
             if info.crc is not None:
                 self._check_numpy_writes(t, info, op_node)
-            pre.append((pos, t, info, _version(t)))
-        frame = source.user_frame(depth)
-        self._op_id = op_node
-        record = [
-            seq, spec.name, None, frame.f_code.co_filename if frame else None,
-            frame.f_lineno if frame else None, self.modules.current, torch.is_grad_enabled(),
-            scalars, self._bw, None,
-        ]
-        self.ops.append(record)
-        for pos, t, info, _ in pre:
-            edges.append((info.node, op_node, {"kind": "input", "pos": pos}))
+            try:
+                v0 = t._version
+            except Exception:  # inference tensors have no version counter
+                v0 = None
+            pre.append((pos, t, info, v0))
+            edges.append((info.node, op_node, "input", pos))
         for pos, a in arrays:
             self._array(a, op_node, pos, "input")
+        frame = source.user_frame(depth)
+        head = (seq, spec.name)
+        where = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else (None, None)
+        state = (self.modules.current, torch.is_grad_enabled(), scalars, self._bw)
+        self.ops.append(None)  # the slot keeps call order; filled in below
+        self._op_id = op_node
         try:
             out = func(*args, **kwargs)
         except BaseException as e:
-            record[2] = "other"
-            record[9] = {"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]}
             self._op_id = None
             self._pending_saved = []
+            self.ops[seq] = head + ("other",) + where + state + (
+                {"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]},)
             raise
+        cat, extra = "other", None
         try:
-            self._after(spec, record, op_node, pre, arrays, kwargs, out, frame)
+            cat, extra = self._after(spec, op_node, pre, arrays, scalars, kwargs, out, frame)
         finally:
             self._op_id = None
+            self.ops[seq] = head + (cat,) + where + state + (extra,)
         return out
 
-    def _after(self, spec, record, op_node, pre, arrays, kwargs, out, frame):
+    def _after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame):
+        """Record what an op did; return its category and extra attributes."""
         edges = self.edges
         # Writes: a version counter that moved is a write to that storage.
-        written = []
+        written = None
         for pos, t, info, v0 in pre:
-            if v0 is not None and _version(t) != v0 and info.sid not in written:
+            if v0 is not None and t._version != v0:
+                if written is None:
+                    written = []
+                if info.sid in written:
+                    continue
                 written.append(info.sid)
                 s = self._storage_of(t)
                 if s is not None and s.sid != info.sid:  # resized or re-pointed storage
                     info.sid = s.sid
                     s.tensors.append(info.ref)
                     written.append(s.sid)
-        for sid in written:
-            self._write(sid, op_node)
-        if spec.name.startswith("Tensor.requires_grad"):
+        if written:
+            for sid in written:
+                self._write(sid, op_node)
+        if spec.meta:
             for _, t, info, _ in pre:
                 if t.requires_grad != info.rg:
                     old = info.node
                     info.ver += 1
                     edges.append((old, self._snapshot(t, info),
-                                  {"kind": "next_version", "op": op_node, "visible": False,
-                                   "metadata_only": True}))
+                                  (("kind", "next_version"), ("op", op_node), ("visible", False),
+                                   ("metadata_only", True))))
         # Outputs
-        outs = []
-        _outputs(out, outs)
-        in_sids = {info.sid: info for _, _, info, _ in pre}
-        new_views = []
-        out_arrays = []
+        if isinstance(out, torch.Tensor):
+            outs = ((0, out),)
+        else:
+            outs = []
+            _outputs(out, outs)
+        new_views = out_arrays = None
         out_infos = []
         for pos, o in outs:
             if isinstance(o, np.ndarray):
+                if out_arrays is None:
+                    out_arrays = []
                 out_arrays.append((pos, o))
                 continue
-            known = self.lookup(o)
-            origin = "numpy" if arrays and _shares_numpy(o, arrays) else "torch"
-            info = known or self.tensor(o, origin)
+            info = self.lookup(o)
+            if info is None:
+                info = self.tensor(o, "numpy" if arrays and _shares_numpy(o, arrays) else "torch")
+                for _, _, pinfo, _ in pre:
+                    if pinfo.sid == info.sid:
+                        if new_views is None:
+                            new_views = []
+                        new_views.append((info, pinfo))
+                        break
             out_infos.append((pos, o, info))
-            edges.append((op_node, info.node, {"kind": "output", "pos": pos}))
-            if known is None and info.sid in in_sids:
-                new_views.append((o, info, in_sids[info.sid]))
+            edges.append((op_node, info.node, "output", pos))
         if out_arrays:
             for pos, a in out_arrays:
                 np_node = self._array(a, op_node, pos, "output")
                 for _, t, info, _ in pre:
                     if _array_shares(a, t):
-                        edges.append((np_node, info.node, {"kind": "shares_memory"}))
+                        edges.append((np_node, info.node, "shares_memory", None))
                         self._mark_numpy(info.sid)
         if arrays:
             for pos, o, info in out_infos:
                 for _, a in arrays:
                     if _array_shares(a, o):
-                        edges.append((self._nmap[id(a)][1], info.node, {"kind": "shares_memory"}))
+                        edges.append((self._nmap[id(a)][1], info.node, "shares_memory", None))
                         self._mark_numpy(info.sid)
         # Category, decided from what happened
         name = spec.name
@@ -478,13 +515,13 @@ class Recorder(TorchFunctionMode):
             src_t, src = pre[0][1], pre[0][2]
             o, oinfo = out_infos[0][1], out_infos[0][2]
             device_changed = o.device != src_t.device
-            asked = spec.base in ("cuda", "cpu", "mps", "xpu") or _names_device(record[7])
+            asked = spec.base in ("cuda", "cpu", "mps", "xpu") or _names_device(scalars)
             cat = "move" if device_changed or (asked and o.dtype == src_t.dtype) else "convert"
-            edges.append((src.node, oinfo.node, {
-                "kind": "moved_to", "src_device": str(src_t.device), "dst_device": str(o.device),
-                "src_dtype": dtype_name(src_t.dtype), "dst_dtype": dtype_name(o.dtype),
-                "copy": o is not src_t,
-            }))
+            edges.append((src.node, oinfo.node, (
+                ("kind", "moved_to"), ("src_device", str(src_t.device)), ("dst_device", str(o.device)),
+                ("src_dtype", dtype_name(src_t.dtype)), ("dst_dtype", dtype_name(o.dtype)),
+                ("copy", o is not src_t),
+            )))
         elif out_arrays or (arrays and spec.name in ("torch.from_numpy", "torch.as_tensor", "torch.asarray")
                             and any(_shares_numpy(o, arrays) for _, o, _ in out_infos)):
             cat = "numpy"
@@ -496,26 +533,24 @@ class Recorder(TorchFunctionMode):
             cat = "compute"
         else:
             cat = "other"
-        record[2] = cat
-        for o, info, base in new_views:
-            attrs = {"kind": "view_of"}
-            if name in ("Tensor.data", "Tensor.detach", "torch.detach"):
-                attrs["alias"] = name.rsplit(".", 1)[-1]
-            edges.append((info.node, base.node, attrs))
-        if spec.random:
-            record[9] = {"random": True}
+        if new_views:
+            alias = name.rsplit(".", 1)[-1] if name in _ALIASES else None
+            for info, base in new_views:
+                if alias:
+                    edges.append((info.node, base.node, (("kind", "view_of"), ("alias", alias))))
+                else:
+                    edges.append((info.node, base.node, "view_of", None))
         # Names the user binds the result to
         if frame is not None and out_infos:
             names = source.bound_name(frame)
             if names is not None:
                 labels = self.labels
                 if isinstance(names, tuple):
-                    for (pos, _, info), nm in zip(out_infos, names):
+                    for (_, _, info), nm in zip(out_infos, names):
                         if nm and info.tid not in labels:
                             labels[info.tid] = nm
                 elif len(out_infos) == 1 or not isinstance(out, (tuple, list)):
-                    info = out_infos[0][2]
-                    labels.setdefault(info.tid, names)
+                    labels.setdefault(out_infos[0][2].tid, names)
                 else:
                     for i, (_, _, info) in enumerate(out_infos):
                         labels.setdefault(info.tid, f"{names}[{i}]")
@@ -524,6 +559,7 @@ class Recorder(TorchFunctionMode):
         for _, t, info, _ in pre:
             if info.crc is not None:
                 info.crc = _crc(t)
+        return cat, _RANDOM if spec.random else None
 
     def _mark_numpy(self, sid):
         s = self._sids.get(sid)
@@ -554,11 +590,11 @@ class Recorder(TorchFunctionMode):
 
     def _grad_mode(self, name, arg):
         f = source.user_frame(3)
-        self.ops.append([
+        self.ops.append((
             len(self.ops), name, "grad_mode", f.f_code.co_filename if f else None,
             f.f_lineno if f else None, self.modules.current, torch.is_grad_enabled(),
-            [(0, arg)], self._bw, {"inference": torch.is_inference_mode_enabled()},
-        ])
+            ((0, arg),), self._bw, {"inference": torch.is_inference_mode_enabled()},
+        ))
 
     def _label_parameters(self, mod, path):
         if self._busy or threading.get_ident() != self.thread:
@@ -593,9 +629,9 @@ class Recorder(TorchFunctionMode):
         op_node = f"op:{seq}"
         bw = f"bw:{self._next('bw')}"
         frame = source.user_frame(3)
-        record = [seq, api, "backward", frame.f_code.co_filename if frame else None,
+        record = (seq, api, "backward", frame.f_code.co_filename if frame else None,
                   frame.f_lineno if frame else None, self.modules.current, torch.is_grad_enabled(),
-                  [], None, {"backward": bw}]
+                  (), None, {"backward": bw})
         self.ops.append(record)
         implicit = all(g is None for g in grads) and all(
             isinstance(r, torch.Tensor) and r.numel() == 1 for r in roots)
@@ -610,7 +646,7 @@ class Recorder(TorchFunctionMode):
             if not isinstance(r, torch.Tensor):
                 continue
             info = self.tensor(r)
-            self.edges.append((info.node, op_node, {"kind": "input", "pos": i}))
+            self.edges.append((info.node, op_node, "input", i))
             attrs = {"kind": "weights", "gradient": None}
             if isinstance(g, torch.Tensor):
                 ginfo = self.tensor(g)
@@ -767,35 +803,41 @@ def _as_list(x):
     return [x]
 
 
-_SCALARS = (int, float, bool, str, type(None), complex, torch.dtype, torch.device, torch.Size,
+_SCALARS = (int, float, bool, str, type(None), complex, torch.dtype, torch.device,
             slice, type(Ellipsis), torch.memory_format, torch.layout)
+_ALIASES = ("Tensor.data", "Tensor.detach", "torch.detach")
+_RANDOM = {"random": True}
 
 
-def _scan(args, kwargs, tensors, arrays, scalars):
-    """Split call arguments into tensors, numpy arrays and short non-tensor values."""
+def _scan(args, kwargs):
+    """Split call arguments into tensors, numpy arrays and short non-tensor values;
+    return the three as ``(position, value)`` sequences."""
+    tensors, arrays, scalars = [], [], []
     Tensor = torch.Tensor
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
             tensors.append((i, a))
+        elif isinstance(a, _SCALARS):
+            scalars.append((i, a))
         elif isinstance(a, (list, tuple)):
             _scan_seq(a, i, tensors, arrays, scalars)
         elif isinstance(a, np.ndarray):
             arrays.append((i, a))
-        elif isinstance(a, _SCALARS):
-            scalars.append((i, a))
         else:
             scalars.append((i, _Opaque(a)))
-    for k, a in kwargs.items():
-        if isinstance(a, Tensor):
-            tensors.append((k, a))
-        elif isinstance(a, (list, tuple)):
-            _scan_seq(a, k, tensors, arrays, scalars)
-        elif isinstance(a, np.ndarray):
-            arrays.append((k, a))
-        elif isinstance(a, _SCALARS):
-            scalars.append((k, a))
-        else:
-            scalars.append((k, _Opaque(a)))
+    if kwargs:
+        for k, a in kwargs.items():
+            if isinstance(a, Tensor):
+                tensors.append((k, a))
+            elif isinstance(a, _SCALARS):
+                scalars.append((k, a))
+            elif isinstance(a, (list, tuple)):
+                _scan_seq(a, k, tensors, arrays, scalars)
+            elif isinstance(a, np.ndarray):
+                arrays.append((k, a))
+            else:
+                scalars.append((k, _Opaque(a)))
+    return tensors, arrays, tuple(scalars)
 
 
 def _scan_seq(seq, pos, tensors, arrays, scalars):
@@ -817,17 +859,16 @@ def _scan_seq(seq, pos, tensors, arrays, scalars):
         scalars.append((pos, _Opaque(seq, tensors_inside=True)))
 
 
-class _Opaque:
-    """A non-scalar argument, kept only as the name of its type."""
+class Opaque(str):
+    """A non-scalar argument, kept only as the name of its type (a str, so the
+    record holding it stays a plain value)."""
 
-    __slots__ = ("text",)
+    __slots__ = ()
 
-    def __init__(self, obj, tensors_inside=False):
-        n = len(obj) if isinstance(obj, (list, tuple)) else None
-        self.text = f"<{type(obj).__name__}" + (f" of {n}>" if n is not None else ">")
 
-    def __repr__(self):
-        return self.text
+def _Opaque(obj, tensors_inside=False):
+    n = len(obj) if isinstance(obj, (list, tuple)) else None
+    return Opaque(f"<{type(obj).__name__}" + (f" of {n}>" if n is not None else ">"))
 
 
 def _outputs(out, acc, pos=0):
