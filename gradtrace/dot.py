@@ -147,27 +147,29 @@ class _Drawer:
                 if d.get("error"):
                     attrs.update(penwidth="3", color="#cc0000", style="filled,bold")
                 self.add_node(n, self.cluster(mod), **attrs)
+        producers, consumers = {}, {}  # tensor -> drawn elements writing / reading it
+        io = []
+        for u, v, k in G.edges(data="kind"):
+            if k == "output" and u in owner:
+                producers.setdefault(v, set()).add(owner[u])
+                io.append((owner[u], v, True))
+            elif k == "input" and v in owner:
+                consumers.setdefault(u, set()).add(owner[v])
+                io.append((u, owner[v], False))
         seen_pairs = set()
-        for u, v, d in G.edges(data=True):
-            k = d.get("kind")
-            if k == "output" and u in owner and G.nodes[v].get("kind") == "tensor":
-                prod = owner[u]
-                consumers = {owner[c] for _, c, e in G.out_edges(v, data="kind") if e == "input" and c in owner}
-                if prod.startswith("mod:") and consumers <= {prod}:
-                    continue  # internal to a collapsed module
-                self.tensor(v)
-                if (prod, v) not in seen_pairs:
-                    seen_pairs.add((prod, v))
-                    self.add_edge(prod, v)
-            elif k == "input" and v in owner and G.nodes[u].get("kind") == "tensor":
-                cons = owner[v]
-                prods = {owner[p] for p, _, e in G.in_edges(u, data="kind") if e == "output" and p in owner}
-                if cons.startswith("mod:") and prods == {cons}:
+        for a, b, is_output in io:
+            t, elem = (b, a) if is_output else (a, b)
+            if G.nodes[t].get("kind") != "tensor":
+                continue
+            if elem.startswith("mod:"):
+                # a tensor made and used only inside one collapsed module stays hidden
+                others = consumers.get(t, set()) if is_output else producers.get(t, set())
+                if others == {elem}:
                     continue
-                self.tensor(u)
-                if (u, cons) not in seen_pairs:
-                    seen_pairs.add((u, cons))
-                    self.add_edge(u, cons)
+            self.tensor(t)
+            if (a, b) not in seen_pairs:
+                seen_pairs.add((a, b))
+                self.add_edge(a, b)
         # Writes and aliases, drawn so they stand out; a write through a view
         # also shows the base's new version, though no op outputs it.
         for u, v, d in sorted(G.edges(data=True), key=lambda e: e[2].get("kind") != "next_version"):

@@ -12,6 +12,7 @@ from .summary import edges_of, nodes_of, ops_in_order, summarize
 
 _console = Console(highlight=False, soft_wrap=True)
 _graphviz_note_said = False
+SVG_MAX_LINES = 6000  # Graphviz lays out a few thousand elements in seconds, not tens of thousands
 
 
 def _stats_text(s) -> str:
@@ -42,6 +43,10 @@ def write_run_outputs(trace, out: Path, depth: int, svg: bool = True) -> dict:
                 print("gradtrace: note: Graphviz's 'dot' is not installed, so graph.svg was not "
                       "rendered (apt-get install graphviz); graph.dot was written.", file=sys.stderr)
                 _graphviz_note_said = True
+        elif text.count("\n") > SVG_MAX_LINES:
+            print(f"gradtrace: note: graph.svg not rendered: the drawing has {text.count(chr(10))} "
+                  f"elements, too many to lay out quickly; try `gradtrace dot {out} --depth 1 -o g.svg`",
+                  file=sys.stderr)
         else:
             try:
                 (out / "graph.svg").write_bytes(render(text, "svg"))
