@@ -286,9 +286,10 @@ class Recorder(TorchFunctionMode):
         fid = f"fn:{self._next('fn')}"
         fn.metadata[self._key] = fid
         name = fn.name()
+        if name.startswith("torch::autograd::"):  # C++-only nodes carry their namespace
+            name = name[len("torch::autograd::"):]
         self.fns[fid] = {"name": name, "op": self._op_id}
-        if name == "torch::autograd::AccumulateGrad" or name == "AccumulateGrad":
-            self.fns[fid]["name"] = "AccumulateGrad"
+        if name == "AccumulateGrad":
             leaf = fn.variable
             info = self.tensor(leaf)
             self._fn_leaf[fid] = info

@@ -176,3 +176,33 @@ def test_op_outputs_are_listed_in_order():
     (sort,) = ops(tr.graph, "Tensor.sort")
     outs = outputs(tr.graph, sort)
     assert sorted(tr.graph.nodes[n]["label"] for n in outs) == ["idx", "values"]
+
+
+def test_an_inplace_write_on_a_view_rewires_the_base_to_copyslices():
+    with gradtrace.trace() as tr:
+        x = torch.ones(3, requires_grad=True)
+        y = x.clone()
+        v = y[:2]
+        v.mul_(2)
+        y.sum().backward()
+    G = tr.graph
+    y0, y1 = tensors(G, "y")
+    assert G.nodes[G.nodes[y0]["grad_fn"]]["name"] == "CloneBackward0"
+    assert G.nodes[G.nodes[y1]["grad_fn"]]["name"] == "CopySlices"
+    (lg,) = edges(G, "leaf_grad")
+    assert lg[2]["stats"]["max"] == 2.0 and lg[2]["stats"]["min"] == 1.0
+
+
+def test_the_notes_example_scripts_trace_with_status_ok():
+    from pathlib import Path
+
+    from gradtrace.runner import run_script
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    for name in ("tensors.py", "autograd.py"):
+        result = run_script(root / name, values="stats")
+        assert result.exit_code == 0
+        G = result.trace.graph
+        assert G.graph["status"] == "ok" and G.graph["script"].endswith(name)
+        assert all(d.get("file", "").endswith(name) for _, d in G.nodes(data=True)
+                   if d["kind"] == "op" and d.get("file"))
