@@ -68,6 +68,10 @@ def build_graph(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
             storage_offset=offset, requires_grad=rg, is_leaf=leaf, grad_fn=fid,
             label=labels.get(tid), stats=_stats.finalize(st),
         )
+        param = rec.params.get(tid)
+        if param is not None:
+            G.nodes[node]["param_of"] = f"mod:{param[0]}"
+            G.nodes[node]["param_kind"] = param[2]
         if sid is not None:
             G.add_edge(node, sid, kind="in_storage")
         if fid is not None:

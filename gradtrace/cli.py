@@ -125,19 +125,22 @@ def show(folder, what, line, module, as_json):
 @click.option("--format", "fmt", type=click.Choice(["dot", "svg", "png"]), default=None,
               help="Output format [default: from the -o suffix, else dot].")
 def dot(folder, out, view, depth, fmt):
-    """Draw a saved trace FOLDER as DOT, SVG or PNG.
+    """Draw a saved trace FOLDER as DOT, SVG or PNG; the nodes of `gradtrace check`
+    findings are outlined in red.
 
     \b
     Example:
       gradtrace dot gradtrace-out/autograd --view autograd -o autograd.svg
       gradtrace dot gradtrace-out/train --depth 2 --format png -o model.png
     """
+    from .check import finding_nodes
     from .dot import DEFAULT_DEPTH, GraphvizMissing, render, to_dot
 
     tr = _load(folder)
     if fmt is None:
         fmt = Path(out).suffix.lstrip(".").lower() if out and Path(out).suffix.lower() in (".svg", ".png") else "dot"
-    text = to_dot(tr.graph, view=view, depth=depth if depth is not None else DEFAULT_DEPTH)
+    text = to_dot(tr.graph, view=view, depth=depth if depth is not None else DEFAULT_DEPTH,
+                  highlight=finding_nodes(tr.graph))
     if fmt == "dot":
         if out:
             Path(out).write_text(text, encoding="utf-8")

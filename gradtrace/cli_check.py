@@ -1,1 +1,105 @@
 """``gradtrace check``: registers itself on the ``gradtrace`` command group."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .cli import SCRIPT_CONTEXT, _check_script, _load, fail, main
+
+_STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
+
+
+def _split(values):
+    out = []
+    for v in values or ():
+        out.extend(c.strip() for c in v.split(",") if c.strip())
+    return out or None
+
+
+@main.command(context_settings=SCRIPT_CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--select", multiple=True, metavar="CODES",
+              help="Only these checks (comma-separated or repeated; prefixes like GT10 allowed).")
+@click.option("--ignore", multiple=True, metavar="CODES", help="Skip these checks.")
+@click.option("--values", type=click.Choice(["none", "stats", "all"]), default="stats", show_default=True,
+              help="What a traced script keeps of tensor values (NaN/Inf checks need stats).")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Also save the script's trace to this folder.")
+@click.option("--dot", "dot_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the DOT graph (all views) with the findings' nodes marked.")
+@click.option("--explain", is_flag=True, help="Also print why each finding matters.")
+@click.option("--list", "list_codes", is_flag=True, help="List the check codes and exit.")
+@click.argument("target", type=click.Path(), required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_codes, target, args):
+    """Find aliasing, in-place and autograd mistakes in TARGET: a script (traced with
+    its ARGS, which go after it) or a saved trace folder.
+
+    Exit code 1 when an error-level finding is present, 0 otherwise, 2 on bad input.
+
+    \b
+    Example:
+      gradtrace check train.py --epochs 1
+      gradtrace check gradtrace-out/train --ignore GT108 --json
+    """
+    from .check import CHECKS, check_graph, finding_nodes, format_finding
+
+    if list_codes:
+        for c in CHECKS.values():
+            click.echo(f"{c.code}  {c.severity:8s} {c.title}")
+        return
+    if not target:
+        fail("missing TARGET: a script or a trace folder (see gradtrace check --help)")
+    p = Path(target)
+    exit_note = None
+    if p.is_dir() and (p / "trace.json").exists():
+        if args:  # a folder takes no script arguments: what follows it is our options
+            sub = check.make_context(ctx.info_name, [*args, "--", str(target)], parent=ctx.parent)
+            if sub.params["target"] != str(target):
+                fail(f"unexpected argument after the trace folder: {sub.params['target']}")
+            return ctx.invoke(check, **sub.params)
+        G = _load(p).graph
+    else:
+        if p.is_dir():
+            fail(f"not a trace folder (no trace.json): {target}")
+        _check_script(target)
+        from .runner import run_script
+
+        result = run_script(target, list(args), values=values)
+        G = result.trace.graph
+        if result.exit_code:
+            exit_note = f"note: {target} exited with code {result.exit_code}; findings are for what ran"
+        if out_dir:
+            from .report import write_run_outputs
+
+            write_run_outputs(result.trace, Path(out_dir), depth=3, svg=False)
+    try:
+        findings = check_graph(G, select=_split(select), ignore=_split(ignore))
+    except ValueError as e:
+        fail(str(e))
+    if dot_out:
+        from .dot import to_dot
+
+        Path(dot_out).write_text(to_dot(G, view="all", highlight=finding_nodes(G, findings)), encoding="utf-8")
+    if exit_note:
+        click.echo(exit_note, err=True)
+    if as_json:
+        click.echo(json.dumps([f.to_dict() for f in findings], indent=1, default=str))
+    else:
+        for f in findings:
+            text = format_finding(f, explain=explain)
+            head, _, rest = text.partition("\n")
+            click.echo(click.style(head, fg=_STYLE.get(f.severity), bold=f.severity == "error"))
+            if rest:
+                click.echo(rest)
+        by = {}
+        for f in findings:
+            by[f.severity] = by.get(f.severity, 0) + 1
+        summary = ", ".join(f"{by[s]} {s}" for s in ("error", "warning", "info") if s in by)
+        click.echo(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}" + (f": {summary}" if summary else ""))
+    sys.exit(1 if any(f.severity == "error" for f in findings) else 0)

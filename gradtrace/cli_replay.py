@@ -1,1 +1,132 @@
 """``gradtrace replay`` and ``gradtrace diff``: register themselves on the ``gradtrace`` command group."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .cli import CONTEXT, SCRIPT_CONTEXT, _check_script, fail, main
+
+
+def _print_md(text: str):
+    click.echo(text)
+
+
+@main.command(context_settings=SCRIPT_CONTEXT)
+@click.option("--on", "targets", multiple=True, metavar="TARGET",
+              help="A target: cpu, cpu64 (float64 reference), cuda, cuda:N, ddp:N (N ranks). Repeat it.")
+@click.option("--baseline", default=None, metavar="TARGET", help="The target the others are diffed against "
+              "[default: the first --on].")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the runs and the report [default: gradtrace-out/replay-<script stem>].")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance [default: per dtype, as "
+              "torch.testing.assert_close].")
+@click.option("--atol", type=float, default=None, help="Absolute tolerance [default: per dtype].")
+@click.option("--values", type=click.Choice(["stats", "all"]), default="stats", show_default=True,
+              help="Keep statistics only, or every value (elementwise and per-row comparisons).")
+@click.option("--rng", type=click.Choice(["seeded", "native"]), default="seeded", show_default=True,
+              help="seeded: random numbers come from a seeded CPU generator on every target; "
+                   "native: each device's own generator.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the seeded generator.")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds a target (all its ranks) may run before it is stopped.")
+@click.option("--dot", "dot_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the region around the first divergence (of the first diverging target) as DOT.")
+@click.argument("script", type=click.Path(dir_okay=True))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def replay(targets, baseline, out_dir, rtol, atol, values, rng, seed, timeout, dot_file, script, args):
+    """Run SCRIPT [ARGS]... once per target, each in its own process, traced, and diff
+    every target against the baseline down to the first op that diverges.
+
+    gradtrace's options go before SCRIPT; everything after it is the script's.
+    Each run is written under OUT/<target>/ (OUT/<target>/rank<k>/ for ddp:N),
+    the report to OUT/report.md and OUT/report.json. Exit code: 0 when every
+    target agrees within tolerance, 1 when one diverges or fails, 2 for usage
+    errors.
+
+    \b
+    Example:
+      gradtrace replay --on cpu --on cuda examples/train_mlp.py --steps 2
+      gradtrace replay --on cpu --on ddp:2 -o runs/dp examples/data_parallel.py
+      gradtrace replay --on cpu --on cpu64 --values all examples/train_mlp.py
+    """
+    _check_script(script)
+    from .replay import TargetError
+    from .replay import replay as run_replay
+
+    try:
+        rep = run_replay(script, list(args), targets or ("cpu",), baseline=baseline, out=out_dir, rtol=rtol,
+                         atol=atol, values=values, rng=rng, seed=seed, timeout=timeout)
+    except TargetError as e:
+        fail(str(e))
+    out = Path(rep["out"])
+    _print_md((out / "report.md").read_text(encoding="utf-8"))
+    for e in rep["errors"]:
+        click.echo(f"gradtrace: error: {e['text']}" + (" (timed out)" if e.get("timed_out") else "")
+                   + (f"; traces kept: {', '.join(e['traces_kept'])}" if e.get("traces_kept") else ""),
+                   err=True)
+    if dot_file:
+        _write_dot_from_replay(rep, dot_file)
+    click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}")
+    sys.exit(rep["exit_code"])
+
+
+def _write_dot_from_replay(rep, dot_file):
+    from .diff import divergence_dot, load_run
+
+    for name, c in rep["comparisons"].items():
+        if c.get("first_divergence"):
+            G, _, _ = load_run(rep["runs"][rep["baseline"]]["folder"])
+            text = divergence_dot(G, c, "a")
+            if text:
+                Path(dot_file).write_text(text, encoding="utf-8")
+                click.echo(f"wrote {dot_file} (first divergence of {name})")
+                return
+    click.echo("no divergence: --dot not written", err=True)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--rtol", type=float, default=None, help="Relative tolerance [default: per dtype].")
+@click.option("--atol", type=float, default=None, help="Absolute tolerance [default: per dtype].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--dot", "dot_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the region around the first divergence (in A) as DOT, diverging nodes highlighted.")
+def diff(a, b, rtol, atol, as_json, dot_file):
+    """Diff two saved traces A and B (one program on two targets, or two versions
+    of a program) down to the first op that diverges. Exit code 0 when they
+    agree within tolerance, 1 when they diverge.
+
+    \b
+    Example:
+      gradtrace run -o runs/v1 --values all train.py
+      gradtrace run -o runs/v2 --values all train_v2.py
+      gradtrace diff runs/v1 runs/v2 --dot divergence.dot
+      gradtrace diff gradtrace-out/replay-train/cpu gradtrace-out/replay-train/ddp:2 --json
+    """
+    from .diff import diff_graphs, divergence_dot, format_report_md, load_run
+    from .tracefile import TraceError, _clean
+
+    try:
+        ga, va, _ = load_run(a)
+        gb, vb, ranks = load_run(b)
+    except TraceError as e:
+        fail(str(e))
+    names = (Path(a).name or str(a), Path(b).name or str(b))
+    rep = diff_graphs(ga, gb, rtol=rtol, atol=atol, values_a=va, values_b=vb, ranks=ranks, names=names)
+    if as_json:
+        click.echo(json.dumps(_clean(rep), indent=1, default=str))
+    else:
+        _print_md(format_report_md(rep))
+    if dot_file:
+        text = divergence_dot(ga, rep, "a")
+        if text:
+            Path(dot_file).write_text(text, encoding="utf-8")
+            click.echo(f"wrote {dot_file}", err=True)
+        else:
+            click.echo("no divergence: --dot not written", err=True)
+    sys.exit(0 if rep["agrees"] else 1)

@@ -1,7 +1,144 @@
-"""Data-parallel recording: hooks into torch.distributed / DDP while a trace runs."""
+"""Data-parallel recording: hooks into torch.distributed / DDP while a trace runs.
+
+While a trace is active, every ``DistributedDataParallel`` built gets a comm
+hook that keeps DDP's default behaviour (the averaging all-reduce of
+``allreduce_hook``) and records each gradient bucket as a ``collective`` node
+``c:N`` with ``reduces`` edges to the bucket's parameters. A hook the user
+registers later replaces the default inside the same recording wrapper, so it
+is recorded too. Statistics of the reduced bucket are taken when its future
+completes, without changing its result.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+from . import stats as _stats
+
+
+def _dist_position():
+    """``(rank, world_size)`` of the default process group, or ``(0, 1)``."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except Exception:
+        pass
+    return 0, 1
 
 
 def install(recorder) -> list:
     """Install what records collectives for ``recorder``; return ``(obj, name, original)``
     patches for the trace to restore on exit."""
-    return []
+    try:
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            return []
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+        from torch.nn.parallel import DistributedDataParallel as DDP
+    except Exception:  # a torch built without distributed support
+        return []
+
+    rec_ref = weakref.ref(recorder)
+    orig_init = DDP.__init__
+    orig_register = DDP.register_comm_hook
+
+    def __init__(self, *args, **kwargs):
+        orig_init(self, *args, **kwargs)
+        rec = rec_ref()
+        if rec is None:
+            return
+        try:
+            names = {id(p): n for n, p in self.module.named_parameters()}
+            state = {"hook": allreduce_hook, "state": self.process_group, "names": names,
+                     "pg": self.process_group, "user": False}
+            self._gradtrace_state = state
+            orig_register(self, state, _make_hook(rec_ref))
+        except Exception:  # recording must never break the user's DDP
+            self._gradtrace_state = None
+
+    def register_comm_hook(self, state, hook):
+        ours = getattr(self, "_gradtrace_state", None)
+        if ours is not None and not ours["user"]:
+            ours.update(hook=hook, state=state, user=True)  # recorded around the user's hook
+            return None
+        return orig_register(self, state, hook)
+
+    DDP.__init__ = __init__
+    DDP.register_comm_hook = register_comm_hook
+    return [(DDP, "__init__", orig_init), (DDP, "register_comm_hook", orig_register)]
+
+
+def _make_hook(rec_ref):
+    def gradtrace_comm_hook(state, bucket):
+        rec = rec_ref()
+        cid = None
+        if rec is not None:
+            try:
+                cid = _record_bucket(rec, state, bucket)  # before the hook divides the buffer
+            except Exception:
+                cid = None
+        same_thread = rec is not None and threading.get_ident() == rec.thread
+        if same_thread:
+            busy, rec._busy = rec._busy, True
+        try:
+            fut = state["hook"](state["state"], bucket)
+        finally:
+            if same_thread:
+                rec._busy = busy
+        if cid is None:
+            return fut
+
+        def done(f, rec_ref=rec_ref, cid=cid):
+            value = f.value()
+            r = rec_ref()
+            if r is not None:
+                try:
+                    t = value[0] if isinstance(value, (list, tuple)) else value
+                    r.collectives[cid]["reduced"] = _stats.finalize(_stats.compute(t))
+                except Exception:
+                    pass
+            return value
+
+        return fut.then(done)
+
+    return gradtrace_comm_hook
+
+
+def _record_bucket(rec, state, bucket):
+    rank, world = _dist_position()
+    pg = state.get("pg")
+    try:
+        world = pg.size() if pg is not None else world
+    except Exception:
+        pass
+    params = list(bucket.parameters())
+    names = state["names"]
+    same_thread = threading.get_ident() == rec.thread
+    if same_thread:
+        busy, rec._busy = rec._busy, True
+    try:
+        buf = bucket.buffer()
+        cid = f"c:{rec._next('c')}"
+        rec.collectives[cid] = {
+            "op": "allreduce",
+            "bucket": int(bucket.index()),
+            "numel": int(buf.numel()),
+            "dtype": str(buf.dtype).replace("torch.", ""),
+            "params": [names.get(id(p), f"param{i}") for i, p in enumerate(params)],
+            "world_size": int(world),
+            "rank": int(rank),
+            "hook": getattr(state["hook"], "__name__", repr(state["hook"])),
+            "during": rec._bw,
+            "local": _stats.finalize(_stats.compute(buf)),
+        }
+        for p in params:
+            info = rec.tensor(p)
+            rec.edges.append((cid, info.node, {"kind": "reduces"}))
+    finally:
+        if same_thread:
+            rec._busy = busy
+    return cid

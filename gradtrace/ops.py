@@ -23,6 +23,9 @@ _PASS_METHODS = {
     "_is_zerotensor", "__reduce_ex__", "__getstate__", "__setstate__", "is_set_to", "__dir__",
     "_fix_weakref", "__del__", "__sizeof__",
 }
+# torch functions that compute nothing (constructors of metadata, queries)
+_PASS_FUNCTIONS = {"torch.device", "torch.is_tensor", "torch.is_storage", "torch.is_grad_enabled",
+                   "torch.get_default_dtype", "torch.is_floating_point", "torch.is_complex"}
 # Property reads that give a tensor sharing memory with the receiver: these are ops.
 _VIEW_PROPERTIES = {"data", "T", "mT", "H", "mH", "real", "imag"}
 _SET_OPS = {"requires_grad"}  # property writes that are ops (they change autograd metadata)
@@ -100,7 +103,7 @@ def spec_of(func) -> Spec:
         return Spec(name, BACKWARD)
     if func is torch._C._set_grad_enabled:
         return Spec(name, GRAD_MODE)
-    if name.startswith(("profiler.", "torch.ops.profiler", "torch._C._autograd")):
+    if name.startswith(("profiler.", "torch.ops.profiler", "torch._C._autograd")) or name in _PASS_FUNCTIONS:
         return Spec(name, PASS)
     if name.startswith("Tensor."):
         attr = name[len("Tensor."):]

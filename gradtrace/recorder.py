@@ -87,6 +87,7 @@ class Recorder(TorchFunctionMode):
         # it is filled in later; tuples of plain values are not tracked by the GC.
         self.edges: list = []
         self.labels: dict = {}  # tid -> variable name
+        self.params: dict = {}  # tid -> (module path, attribute name, "parameter" | "buffer")
         self.grad_reads: list = []  # reads of .grad on non-leaf tensors
         self.saved_values: dict = {}  # key -> CPU tensor, values="all" only
         self.modules = ModuleStack(on_first_call=self._label_parameters)
@@ -224,6 +225,8 @@ class Recorder(TorchFunctionMode):
     def _write(self, sid, op_node, external=None):
         """Bump the version of every live tensor known on storage ``sid``. An
         ``external`` write (numpy's side of a shared buffer) names the op that saw it."""
+        if op_node is not None:
+            self.edges.append((op_node, sid, "writes", None))
         s = self._sids.get(sid)
         if s is None:
             return
@@ -415,7 +418,7 @@ class Recorder(TorchFunctionMode):
             edges.append((info.node, op_node, "input", pos))
         for pos, a in arrays:
             self._array(a, op_node, pos, "input")
-        frame = source.user_frame(depth)
+        frame, direct = source.user_call(depth)
         head = (seq, spec.name)
         where = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else (None, None)
         state = (self.modules.current, torch.is_grad_enabled(), scalars, self._bw)
@@ -431,14 +434,17 @@ class Recorder(TorchFunctionMode):
             raise
         cat, extra = "other", None
         try:
-            cat, extra = self._after(spec, op_node, pre, arrays, scalars, kwargs, out, frame)
+            cat, extra = self._after(spec, op_node, pre, arrays, scalars, kwargs, out,
+                                     frame if direct else None)
         finally:
             self._op_id = None
             self.ops[seq] = head + (cat,) + where + state + (extra,)
         return out
 
     def _after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame):
-        """Record what an op did; return its category and extra attributes."""
+        """Record what an op did; return its category and extra attributes. ``frame``
+        is the user's frame when the user called the op directly (its result may
+        be bound to a name there), else None."""
         edges = self.edges
         # Writes: a version counter that moved is a write to that storage.
         written = None
@@ -603,9 +609,13 @@ class Recorder(TorchFunctionMode):
         labels = self.labels
         self._busy = True  # a module hook runs with the mode active
         try:
-            for name, p in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
-                if p is not None:
-                    labels.setdefault(self.tensor(p).tid, f"{path}.{name}")
+            for kind, named in (("parameter", mod.named_parameters(recurse=False)),
+                                ("buffer", mod.named_buffers(recurse=False))):
+                for name, p in named:
+                    if p is not None:
+                        tid = self.tensor(p).tid
+                        labels[tid] = f"{path}.{name}"
+                        self.params[tid] = (path, name, kind)
         finally:
             self._busy = False
 

@@ -53,6 +53,37 @@ def user_frame(depth: int = 2):
     return None
 
 
+# Frames that only route a call to __torch_function__ (handle_torch_function and
+# Tensor's Python-level operator wrappers): they do not make an op indirect.
+_DISPATCH_FILES = (os.path.join(_TORCH, "overrides.py"), os.path.join(_TORCH, "_tensor.py"))
+# code object -> True when its frames only route a call to __torch_function__
+_dispatch: dict[types.CodeType, bool] = {}
+
+
+def user_call(depth: int = 2):
+    """Return ``(frame, direct)``: the innermost user frame above the caller, and
+    whether the user called the op itself (possibly through one torch Python
+    function such as ``F.relu``) rather than library code calling it on the
+    user's behalf (``model.to(device)`` converting each parameter)."""
+    f = sys._getframe(depth)
+    internal = _internal
+    library = 0
+    while f is not None:
+        code = f.f_code
+        r = internal.get(code)
+        if r is None:
+            r = internal[code] = _is_internal(code.co_filename)
+        if not r:
+            return f, library <= 1
+        d = _dispatch.get(code)
+        if d is None:
+            d = _dispatch[code] = os.path.abspath(code.co_filename).startswith(_DISPATCH_FILES)
+        if not d:
+            library += 1
+        f = f.f_back
+    return None, False
+
+
 def _build_stores(code: types.CodeType) -> dict[int, object]:
     ins = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "EXTENDED_ARG", "NOP")]
     found: dict[int, object] = {}

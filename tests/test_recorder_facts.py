@@ -147,7 +147,7 @@ def test_setitem_with_a_tensor_index_records_the_index_as_an_input():
         x[idx] = 1.0
     (st,) = ops(tr.graph, "Tensor.__setitem__")
     assert st["category"] == "setitem"
-    ins = [u for u, _, k in tr.graph.in_edges("op:%d" % st["seq"], data="kind") if k == "input"]
+    ins = [u for u, _, k in tr.graph.in_edges(f"op:{st['seq']}", data="kind") if k == "input"]
     assert tensors(tr.graph, "idx")[0] in ins
 
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: install what gradtrace needs (a CUDA build of torch
+# when the one present has no CUDA), then replay the examples on CPU against CUDA and
+# against two data-parallel ranks that share one GPU through gloo, and print a short
+# verdict per replay. Budget: under 8 minutes. Results go into docs/gpu.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+START=$(date +%s)
+PY=${PYTHON:-python3}
+if [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "== installing a CUDA build of torch and gradtrace"
+  "$PY" -m pip install -q --upgrade torch --index-url https://download.pytorch.org/whl/cu124 || true
+fi
+"$PY" -m pip install -q -e . 2>/dev/null || "$PY" -m pip install -q networkx pydot click rich safetensors numpy
+"$PY" - <<'PY'
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda)
+print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NONE")
+PY
+OUT=${OUT:-gradtrace-out/gpu-check}
+mkdir -p "$OUT"
+verdicts=()
+run() {  # name, then replay arguments
+  local name=$1; shift
+  local t0=$(date +%s)
+  timeout 150 "$PY" -m gradtrace replay -o "$OUT/$name" --timeout 120 "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  local v="agrees"; [ $rc -eq 1 ] && v="DIVERGES"; [ $rc -eq 2 ] && v="USAGE ERROR"; [ $rc -ge 3 ] && v="FAILED (rc $rc)"
+  local first=$(grep -m1 -A2 '^### First divergence' "$OUT/$name/report.md" 2>/dev/null | tail -1)
+  verdicts+=("$(printf '%-28s %-12s %4ss  %s' "$name" "$v" "$(( $(date +%s) - t0 ))" "$first")")
+}
+run mlp-cpu-cuda      --on cpu --on cuda --values all examples/train_mlp.py --steps 3
+run tensors-cpu-cuda  --on cpu --on cuda examples/tensors.py
+run autograd-cpu-cuda --on cpu --on cuda examples/autograd.py
+run mlp-cpu-cpu64-cuda --on cpu --on cpu64 --on cuda --values all examples/train_mlp.py --steps 2
+run dp-cpu-ddp2       --on cpu --on ddp:2 --values all examples/data_parallel.py
+run dp-sum-cpu-ddp2   --on cpu --on ddp:2 examples/data_parallel.py --reduction sum
+run dp-bn-cpu-ddp2    --on cpu --on ddp:2 --values all examples/data_parallel.py --batchnorm
+echo
+echo "== verdicts ($(date -u +%Y-%m-%d), $(( $(date +%s) - START ))s in all; reports under $OUT/<name>/report.md)"
+for v in "${verdicts[@]}"; do echo "$v"; done
+echo "== expected: the first four agree or diverge only within float32 noise (see each report);"
+echo "   dp-cpu-ddp2 agrees, dp-sum names a factor near 2, dp-bn diverges at the batch norm."
+echo "== CUDA tests of the suite:"
+timeout 200 "$PY" -m pytest -q tests/test_replay.py -k "cuda" 2>&1 | tail -3
