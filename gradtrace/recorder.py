@@ -12,6 +12,7 @@ import inspect
 import threading
 import weakref
 import zlib
+from functools import partial
 
 import numpy as np
 import torch
@@ -49,9 +50,7 @@ class _T:
 
     def __init__(self, tid, tv, sid, ref):
         self.tid, self.ver, self.tv, self.sid, self.ref = tid, 0, tv, sid, ref
-        self.node = f"t:{tid}.0"
-        self.rg = None
-        self.crc = None
+        self.node = self.rg = self.crc = None  # node and rg are set by _snapshot
 
 
 class _S:
@@ -61,6 +60,16 @@ class _S:
 
     def __init__(self, sid, ref):
         self.sid, self.ref, self.tensors, self.numpy = sid, ref, [], False
+
+
+def _drop(table, by_sid, key, ref):
+    """Weak-reference callback: forget a dead tensor or storage (unless its id
+    was already reused by a newer entry)."""
+    e = table.get(key)
+    if e is not None and e.ref is ref:
+        del table[key]
+        if by_sid is not None:
+            by_sid.pop(e.sid, None)
 
 
 def _version(t):
@@ -92,15 +101,16 @@ class Recorder(TorchFunctionMode):
         self.saved_values: dict = {}  # key -> CPU tensor, values="all" only
         self.modules = ModuleStack(on_first_call=self._label_parameters)
         self.thread = threading.get_ident()
-        # Live tensors and storages by id(), through plain weak references (a
-        # callback per object would cost more than the op): an entry whose
-        # referent died is replaced on id reuse and swept when the maps double.
-        # Records kept after a death are tuples of plain values, which the
-        # cyclic GC stops tracking (a long trace must not slow every collection).
+        # Live tensors and storages by id(). A weak reference's callback drops
+        # the entry when its object dies, so these small objects die young and
+        # never reach the cyclic GC's oldest generation (whose collections walk
+        # every object torch holds). Records kept after a death are tuples of
+        # plain values, which the GC stops tracking.
         self._tmap: dict = {}  # id(tensor) -> _T
         self._smap: dict = {}  # id(storage) -> _S
         self._sids: dict = {}  # "s:N" -> _S
-        self._sweep_at = 4096
+        self._drop_t = partial(_drop, self._tmap, None)
+        self._drop_s = partial(_drop, self._smap, self._sids)
         self._nmap: dict = {}  # id(ndarray) -> (weakref, "np:N")
         self._specs: dict = {}
         self._fn_out: dict = {}  # (fid, output_nr) -> last tensor node with that grad_fn
@@ -138,11 +148,8 @@ class Recorder(TorchFunctionMode):
         s = self._storage_of(t, origin)
         tid = self._ntid
         self._ntid = tid + 1
-        info = _T(tid, _version(t), s.sid if s else None, weakref.ref(t))
-        tmap = self._tmap
-        tmap[key] = info
-        if len(tmap) > self._sweep_at:
-            self._sweep()
+        info = _T(tid, _version(t), s.sid if s else None, weakref.ref(t, partial(self._drop_t, key)))
+        self._tmap[key] = info
         if s is not None:
             s.tensors.append(info.ref)
         self._snapshot(t, info)
@@ -159,19 +166,12 @@ class Recorder(TorchFunctionMode):
             return s
         n = self._nsid
         self._nsid = n + 1
-        s = _S(f"s:{n}", weakref.ref(st))
+        s = _S(f"s:{n}", weakref.ref(st, partial(self._drop_s, key)))
         self._smap[key] = s
         self._sids[s.sid] = s
-        self.storages[s.sid] = (device_name(st.device), st.nbytes(), origin)
+        dev = st.device
+        self.storages[s.sid] = (_DEVICE_NAMES.get(dev) or device_name(dev), st.nbytes(), origin)
         return s
-
-    def _sweep(self):
-        """Forget tensors and storages that died; keep the maps' size linear in
-        what is alive."""
-        self._tmap = {k: v for k, v in self._tmap.items() if v.ref() is not None}
-        self._smap = {k: v for k, v in self._smap.items() if v.ref() is not None}
-        self._sids = {s.sid: s for s in self._smap.values()}
-        self._sweep_at = max(4096, 2 * len(self._tmap))
 
     def _snapshot(self, t, info):
         """Record the tensor node for the current version of ``t``."""
@@ -183,11 +183,12 @@ class Recorder(TorchFunctionMode):
         except Exception:
             stride, offset = None, None
         node = info.node = f"t:{info.tid}.{info.ver}"
-        info.rg = t.requires_grad
+        info.rg = rg = t.requires_grad
         mode = self.values
+        dt, dev = t.dtype, t.device
         self.tensors[node] = (
-            info.tid, info.ver, tuple(t.shape), dtype_name(t.dtype), device_name(t.device), stride,
-            info.sid, offset, info.rg, t.is_leaf, fid,
+            info.tid, info.ver, tuple(t.shape), _DTYPE_NAMES.get(dt) or dtype_name(dt),
+            _DEVICE_NAMES.get(dev) or device_name(dev), stride, info.sid, offset, rg, t.is_leaf, fid,
             stats.compute(t) if mode != "none" else None,
         )
         if fid is not None:
@@ -419,18 +420,21 @@ class Recorder(TorchFunctionMode):
         for pos, a in arrays:
             self._array(a, op_node, pos, "input")
         frame, direct = source.user_call(depth)
-        head = (seq, spec.name)
-        where = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else (None, None)
-        state = (self.modules.current, torch.is_grad_enabled(), scalars, self._bw)
-        self.ops.append(None)  # the slot keeps call order; filled in below
+        if frame is not None:
+            file, line = frame.f_code.co_filename, frame.f_lineno
+        else:
+            file = line = None
+        module, grad, bw = self.modules.current, torch.is_grad_enabled(), self._bw
+        ops_ = self.ops
+        ops_.append(None)  # the slot keeps call order; filled in below
         self._op_id = op_node
         try:
             out = func(*args, **kwargs)
         except BaseException as e:
             self._op_id = None
             self._pending_saved = []
-            self.ops[seq] = head + ("other",) + where + state + (
-                {"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]},)
+            ops_[seq] = (seq, spec.name, "other", file, line, module, grad, scalars, bw,
+                         {"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]})
             raise
         cat, extra = "other", None
         try:
@@ -438,7 +442,7 @@ class Recorder(TorchFunctionMode):
                                      frame if direct else None)
         finally:
             self._op_id = None
-            self.ops[seq] = head + (cat,) + where + state + (extra,)
+            ops_[seq] = (seq, spec.name, cat, file, line, module, grad, scalars, bw, extra)
         return out
 
     def _after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame):
