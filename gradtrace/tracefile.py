@@ -5,8 +5,11 @@ Nothing here unpickles: JSON and safetensors only.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+from contextlib import contextmanager
+from itertools import count
 from pathlib import Path
 
 import networkx as nx
@@ -24,22 +27,28 @@ class TraceError(ValueError):
 
 def _clean(obj):
     """JSON has no NaN or Inf: write them as strings that load back as floats."""
+    t = type(obj)
+    if t is str or t is int or t is bool or obj is None:
+        return obj
+    if t is dict:
+        return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, float):
-        if math.isnan(obj):
+        if obj != obj:
             return "nan"
-        if math.isinf(obj):
+        if obj in (math.inf, -math.inf):
             return "inf" if obj > 0 else "-inf"
         return obj
     if isinstance(obj, dict):
         return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
-    if obj is None or isinstance(obj, (str, int, bool)):
+    if isinstance(obj, (str, int, bool)):
         return obj
     return str(obj)
 
 
 _STAT_FLOATS = ("min", "max", "mean", "norm")
+_RESTORE_KEYS = frozenset(("stats", "prior", "received"))
 
 
 def _restore(attrs: dict):
@@ -54,14 +63,78 @@ def _restore(attrs: dict):
         _restore(rec)
 
 
+@contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector while millions of small dicts are made:
+    they hold no cycles, and each collection would walk them all again (at 1M ops
+    that is more than half of the time of a load)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _node_link_data(G: nx.MultiDiGraph) -> dict:
+    """``networkx.node_link_data(G, edges="edges")``, the same dict in the same order,
+    without networkx's per-edge view machinery."""
+    if type(G) is not nx.MultiDiGraph:
+        return nx.node_link_data(G, edges="edges")
+    return {
+        "directed": True,
+        "multigraph": True,
+        "graph": G.graph,
+        "nodes": [{**d, "id": n} for n, d in G._node.items()],
+        "edges": [
+            {**d, "source": u, "target": v, "key": k}
+            for u, nbrs in G._succ.items()
+            for v, keydict in nbrs.items()
+            for k, d in keydict.items()
+        ],
+    }
+
+
+def _dumps(data) -> str:
+    # json.dumps runs the C encoder (json.dump streams through the pure-Python one,
+    # several times slower). The fast attempt refuses NaN and Inf; only a graph that
+    # holds some pays for the cleaning pass.
+    try:
+        return json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        pass
+    data = dict(data)
+    data["graph"] = _clean(data["graph"])
+    data["nodes"] = [_clean_attrs(d) for d in data["nodes"]]
+    data["edges"] = [_clean_attrs(d) for d in data["edges"]]
+    return json.dumps(data, separators=(",", ":"), allow_nan=False)
+
+
+def _clean_attrs(d: dict) -> dict:
+    """``_clean`` for one node's or edge's attributes, touching only the values that
+    are not plain strings, integers or None."""
+    out = d
+    for k, v in d.items():
+        t = type(v)
+        if t is str or t is int or v is None or t is bool:
+            continue
+        if out is d:
+            out = dict(d)
+        out[k] = _clean(v)
+    return out
+
+
 def save(G: nx.MultiDiGraph, folder, values: dict | None = None, dot: str | None = None) -> Path:
     """Write ``G`` (and captured values, and a DOT text) into ``folder``; return its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    data = nx.node_link_data(G, edges="edges")
+    with _gc_paused():
+        text = _dumps(_node_link_data(G))
     tmp = folder / (TRACE_FILE + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_clean(data), f, separators=(",", ":"), allow_nan=False)
+        f.write(text)
+    del text
     tmp.replace(folder / TRACE_FILE)
     vpath = folder / VALUES_FILE
     if values:
@@ -94,7 +167,7 @@ def load_graph(path) -> nx.MultiDiGraph:
     if not p.is_file():
         raise TraceError(f"{path}: not a gradtrace trace (no {TRACE_FILE} in it)")
     try:
-        with open(p, encoding="utf-8") as f:
+        with open(p, encoding="utf-8") as f, _gc_paused():
             data = json.load(f)
     except UnicodeDecodeError:
         raise TraceError(f"{p}: not a gradtrace trace (not UTF-8 JSON)") from None
@@ -108,13 +181,70 @@ def load_graph(path) -> nx.MultiDiGraph:
             raise TraceError(f"{p}: trace format {fmt} is not supported (this gradtrace reads {FORMAT})")
         raise TraceError(f"{p}: not a gradtrace trace (format is {fmt!r}, expected {FORMAT!r})")
     try:
-        G = nx.node_link_graph(data, directed=True, multigraph=True, edges="edges")
+        with _gc_paused():
+            return _node_link_graph(data)
     except Exception as e:
         raise TraceError(f"{p}: corrupt trace file ({type(e).__name__}: {e})") from None
-    for _, attrs in G.nodes(data=True):
-        _restore(attrs)
-    for _, _, attrs in G.edges(data=True):
-        _restore(attrs)
+
+
+def _node_id(x):
+    return tuple(_node_id(v) for v in x) if isinstance(x, list) else x
+
+
+def _node_link_graph(data: dict) -> nx.MultiDiGraph:
+    """``networkx.node_link_graph(data, directed=True, multigraph=True, edges="edges")``
+    with the statistics restored, filling the graph's dictionaries directly (what
+    ``add_node``/``add_edge`` would do, without their per-call checks and cache
+    clearing); the result is an ordinary ``MultiDiGraph``."""
+    if data.get("multigraph", True) is not True or data.get("directed", True) is not True:
+        G = nx.node_link_graph(data, directed=True, multigraph=True, edges="edges")
+        for _, attrs in G.nodes(data=True):
+            _restore(attrs)
+        for _, _, attrs in G.edges(data=True):
+            _restore(attrs)
+        return G
+    G = nx.MultiDiGraph()
+    graph = data.get("graph", {})
+    G.graph = graph
+    nodes, succ, pred = G._node, G._succ, G._pred
+    restore = _RESTORE_KEYS.isdisjoint
+    c = count()
+    for d in data["nodes"]:
+        n = _node_id(d.pop("id")) if "id" in d else next(c)
+        if not restore(d):
+            _restore(d)
+        if n in nodes:
+            nodes[n].update(d)
+        else:
+            nodes[n] = d
+            succ[n] = {}
+            pred[n] = {}
+    for d in data["edges"]:
+        u = d.pop("source")
+        v = d.pop("target")
+        k = d.pop("key", None)
+        if isinstance(u, list):
+            u = _node_id(u)
+        if isinstance(v, list):
+            v = _node_id(v)
+        if not restore(d):
+            _restore(d)
+        for x in (u, v):
+            if x not in nodes:
+                nodes[x] = {}
+                succ[x] = {}
+                pred[x] = {}
+        keydict = succ[u].get(v)
+        if keydict is None:
+            keydict = succ[u][v] = pred[v][u] = {}
+        if k is None:
+            k = len(keydict)
+            while k in keydict:
+                k += 1
+        if k in keydict:
+            keydict[k].update(d)
+        else:
+            keydict[k] = d
     return G
 
 

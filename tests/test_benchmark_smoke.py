@@ -1,0 +1,35 @@
+"""The benchmark command runs end to end on its tiny configuration (no timing checks)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_runs_on_the_tiny_configuration(tmp_path):
+    out = tmp_path / "bench.json"
+    md = tmp_path / "bench.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--no-torchlens",
+         "--cpu-only", "--json", str(out), "--markdown", str(md)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    for row in ("untraced", "no-op mode", "gradtrace none", "gradtrace stats", "gradtrace all",
+                "torch.profiler", "resnet18 forward+backward on cpu", "gpt forward+backward on cpu",
+                "Loop of", "Scale"):
+        assert row in text, f"{row!r} missing from the benchmark's output:\n{text[-3000:]}"
+    result = json.loads(out.read_text())
+    assert {"machine", "loop", "models", "scale"} <= set(result)
+    assert [r["variant"] for r in result["loop"]["rows"]] == [
+        "untraced", "no-op mode", "gradtrace none", "gradtrace stats", "gradtrace all"]
+    assert len(result["models"]["tables"]) == 2
+    for t in result["models"]["tables"]:
+        assert all(r["ms"] > 0 for r in t["rows"])
+    (first, *_) = result["scale"]["rows"]
+    for key in ("record_us_per_op", "peak_bytes_per_op", "save_s", "load_s", "dot_s", "build_s"):
+        assert first[key] is not None and first[key] >= 0
+    assert "| variant |" in md.read_text()
