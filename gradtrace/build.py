@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import linecache
+from contextlib import contextmanager
 
 import networkx as nx
 
@@ -36,8 +38,26 @@ def _edge_stats(attrs: dict) -> dict:
     return attrs
 
 
+@contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector while millions of small acyclic dicts are
+    made: each collection would walk them all again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def build_graph(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     """Return the trace graph of a finished recording, with ``meta`` as ``G.graph``."""
+    with gc_paused():
+        return _build(rec, meta)
+
+
+def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     G = nx.MultiDiGraph()
     G.graph.update(meta)
     G.graph["other_thread_module_calls"] = rec.modules.other_threads

@@ -121,6 +121,7 @@ class Recorder(TorchFunctionMode):
         self._bw = None  # the backward node id while a backward call runs
         self._op_id = None  # the op being recorded (for grad_fn attribution)
         self._pending_saved: list = []
+        self._arrived: dict = {}  # AccumulateGrad fid -> (gradient, its version, grad edge attrs), per call
         self._n = {"np": 0, "fn": 0, "bw": 0, "c": 0}
         self._ntid = 0
         self._nsid = 0
@@ -201,7 +202,10 @@ class Recorder(TorchFunctionMode):
         try:
             if not t.is_meta and t.layout == torch.strided:
                 with torch.no_grad():
-                    self.saved_values[key] = t.detach().to("cpu", copy=True).contiguous()
+                    t = t.detach()
+                    self.saved_values[key] = (  # one copy, contiguous, on the CPU
+                        t.clone(memory_format=torch.contiguous_format) if t.is_cpu
+                        else t.to("cpu").contiguous())
         except Exception:
             pass
 
@@ -704,13 +708,25 @@ class Recorder(TorchFunctionMode):
                     if isinstance(t, torch.Tensor) and isinstance(g, torch.Tensor):
                         self._grad_edge("grad", bw, self.tensor(t).node, g)
             for fid, leaf in leaves.items():
-                if leaf.grad is not None:
-                    info = self.tensor(leaf)
-                    attrs = self._grad_edge("leaf_grad", bw, info.node, leaf.grad)
-                    attrs["prior"] = prior.get(fid)
-                    attrs["accumulated"] = fid in prior
+                g = leaf.grad
+                if g is None:
+                    continue
+                info = self.tensor(leaf)
+                arrived = self._arrived.get(fid)
+                if fid not in prior and arrived is not None and arrived[0] is g and arrived[1] == g._version:
+                    # .grad is the very gradient that arrived (AccumulateGrad took it
+                    # as is): its statistics and value are already recorded.
+                    attrs = {"kind": "leaf_grad", "stats": arrived[2]["stats"]}
+                    if "value" in arrived[2]:
+                        attrs["value"] = arrived[2]["value"]
+                    self.edges.append((bw, info.node, attrs))
+                else:
+                    attrs = self._grad_edge("leaf_grad", bw, info.node, g)
+                attrs["prior"] = prior.get(fid)
+                attrs["accumulated"] = fid in prior
         finally:
             self._busy = False
+            self._arrived = {}
         return result
 
     def _grad_edge(self, kind, bw, node, g):
@@ -764,6 +780,8 @@ class Recorder(TorchFunctionMode):
                     if node is None:
                         continue
                     attrs = self_._grad_edge("grad", bw, node, g)
+                    if leaf is not None:
+                        self_._arrived[fid] = (g, g._version, attrs)
                     seen[(fid, nr)] = {"stats": attrs["stats"], "dtype": dtype_name(g.dtype),
                                        "shape": list(g.shape), "value": attrs.get("value")}
             finally:

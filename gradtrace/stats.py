@@ -110,15 +110,22 @@ def _numpy_stats(a: np.ndarray):
     s = float(flat.sum(dtype=np.float64))
     if _isfinite(s):
         f64 = flat.astype(np.float64, copy=False)
-        return (float(flat.min()), float(flat.max()), s / flat.size,
-                math.sqrt(float(np.dot(f64, f64))), 0, 0)
+        mn, mx = float(flat.min()), float(flat.max())
+        big = max(-mn, mx)
+        if big < 1e150:
+            norm = math.sqrt(float(np.dot(f64, f64)))
+        else:  # the squares would overflow float64 (and NumPy would warn): scale first
+            scaled = f64 / big
+            norm = big * math.sqrt(float(np.dot(scaled, scaled)))
+        return (mn, mx, s / flat.size, norm, 0, 0)
     flat = flat.astype(np.float64, copy=False)
     nan = int(np.isnan(flat).sum())
     inf = int(np.isinf(flat).sum())
     finite = flat[np.isfinite(flat)]
     mn = float(finite.min()) if finite.size else math.nan
     mx = float(finite.max()) if finite.size else math.nan
-    norm = math.sqrt(float(np.dot(flat, flat)))  # NaN with a NaN, else Inf with an Inf
+    with np.errstate(all="ignore"):  # NaN with a NaN, else Inf with an Inf; never a warning
+        norm = math.sqrt(float(np.dot(flat, flat)))
     return (mn, mx, s / flat.size, norm, nan, inf)
 
 

@@ -5,16 +5,14 @@ Nothing here unpickles: JSON and safetensors only.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
-from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
 
 import networkx as nx
 
-from .build import FORMAT
+from .build import FORMAT, gc_paused
 
 TRACE_FILE = "trace.json"
 VALUES_FILE = "values.safetensors"
@@ -61,20 +59,6 @@ def _restore(attrs: dict):
     rec = attrs.get("received")
     if isinstance(rec, dict):
         _restore(rec)
-
-
-@contextmanager
-def _gc_paused():
-    """Pause the cyclic garbage collector while millions of small dicts are made:
-    they hold no cycles, and each collection would walk them all again (at 1M ops
-    that is more than half of the time of a load)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _node_link_data(G: nx.MultiDiGraph) -> dict:
@@ -129,7 +113,7 @@ def save(G: nx.MultiDiGraph, folder, values: dict | None = None, dot: str | None
     """Write ``G`` (and captured values, and a DOT text) into ``folder``; return its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with _gc_paused():
+    with gc_paused():
         text = _dumps(_node_link_data(G))
     tmp = folder / (TRACE_FILE + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -167,7 +151,7 @@ def load_graph(path) -> nx.MultiDiGraph:
     if not p.is_file():
         raise TraceError(f"{path}: not a gradtrace trace (no {TRACE_FILE} in it)")
     try:
-        with open(p, encoding="utf-8") as f, _gc_paused():
+        with open(p, encoding="utf-8") as f, gc_paused():
             data = json.load(f)
     except UnicodeDecodeError:
         raise TraceError(f"{p}: not a gradtrace trace (not UTF-8 JSON)") from None
@@ -181,7 +165,7 @@ def load_graph(path) -> nx.MultiDiGraph:
             raise TraceError(f"{p}: trace format {fmt} is not supported (this gradtrace reads {FORMAT})")
         raise TraceError(f"{p}: not a gradtrace trace (format is {fmt!r}, expected {FORMAT!r})")
     try:
-        with _gc_paused():
+        with gc_paused():
             return _node_link_graph(data)
     except Exception as e:
         raise TraceError(f"{p}: corrupt trace file ({type(e).__name__}: {e})") from None

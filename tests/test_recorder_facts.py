@@ -206,3 +206,12 @@ def test_the_notes_example_scripts_trace_with_status_ok():
         assert G.graph["status"] == "ok" and G.graph["script"].endswith(name)
         assert all(d.get("file", "").endswith(name) for _, d in G.nodes(data=True)
                    if d["kind"] == "op" and d.get("file"))
+
+
+def test_statistics_of_huge_values_neither_overflow_nor_warn(recwarn):
+    big = torch.full((200,), 1e200, dtype=torch.float64)
+    with gradtrace.trace() as tr:
+        x = big * 1
+    s = tr.graph.nodes[tensors(tr.graph, "x")[0]]["stats"]
+    assert s["norm"] == pytest.approx(1e200 * 200 ** 0.5)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
