@@ -340,8 +340,12 @@ class Recorder(TorchFunctionMode):
                     self.edges.append((fid, node, "saves", None))
 
     def _match(self, t):
-        s = self._storage_of(t)
-        if s is None:
+        try:
+            st = t.untyped_storage()
+        except Exception:
+            return None
+        s = self._smap.get(id(st))  # a storage the trace does not know holds no known tensor
+        if s is None or s.ref() is not st:
             return None
         key = (t.storage_offset(), tuple(t.shape), t.stride())
         for ref in s.tensors:
