@@ -13,6 +13,7 @@ import threading
 import weakref
 import zlib
 from functools import partial
+from itertools import chain
 
 import numpy as np
 import torch
@@ -851,7 +852,7 @@ def _scan(args, kwargs):
     return the three as ``(position, value)`` sequences."""
     tensors, arrays, scalars = [], [], []
     Tensor = torch.Tensor
-    for i, a in enumerate(args):
+    for i, a in chain(enumerate(args), kwargs.items()) if kwargs else enumerate(args):
         if isinstance(a, Tensor):
             tensors.append((i, a))
         elif isinstance(a, _SCALARS):
@@ -862,18 +863,6 @@ def _scan(args, kwargs):
             arrays.append((i, a))
         else:
             scalars.append((i, _Opaque(a)))
-    if kwargs:
-        for k, a in kwargs.items():
-            if isinstance(a, Tensor):
-                tensors.append((k, a))
-            elif isinstance(a, _SCALARS):
-                scalars.append((k, a))
-            elif isinstance(a, (list, tuple)):
-                _scan_seq(a, k, tensors, arrays, scalars)
-            elif isinstance(a, np.ndarray):
-                arrays.append((k, a))
-            else:
-                scalars.append((k, _Opaque(a)))
     return tensors, arrays, tuple(scalars)
 
 

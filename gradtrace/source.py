@@ -40,17 +40,7 @@ def _is_internal(filename: str) -> bool:
 
 def user_frame(depth: int = 2):
     """Return the innermost frame of user code above the caller, or None."""
-    f = sys._getframe(depth)
-    internal = _internal
-    while f is not None:
-        code = f.f_code
-        r = internal.get(code)
-        if r is None:
-            r = internal[code] = _is_internal(code.co_filename)
-        if not r:
-            return f
-        f = f.f_back
-    return None
+    return user_call(depth + 1)[0]
 
 
 # Frames that only route a call to __torch_function__ (handle_torch_function and
