@@ -115,6 +115,7 @@ class Recorder(TorchFunctionMode):
         self._nmap: dict = {}  # id(ndarray) -> (weakref, "np:N")
         self._specs: dict = {}
         self._fn_out: dict = {}  # (fid, output_nr) -> last tensor node with that grad_fn
+        self._fn_made: set = set()  # fids that produced a recorded tensor
         self._fn_leaf: dict = {}  # fid of an AccumulateGrad -> _T of its leaf
         self._saved_attrs: dict = {}
         self._key = f"gradtrace:{id(self)}"
@@ -195,6 +196,7 @@ class Recorder(TorchFunctionMode):
         )
         if fid is not None:
             self._fn_out[(fid, t.output_nr)] = node
+            self._fn_made.add(fid)
         if mode == "all":
             self._keep_value(node, t)
         return node
@@ -761,7 +763,10 @@ class Recorder(TorchFunctionMode):
             if fid in self._fn_leaf:
                 leaf = fn.variable
                 leaves[fid] = leaf
-            handles.append(fn.register_prehook(self._make_hook(fid, bw, seen)))
+            # Nodes that made no recorded tensor (the transposes inside F.linear, say)
+            # have no gradient to record: a Python hook there would only cost time.
+            if fid in self._fn_made or fid in self._fn_leaf:
+                handles.append(fn.register_prehook(self._make_hook(fid, bw, seen)))
             stack.extend(n for n, _ in fn.next_functions if n is not None)
         return handles, leaves
 
