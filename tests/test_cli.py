@@ -38,6 +38,7 @@ def test_run_prints_a_summary_with_backward_weights_and_top_lines(tmp_path):
     assert "x.grad 2.0" in r.stdout  # the script's own output
     assert "backward bw:1" in r.stdout and "w=v [2, 2]" in r.stdout
     assert "top source lines" in r.stdout and "wrote" in r.stdout
+    assert "findings: 1 info, 1 warning (gradtrace check" in r.stdout  # the .data write, the no_grad cut
 
 
 def test_run_gives_the_script_its_argv_main_and_folder_on_sys_path(tmp_path):
@@ -128,7 +129,7 @@ def test_dot_renders_svg_when_graphviz_is_installed(autograd_trace, tmp_path):
     assert r.exit_code == 0 and out.read_text().lstrip().startswith(("<?xml", "<svg"))
 
 
-@pytest.mark.parametrize("command", ["run", "show", "dot"])
+@pytest.mark.parametrize("command", ["run", "show", "dot", "check", "diff", "replay"])
 def test_every_command_help_shows_an_example(command):
     r = CliRunner().invoke(main, [command, "--help"])
     assert r.exit_code == 0 and "Example:" in r.output
