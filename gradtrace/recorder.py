@@ -116,6 +116,7 @@ class Recorder(TorchFunctionMode):
         self._specs: dict = {}
         self._fn_out: dict = {}  # (fid, output_nr) -> last tensor node with that grad_fn
         self._fn_made: set = set()  # fids that produced a recorded tensor
+        self._shapes: dict = {}  # interned shape and stride tuples
         self._fn_leaf: dict = {}  # fid of an AccumulateGrad -> _T of its leaf
         self._saved_attrs: dict = {}
         self._key = f"gradtrace:{id(self)}"
@@ -180,17 +181,21 @@ class Recorder(TorchFunctionMode):
         """Record the tensor node for the current version of ``t``."""
         fn = t.grad_fn
         fid = self._fn(fn) if fn is not None else None
+        shapes = self._shapes  # one tuple per distinct shape or stride: most repeat
         try:
             stride = t.stride()
+            stride = shapes.setdefault(stride, stride)
             offset = t.storage_offset()
         except Exception:
             stride, offset = None, None
+        shape = tuple(t.shape)
+        shape = shapes.setdefault(shape, shape)
         node = info.node = f"t:{info.tid}.{info.ver}"
         info.rg = rg = t.requires_grad
         mode = self.values
         dt, dev = t.dtype, t.device
         self.tensors[node] = (
-            info.tid, info.ver, tuple(t.shape), _DTYPE_NAMES.get(dt) or dtype_name(dt),
+            info.tid, info.ver, shape, _DTYPE_NAMES.get(dt) or dtype_name(dt),
             _DEVICE_NAMES.get(dev) or device_name(dev), stride, info.sid, offset, rg, t.is_leaf, fid,
             stats.compute(t) if mode != "none" else None,
         )
