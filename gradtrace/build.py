@@ -79,14 +79,14 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     for cid, attrs in rec.collectives.items():
         G.add_node(cid, kind="collective", **attrs)
 
-    labels = rec.labels
+    labels, fallback = rec.labels, rec.fallback_labels
     for node, t in rec.tensors.items():
         tid, ver, shape, dtype, device, stride, sid, offset, rg, leaf, fid, st = t
         G.add_node(
             node, kind="tensor", tid=tid, version=ver, shape=list(shape), dtype=dtype,
             device=device, stride=list(stride) if stride is not None else None, storage=sid,
             storage_offset=offset, requires_grad=rg, is_leaf=leaf, grad_fn=fid,
-            label=labels.get(tid), stats=_stats.finalize(st),
+            label=labels.get(tid) or fallback.get(tid), stats=_stats.finalize(st),
         )
         param = rec.params.get(tid)
         if param is not None:

@@ -98,6 +98,8 @@ class Recorder(TorchFunctionMode):
         self.edges: list = []
         self.labels: dict = {}  # tid -> variable name
         self.params: dict = {}  # tid -> (module path, attribute name, "parameter" | "buffer")
+        self.fallback_labels: dict = {}  # tid -> name bound to the result of a library call
+        self._last_indirect: dict = {}  # (id(frame), f_lasti) -> tid holding that statement's name
         self.grad_reads: list = []  # reads of .grad on non-leaf tensors
         self.saved_values: dict = {}  # key -> CPU tensor, values="all" only
         self.modules = ModuleStack(on_first_call=self._label_parameters)
@@ -454,17 +456,17 @@ class Recorder(TorchFunctionMode):
             raise
         cat, extra = "other", None
         try:
-            cat, extra = self._after(spec, op_node, pre, arrays, scalars, kwargs, out,
-                                     frame if direct else None)
+            cat, extra = self._after(spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct)
         finally:
             self._op_id = None
             ops_[seq] = (seq, spec.name, cat, file, line, module, grad, scalars, bw, extra)
         return out
 
-    def _after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame):
+    def _after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct):
         """Record what an op did; return its category and extra attributes. ``frame``
-        is the user's frame when the user called the op directly (its result may
-        be bound to a name there), else None."""
+        is the user's frame (its current statement may bind the result to a name);
+        ``direct`` says whether the user called the op itself rather than library
+        code on the user's behalf (a module's forward, ``model.to(device)``)."""
         edges = self.edges
         # Writes: a version counter that moved is a write to that storage.
         written = None
@@ -568,7 +570,9 @@ class Recorder(TorchFunctionMode):
                 else:
                     edges.append((info.node, base.node, "view_of", None))
         # Names the user binds the result to
-        if frame is not None and out_infos:
+        if frame is not None and out_infos and not direct:
+            self._indirect_label(frame, out_infos)
+        elif frame is not None and out_infos:
             names = source.bound_name(frame)
             if names is not None:
                 labels = self.labels
@@ -587,6 +591,24 @@ class Recorder(TorchFunctionMode):
             if info.crc is not None:
                 info.crc = _crc(t)
         return cat, _RANDOM if spec.random else None
+
+    def _indirect_label(self, frame, out_infos):
+        """``out = model(x)`` binds the result of the last op the call ran; the
+        earlier ones (inside the forward, or each parameter of ``model.to()``)
+        are not ``out``. Keep the name on the newest new tensor of the statement
+        only, as a fallback label that real names and parameter names override."""
+        name = source.bound_name(frame)
+        if not isinstance(name, str):
+            return
+        info = out_infos[-1][2]
+        if info.ver != 0:  # an existing tensor handed back (x.to on its own device)
+            return
+        key = (id(frame), frame.f_lasti)
+        prev = self._last_indirect.get(key)
+        if prev is not None and self.fallback_labels.get(prev) == name:
+            del self.fallback_labels[prev]
+        self.fallback_labels[info.tid] = name
+        self._last_indirect[key] = info.tid
 
     def _mark_numpy(self, sid):
         s = self._sids.get(sid)

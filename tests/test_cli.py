@@ -146,3 +146,13 @@ def test_the_console_script_is_installed():
         pytest.skip("not installed as a console script in this environment")
     r = subprocess.run([str(exe), "--version"], capture_output=True, text=True, env={**os.environ})
     assert r.returncode == 0
+
+
+def test_show_modules_counts_ops_per_module(tmp_path):
+    out = tmp_path / "mlp"
+    r = gradtrace("run", "--no-svg", "-o", out, EXAMPLES / "train_mlp.py", "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(CliRunner().invoke(main, ["show", str(out), "--modules", "--json"]).output)
+    by = {row["module"]: row for row in rows}
+    assert by["MLP.fc1"]["type"] == "Linear" and by["MLP.fc1"]["ops"] >= 1
+    assert by["MLP"]["ops"] >= sum(row["ops"] for m, row in by.items() if m.count(".") == 1)

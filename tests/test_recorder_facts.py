@@ -215,3 +215,27 @@ def test_statistics_of_huge_values_neither_overflow_nor_warn(recwarn):
     s = tr.graph.nodes[tensors(tr.graph, "x")[0]]["stats"]
     assert s["norm"] == pytest.approx(1e200 * 200 ** 0.5)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_parameters_keep_their_module_names_when_the_model_is_moved_in_one_statement():
+    with gradtrace.trace() as tr:
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)).to("cpu")
+        out = model(torch.randn(3, 2))
+    G = tr.graph
+    params = {d["label"]: d["param_kind"] for _, d in G.nodes(data=True)
+              if d["kind"] == "tensor" and d.get("param_kind")}
+    assert params == {"Sequential.0.weight": "parameter", "Sequential.0.bias": "parameter",
+                      "Sequential.1.weight": "parameter", "Sequential.1.bias": "parameter",
+                      "Sequential.1.running_mean": "buffer", "Sequential.1.running_var": "buffer",
+                      "Sequential.1.num_batches_tracked": "buffer"}
+    assert tensors(G, "model") == [] and tensors(G, "out")
+
+
+def test_every_write_is_also_an_edge_from_the_op_to_the_storage():
+    with gradtrace.trace() as tr:
+        x = torch.zeros(4)
+        x[1:3] += 1
+    G = tr.graph
+    writes = edges(G, "writes")  # `+=` on the slice, then Python's store back into x[1:3]
+    assert {w[1] for w in writes} == {G.nodes[tensors(G, "x")[0]]["storage"]}
+    assert [G.nodes[w[0]]["category"] for w in writes] == ["inplace", "setitem"]
