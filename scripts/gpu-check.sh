@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: install what gradtrace needs (a CUDA build of torch
-# when the one present has no CUDA), then replay the examples on CPU against CUDA and
+# On a machine with an NVIDIA GPU and a CUDA build of torch: replay the examples on CPU against CUDA and
 # against two data-parallel ranks that share one GPU through gloo, and print a short
 # verdict per replay. Budget: under 8 minutes. Results go into docs/gpu.md.
 set -uo pipefail
@@ -8,11 +7,21 @@ cd "$(dirname "$0")/.."
 START=$(date +%s)
 PY=${PYTHON:-python3}
 if [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
+# The GPU machine has torch (with CUDA), networkx, click, rich, numpy and safetensors,
+# and no network: gradtrace runs from this checkout; pydot, when missing, comes from
+# wheels carried in .whl/ (see the device notes) or from a package index if one answers.
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  echo "== installing a CUDA build of torch and gradtrace"
-  "$PY" -m pip install -q --upgrade torch --index-url https://download.pytorch.org/whl/cu124 || true
+  echo "gpu-check: $PY sees no CUDA GPU (torch.cuda.is_available() is False)"; exit 2
 fi
-"$PY" -m pip install -q -e . 2>/dev/null || "$PY" -m pip install -q networkx pydot click rich safetensors numpy
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$PY" -c "import pydot" 2>/dev/null; then
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --target /tmp/gradtrace-site .whl/*.whl
+    export PYTHONPATH="$PYTHONPATH:/tmp/gradtrace-site"
+  else
+    "$PY" -m pip install -q pydot || echo "gpu-check: pydot is missing; DOT output will fail"
+  fi
+fi
 "$PY" - <<'PY'
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda)
