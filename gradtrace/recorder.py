@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
+from . import ops, source, stats
+from .modules import ModuleStack
+
 # Skip one level of __torch_function__ dispatch (public from torch 2.13; the same
 # C entry point before that).
 redispatch_function = getattr(torch.overrides, "redispatch_function", None) or (
     lambda func, types, args, kwargs: torch._C._skip_one_hop_torch_function(func, types, args, kwargs))
-
-from . import ops, source, stats
-from .modules import ModuleStack
 
 _DTYPE_NAMES: dict = {}
 
