@@ -80,8 +80,7 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
         G.add_node(cid, kind="collective", **attrs)
 
     labels, fallback = rec.labels, rec.fallback_labels
-    for node, t in rec.tensors.items():
-        tid, ver, shape, dtype, device, stride, sid, offset, rg, leaf, fid, st = t
+    for node, tid, ver, shape, dtype, device, stride, sid, offset, rg, leaf, fid, st in rec.tensors:
         G.add_node(
             node, kind="tensor", tid=tid, version=ver, shape=list(shape), dtype=dtype,
             device=device, stride=list(stride) if stride is not None else None, storage=sid,

@@ -92,7 +92,7 @@ class Recorder(TorchFunctionMode):
         super().__init__()
         self.values = values
         self.ops: list = []  # one tuple per op, in call order (see _op)
-        self.tensors: dict = {}  # "t:N.V" -> tuple (see _snapshot)
+        self.tensors: list = []  # one tuple per tensor version, node id first (see _snapshot)
         self.storages: dict = {}  # "s:N" -> (device, nbytes, origin)
         self.numpy: dict = {}  # "np:N" -> dict
         self.fns: dict = {}  # "fn:N" -> dict
@@ -201,11 +201,11 @@ class Recorder(TorchFunctionMode):
         info.rg = rg = t.requires_grad
         mode = self.values
         dt, dev = t.dtype, t.device
-        self.tensors[node] = (
-            info.tid, info.ver, shape, _DTYPE_NAMES.get(dt) or dtype_name(dt),
+        self.tensors.append((
+            node, info.tid, info.ver, shape, _DTYPE_NAMES.get(dt) or dtype_name(dt),
             _DEVICE_NAMES.get(dev) or device_name(dev), stride, info.sid, offset, rg, t.is_leaf, fid,
             stats.compute(t) if mode != "none" else None,
-        )
+        ))
         if fid is not None:
             self._fn_out[(fid, t.output_nr)] = node
             self._fn_made.add(fid)
