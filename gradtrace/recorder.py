@@ -899,7 +899,7 @@ def _scan(args, kwargs):
         elif isinstance(a, np.ndarray):
             arrays.append((i, a))
         else:
-            scalars.append((i, _Opaque(a)))
+            scalars.append((i, _opaque(a)))
     return tensors, arrays, tuple(scalars)
 
 
@@ -917,9 +917,9 @@ def _scan_seq(seq, pos, tensors, arrays, scalars):
             _scan_seq(a, f"{pos}.{j}", tensors, arrays, scalars)
             simple = False
     if simple:
-        scalars.append((pos, _Opaque(seq) if len(seq) > 16 else tuple(seq)))
+        scalars.append((pos, _opaque(seq) if len(seq) > 16 else tuple(seq)))
     else:
-        scalars.append((pos, _Opaque(seq, tensors_inside=True)))
+        scalars.append((pos, _opaque(seq)))
 
 
 class Opaque(str):
@@ -929,7 +929,7 @@ class Opaque(str):
     __slots__ = ()
 
 
-def _Opaque(obj, tensors_inside=False):
+def _opaque(obj):
     n = len(obj) if isinstance(obj, (list, tuple)) else None
     return Opaque(f"<{type(obj).__name__}" + (f" of {n}>" if n is not None else ">"))
 
