@@ -99,12 +99,12 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     for r in rec.ops:
         if r is None:  # an op still running (a graph read while recording)
             continue
-        seq, name, cat, file, line, module, grad, scalars, bw, extra = r
+        seq, name, cat, file, line, module, grad, scalars, bw, extra, direct = r
         code = linecache.getline(file, line).strip() if file and line else None
         attrs = dict(
             kind="op", name=name, seq=seq, category=cat or "other", file=file, line=line,
             code=code or None, module=module, grad_enabled=grad, args=_args_text(scalars),
-            phase="backward" if bw else "forward",
+            phase="backward" if bw else "forward", direct=direct,
         )
         if bw:
             attrs["during"] = bw

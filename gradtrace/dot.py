@@ -124,12 +124,20 @@ class _Drawer:
 
     def forward(self):
         G = self.G
-        owner = {}  # op -> drawn element (the op, or its collapsed module)
+        owner = {}  # op -> drawn element (the op, or the collapsed module or line it is in)
+        lines = {}  # collapsed line -> (attrs of its first op, number of ops)
         for n, d in G.nodes(data=True):
             if d.get("kind") != "op":
                 continue
             mod = d.get("module")
-            if mod and _depth_of(mod) > self.depth:
+            if not mod and d.get("direct") is False and d.get("line"):
+                # Library code working for one line of the user's (the parameter
+                # initialisation inside `nn.Linear(...)`): one node for that line.
+                key = f"line:{d['file']}:{d['line']}"
+                owner[n] = key
+                first, count = lines.get(key, (d, 0))
+                lines[key] = (first, count + 1)
+            elif mod and _depth_of(mod) > self.depth:
                 top = _truncate(mod, self.depth)
                 owner[n] = f"mod:{top}"
                 if owner[n] not in self.drawn:
@@ -147,6 +155,11 @@ class _Drawer:
                 if d.get("error"):
                     attrs.update(penwidth="3", color="#cc0000", style="filled,bold")
                 self.add_node(n, self.cluster(mod), **attrs)
+        for key, (d, count) in lines.items():
+            code = d.get("code") or ""
+            self.add_node(key, shape="box3d", style="filled", fillcolor="#e6e6e6",
+                          label=f"line {d['line']}: {_esc(code[:40])}\n({count} ops)",
+                          tooltip=_esc(code))
         producers, consumers = {}, {}  # tensor -> drawn elements writing / reading it
         io = []
         for u, v, k in G.edges(data="kind"):
@@ -161,8 +174,8 @@ class _Drawer:
             t, elem = (b, a) if is_output else (a, b)
             if G.nodes[t].get("kind") != "tensor":
                 continue
-            if elem.startswith("mod:"):
-                # a tensor made and used only inside one collapsed module stays hidden
+            if elem.startswith(("mod:", "line:")):
+                # a tensor made and used only inside one collapsed element stays hidden
                 others = consumers.get(t, set()) if is_output else producers.get(t, set())
                 if others == {elem}:
                     continue

@@ -24,7 +24,7 @@ class ModuleStack:
 
     def __init__(self, on_first_call=None):
         self.stack: list[str] = []
-        self.modules: dict[str, str] = {}  # path -> type name, in order of first call
+        self.modules: dict[str, str] = {}  # path -> type name, each tree in named_modules order
         self.parents: dict[str, str] = {}  # path -> parent path
         self.other_threads = 0  # forwards seen on threads the recorder cannot see
         self._paths = WeakIdKeyDictionary()  # module -> path
@@ -51,28 +51,37 @@ class ModuleStack:
 
     def _path_of(self, mod: torch.nn.Module) -> str:
         path = self._paths.get(mod)
-        if path is not None:
-            return path
-        parent = self.stack[-1] if self.stack else None
-        name = None
-        if parent is not None:
-            parent_mod = self._module(parent)
-            if parent_mod is not None:
-                for child_name, child in parent_mod.named_children():
-                    if child is mod:
-                        name = child_name
-                        break
-        if name is None or parent is None:
-            path = type(mod).__name__
-            parent = None
-        elif type(self._module(parent)).__name__ in _WRAPPERS and name == "module":
-            path = type(mod).__name__
-        else:
-            path = f"{parent}.{name}"
+        if path is None:
+            path = self._add_tree(mod)
+        return path
+
+    def _add_tree(self, root: torch.nn.Module) -> str:
+        """Name ``root`` (a module called outside every tree seen so far) and each
+        module under it by dotted path, containers that are never called
+        (``ModuleList``) included; return the root's path."""
+        inner = getattr(root, "module", None)
+        wrapper = type(root).__name__ in _WRAPPERS and isinstance(inner, torch.nn.Module)
+        base = self._unique(type(root).__name__, root)
+        self._register(root, base, None)
+        if wrapper:
+            # The wrapped model keeps the paths it has without the wrapper.
+            if inner not in self._paths:
+                self.parents[self._add_tree(inner)] = base
+            return base
+        for name, m in root.named_modules(remove_duplicate=True):
+            if name and m not in self._paths:
+                parent = f"{base}.{name.rsplit('.', 1)[0]}" if "." in name else base
+                self._register(m, f"{base}.{name}", parent)
+        return base
+
+    def _unique(self, path: str, mod) -> str:
         base, n = path, 1
         while path in self.modules and self._module(path) is not mod:
             n += 1
             path = f"{base}#{n}"
+        return path
+
+    def _register(self, mod, path: str, parent: str | None):
         self._paths[mod] = path
         self._mods[path] = weakref.ref(mod)
         self.modules[path] = type(mod).__name__
@@ -80,7 +89,6 @@ class ModuleStack:
             self.parents[path] = parent
         if self._on_first_call is not None:
             self._on_first_call(mod, path)
-        return path
 
     def _module(self, path):
         ref = self._mods.get(path)

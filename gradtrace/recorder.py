@@ -457,14 +457,14 @@ class Recorder(TorchFunctionMode):
             self._op_id = None
             self._pending_saved = []
             ops_[seq] = (seq, spec.name, "other", file, line, module, grad, scalars, bw,
-                         {"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]})
+                         {"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]}, direct)
             raise
         cat, extra = "other", None
         try:
             cat, extra = self._after(spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct)
         finally:
             self._op_id = None
-            ops_[seq] = (seq, spec.name, cat, file, line, module, grad, scalars, bw, extra)
+            ops_[seq] = (seq, spec.name, cat, file, line, module, grad, scalars, bw, extra, direct)
         return out
 
     def _after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct):
@@ -647,7 +647,7 @@ class Recorder(TorchFunctionMode):
         self.ops.append((
             len(self.ops), name, "grad_mode", f.f_code.co_filename if f else None,
             f.f_lineno if f else None, self.modules.current, torch.is_grad_enabled(),
-            ((0, arg),), self._bw, {"inference": torch.is_inference_mode_enabled()},
+            ((0, arg),), self._bw, {"inference": torch.is_inference_mode_enabled()}, True,
         ))
 
     def _label_parameters(self, mod, path):
@@ -689,7 +689,7 @@ class Recorder(TorchFunctionMode):
         frame = source.user_frame(3)
         record = (seq, api, "backward", frame.f_code.co_filename if frame else None,
                   frame.f_lineno if frame else None, self.modules.current, torch.is_grad_enabled(),
-                  (), None, {"backward": bw})
+                  (), None, {"backward": bw}, True)
         self.ops.append(record)
         implicit = all(g is None for g in grads) and all(
             isinstance(r, torch.Tensor) and r.numel() == 1 for r in roots)

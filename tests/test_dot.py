@@ -115,3 +115,35 @@ def test_a_trace_shows_itself_as_svg_in_a_notebook_or_as_text_without_graphviz(d
     monkeypatch.setattr("gradtrace.dot.have_graphviz", lambda: False)
     assert tr._repr_svg_() is None
     assert "ops by category" in tr.summary()
+
+
+def test_modules_inside_a_container_that_is_never_called_keep_their_full_paths():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = b(x)
+            return x
+
+    net = Net()
+    with gradtrace.trace() as tr:
+        net(torch.ones(1, 2))
+    G = tr.graph
+    assert [d["module"] for _, d in G.nodes(data=True) if d["kind"] == "op" and d["module"]] == [
+        "Net.blocks.0", "Net.blocks.1"]
+    assert G.nodes["mod:Net.blocks"]["type"] == "ModuleList"
+    assert ("mod:Net.blocks", "mod:Net.blocks.0") in G.edges()
+
+
+def test_library_work_for_one_user_line_is_drawn_as_one_node():
+    with gradtrace.trace() as tr:
+        layer = torch.nn.Linear(3, 3)  # empty + kaiming_uniform_ + empty + uniform_, by torch
+        y = layer(torch.ones(1, 3))
+    G = tr.graph
+    init_ops = [d for _, d in G.nodes(data=True) if d["kind"] == "op" and d["direct"] is False]
+    assert len(init_ops) >= 4 and {d["line"] for d in init_ops} == {init_ops[0]["line"]}
+    labels = [str(n.get_label()) for n in _all_nodes(_parse(to_dot(G)))]
+    assert sum("ops)" in lb for lb in labels) == 1
