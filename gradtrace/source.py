@@ -52,23 +52,27 @@ _dispatch: dict[types.CodeType, bool] = {}
 
 def user_call(depth: int = 2):
     """Return ``(frame, direct)``: the innermost user frame above the caller, and
-    whether the user called the op itself (possibly through one torch Python
-    function such as ``F.relu``) rather than library code calling it on the
-    user's behalf (``model.to(device)`` converting each parameter)."""
+    whether the user called the op itself (also through a torch Python function
+    such as ``F.relu``, which hands itself to ``__torch_function__``) rather than
+    library code calling it on the user's behalf (``nn.Linear(...)`` initialising
+    its weight, ``model.to(device)`` converting each parameter)."""
     f = sys._getframe(depth)
     internal = _internal
     library = 0
+    dispatched = False  # the op entered __torch_function__ through handle_torch_function
     while f is not None:
         code = f.f_code
         r = internal.get(code)
         if r is None:
             r = internal[code] = _is_internal(code.co_filename)
         if not r:
-            return f, library <= 1
+            return f, library == 0 or (library == 1 and dispatched)
         d = _dispatch.get(code)
         if d is None:
             d = _dispatch[code] = os.path.abspath(code.co_filename).startswith(_DISPATCH_FILES)
-        if not d:
+        if d:
+            dispatched = dispatched or library == 0
+        else:
             library += 1
         f = f.f_back
     return None, False

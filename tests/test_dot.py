@@ -143,7 +143,8 @@ def test_library_work_for_one_user_line_is_drawn_as_one_node():
         layer = torch.nn.Linear(3, 3)  # empty + kaiming_uniform_ + empty + uniform_, by torch
         y = layer(torch.ones(1, 3))
     G = tr.graph
-    init_ops = [d for _, d in G.nodes(data=True) if d["kind"] == "op" and d["direct"] is False]
+    init_ops = [d for _, d in G.nodes(data=True)
+                if d["kind"] == "op" and d["direct"] is False and not d["module"]]
     assert len(init_ops) >= 4 and {d["line"] for d in init_ops} == {init_ops[0]["line"]}
     labels = [str(n.get_label()) for n in _all_nodes(_parse(to_dot(G)))]
     assert sum("ops)" in lb for lb in labels) == 1
