@@ -731,6 +731,7 @@ class Recorder(TorchFunctionMode):
         except BaseException as e:
             self.backwards[bw]["error"] = f"{type(e).__name__}: {e}".split("\n")[0][:500]
             record[9]["error"] = self.backwards[bw]["error"]
+            self._arrived = {}  # it holds gradients: keep none alive past the call
             raise
         finally:
             self._bw = None

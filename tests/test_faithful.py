@@ -117,3 +117,18 @@ def test_module_ops_carry_their_module_path_and_parameters_their_names():
     assert ("mod:MLP", "mod:MLP.fc1") in G.edges()
     labels = {d["label"] for _, d in G.nodes(data=True) if d["kind"] == "tensor"}
     assert {"MLP.fc1.weight", "MLP.fc2.bias"} <= labels
+
+
+def test_a_backward_that_raises_keeps_no_gradient_alive():
+    with gradtrace.trace(values="none") as tr:
+        x = torch.ones(3, requires_grad=True)
+        y = x.sigmoid()
+        y.mul_(2)  # modifies what sigmoid saved: backward raises
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+        ref = weakref.ref(x)
+        del x, y
+    gc.collect()
+    assert ref() is None
+    assert "modified by an inplace operation" in next(
+        d["error"] for _, d in tr.graph.nodes(data=True) if d["kind"] == "backward")
