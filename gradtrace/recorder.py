@@ -452,7 +452,10 @@ class Recorder(TorchFunctionMode):
         ops_.append(None)  # the slot keeps call order; filled in below
         self._op_id = op_node
         try:
-            out = func(*args, **kwargs)
+            if frame is not None:
+                out = source.call_as_user(frame, line, func, args, kwargs)
+            else:
+                out = func(*args, **kwargs)
         except BaseException as e:
             self._op_id = None
             self._pending_saved = []

@@ -63,13 +63,26 @@ def _exit_code(code) -> int:
     return 1
 
 
+def _ours(fs) -> bool:
+    return fs.filename.startswith(_HERE) or "runpy" in fs.filename or fs.name == "<traced by gradtrace>"
+
+
+def _drop_our_frames(te: traceback.TracebackException, seen: set):
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    te.stack = traceback.StackSummary.from_list([fs for fs in te.stack if not _ours(fs)])
+    for other in (te.__cause__, te.__context__):
+        if other is not None:
+            _drop_our_frames(other, seen)
+
+
 def user_traceback(e: BaseException) -> str:
-    """Return the traceback text from the script's first frame on, as ``python`` shows it."""
-    tb = e.__traceback__
-    while tb is not None and (tb.tb_frame.f_code.co_filename.startswith(_HERE)
-                              or "runpy" in tb.tb_frame.f_code.co_filename):
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(e), e, tb if tb is not None else e.__traceback__))
+    """Return the traceback text as ``python SCRIPT`` would show it: without the
+    frames of gradtrace and of the runner (runpy)."""
+    te = traceback.TracebackException(type(e), e, e.__traceback__)
+    _drop_our_frames(te, set())
+    return "".join(te.format())
 
 
 def _print_user_traceback(e: BaseException, script_path: str):

@@ -149,3 +149,26 @@ def called_by_autograd(depth: int = 2) -> bool:
     """True when the torch call comes from torch.autograd's own Python code (the
     backward engine's set-up, not a custom Function's backward or a hook)."""
     return sys._getframe(depth).f_code.co_filename.startswith(_AUTOGRAD_DIR)
+
+
+def _trampoline(func, args, kwargs):
+    return func(*args, **kwargs)
+
+
+# (user code object, line) -> a copy of _trampoline that Python takes for that line
+_callers: dict = {}
+
+
+def call_as_user(frame, line: int, func, args, kwargs):
+    """Call ``func(*args, **kwargs)`` through a frame that carries the user's file,
+    line and module globals, so that a warning torch raises inside the op is
+    reported at the user's line and de-duplicated in the user's module, as it is
+    untraced (Python attributes C-level warnings to the innermost Python frame)."""
+    key = (frame.f_code, line)
+    f = _callers.get(key)
+    if f is None:
+        code = _trampoline.__code__.replace(
+            co_filename=frame.f_code.co_filename, co_firstlineno=max(line - 1, 0),
+            co_name="<traced by gradtrace>")
+        f = _callers[key] = types.FunctionType(code, frame.f_globals, "<traced by gradtrace>")
+    return f(func, args, kwargs)

@@ -156,3 +156,12 @@ def test_show_modules_counts_ops_per_module(tmp_path):
     by = {row["module"]: row for row in rows}
     assert by["MLP.fc1"]["type"] == "Linear" and by["MLP.fc1"]["ops"] >= 1
     assert by["MLP"]["ops"] >= sum(row["ops"] for m, row in by.items() if m.count(".") == 1)
+
+
+def test_an_op_that_raises_shows_the_same_traceback_as_python(tmp_path):
+    script = tmp_path / "mm.py"
+    script.write_text("import torch\na = torch.ones(2, 3)\nb = a @ a\n")
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    traced = gradtrace("run", "--no-svg", "-o", tmp_path / "out", script)
+    assert traced.returncode == plain.returncode == 1
+    assert traced.stderr.startswith(plain.stderr)

@@ -2,6 +2,7 @@
 survives exceptions, and leaves nothing installed."""
 
 import gc
+import linecache
 import weakref
 
 import numpy as np
@@ -132,3 +133,16 @@ def test_a_backward_that_raises_keeps_no_gradient_alive():
     assert ref() is None
     assert "modified by an inplace operation" in next(
         d["error"] for _, d in tr.graph.nodes(data=True) if d["kind"] == "backward")
+
+
+def test_a_warning_torch_raises_inside_an_op_points_at_the_users_line():
+    import warnings
+
+    x = torch.ones(4, 3)
+    with gradtrace.trace():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.add(x, x, out=torch.empty(5, 3))  # resizes `out`: torch warns
+    (w,) = [w for w in caught if "resized" in str(w.message)]
+    assert w.filename == __file__
+    assert linecache.getline(w.filename, w.lineno).strip().startswith("torch.add(x, x, out=")
