@@ -124,6 +124,7 @@ class Recorder(TorchFunctionMode):
         self._fn_out: dict = {}  # (fid, output_nr) -> last tensor node with that grad_fn
         self._fn_made: set = set()  # fids that produced a recorded tensor
         self._shapes: dict = {}  # interned shape and stride tuples
+        self.callers: dict = {}  # see source.call_as_user; emptied when tracing ends
         self._fn_leaf: dict = {}  # fid of an AccumulateGrad -> _T of its leaf
         self._saved_attrs: dict = {}
         self._key = f"gradtrace:{id(self)}"
@@ -453,7 +454,7 @@ class Recorder(TorchFunctionMode):
         self._op_id = op_node
         try:
             if frame is not None:
-                out = source.call_as_user(frame, line, func, args, kwargs)
+                out = source.call_as_user(frame, line, func, args, kwargs, self.callers)
             else:
                 out = func(*args, **kwargs)
         except BaseException as e:

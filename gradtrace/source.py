@@ -155,20 +155,19 @@ def _trampoline(func, args, kwargs):
     return func(*args, **kwargs)
 
 
-# (user code object, line) -> a copy of _trampoline that Python takes for that line
-_callers: dict = {}
-
-
-def call_as_user(frame, line: int, func, args, kwargs):
+def call_as_user(frame, line: int, func, args, kwargs, callers: dict):
     """Call ``func(*args, **kwargs)`` through a frame that carries the user's file,
     line and module globals, so that a warning torch raises inside the op is
     reported at the user's line and de-duplicated in the user's module, as it is
-    untraced (Python attributes C-level warnings to the innermost Python frame)."""
+    untraced (Python attributes C-level warnings to the innermost Python frame).
+
+    ``callers`` caches one function per (code, line); it holds the user's module
+    globals, so its owner empties it when tracing ends."""
     key = (frame.f_code, line)
-    f = _callers.get(key)
+    f = callers.get(key)
     if f is None:
         code = _trampoline.__code__.replace(
             co_filename=frame.f_code.co_filename, co_firstlineno=max(line - 1, 0),
             co_name="<traced by gradtrace>")
-        f = _callers[key] = types.FunctionType(code, frame.f_globals, "<traced by gradtrace>")
+        f = callers[key] = types.FunctionType(code, frame.f_globals, "<traced by gradtrace>")
     return f(func, args, kwargs)

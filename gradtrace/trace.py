@@ -93,6 +93,7 @@ class Trace:
         finally:
             self._unpatch()
             rec.modules.remove()
+            rec.callers.clear()  # they hold the traced code's module globals
             _active.trace = None
         self.meta["math"] = math_settings()
         if et is None or (et is SystemExit and ev is not None and ev.code in (0, None)):

@@ -146,3 +146,15 @@ def test_a_warning_torch_raises_inside_an_op_points_at_the_users_line():
     (w,) = [w for w in caught if "resized" in str(w.message)]
     assert w.filename == __file__
     assert linecache.getline(w.filename, w.lineno).strip().startswith("torch.add(x, x, out=")
+
+
+def test_a_traced_scripts_globals_are_not_kept_alive_after_the_run(tmp_path):
+    from gradtrace.runner import run_script
+
+    script = tmp_path / "g.py"
+    script.write_text("import torch\nbig = torch.ones(1000)\nsmall = big * 2\n")
+    result = run_script(script, values="none")
+    assert result.exit_code == 0
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, dict) and o.get("__file__") == str(script)]
+    assert alive == []
