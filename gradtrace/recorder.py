@@ -153,10 +153,14 @@ class Recorder(TorchFunctionMode):
 
     def tensor(self, t, origin="torch") -> _T:
         """Return the record of ``t``, registering it (version 0) on first sight."""
-        key = id(t)
-        info = self._tmap.get(key)
+        info = self._tmap.get(id(t))
         if info is not None and info.ref() is t:
             return info
+        return self._register(t, origin)
+
+    def _register(self, t, origin="torch") -> _T:
+        """Record a tensor the recorder has not seen (version 0); return its record."""
+        key = id(t)
         s = self._storage_of(t, origin)
         tid = self._ntid
         self._ntid = tid + 1
@@ -518,7 +522,7 @@ class Recorder(TorchFunctionMode):
                 continue
             info = self.lookup(o)
             if info is None:
-                info = self.tensor(o, "numpy" if arrays and _shares_numpy(o, arrays) else "torch")
+                info = self._register(o, "numpy" if arrays and _shares_numpy(o, arrays) else "torch")
                 for _, _, pinfo, _ in pre:
                     if pinfo.sid == info.sid:
                         if new_views is None:

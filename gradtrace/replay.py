@@ -45,10 +45,6 @@ class Target:
     world_size: int = 1
     folder: str = ""
 
-    @property
-    def maps_devices(self) -> bool:
-        return self.device is not None
-
 
 def parse_target(text: str) -> Target:
     """Parse ``cpu``, ``cpu64``, ``cuda``, ``cuda:N``, ``ddp:N`` (or ``ddp:N:cpu``,

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .check import check_graph
 from .summary import edges_of, nodes_of, ops_in_order, summarize
 
 _console = Console(highlight=False, soft_wrap=True)
@@ -85,20 +86,15 @@ def print_run_report(trace, out: Path, console: Console | None = None):
         c.print("top source lines by op count:")
         for tl in s["top_lines"]:
             c.print(f"  {tl['ops']:5d}  {Path(tl['file']).name}:{tl['line']}  {tl['code'] or ''}")
-    try:
-        from .check import check_graph
-
-        findings = check_graph(G)
-        if findings:
-            by = {}
-            for f in findings:
-                by[f.severity] = by.get(f.severity, 0) + 1
-            c.print("findings: " + ", ".join(f"{v} {k}" for k, v in sorted(by.items()))
-                    + f" (gradtrace check {out})")
-        else:
-            c.print("findings: none")
-    except ImportError:
-        pass
+    findings = check_graph(G)
+    if findings:
+        by = {}
+        for f in findings:
+            by[f.severity] = by.get(f.severity, 0) + 1
+        c.print("findings: " + ", ".join(f"{v} {k}" for k, v in sorted(by.items()))
+                + f" (gradtrace check {out})")
+    else:
+        c.print("findings: none")
     files = [out / "trace.json", out / "graph.dot"]
     if (out / "values.safetensors").exists():
         files.append(out / "values.safetensors")

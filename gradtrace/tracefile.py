@@ -36,12 +36,10 @@ def _clean(obj):
         if obj in (math.inf, -math.inf):
             return "inf" if obj > 0 else "-inf"
         return obj
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
-    if isinstance(obj, (str, int, bool)):
-        return obj
+    if isinstance(obj, (dict, str, int)):  # their subclasses
+        return {k: _clean(v) for k, v in obj.items()} if isinstance(obj, dict) else obj
     return str(obj)
 
 
