@@ -340,6 +340,20 @@ def section_scale(cfg) -> dict:
     return {"rows": rows, "max_dot_ops": cfg["max_dot_ops"]}
 
 
+def section_memory(cfg) -> dict:
+    """Peak memory of one backward call of MIB MiB of Linear weights, each variant in
+    a fresh process (``peak_memory.py``)."""
+    import subprocess
+
+    script = str(Path(__file__).with_name("peak_memory.py"))
+    rows = []
+    for mode in ("untraced", "none", "stats", "all"):
+        out = subprocess.run([sys.executable, script, mode, str(cfg["memory_mib"])],
+                             capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    return {"rows": rows, "mib": cfg["memory_mib"]}
+
+
 # -- output -------------------------------------------------------------------------
 
 
@@ -377,6 +391,12 @@ def tables(result) -> list:
                     ["ops", "record µs/op", "vs smallest", "peak heap B/op", "kept B/op",
                      "vs smallest", "build s", "save s", "load s",
                      f"DOT s (depth {DEFAULT_DEPTH})", "reps"], rows))
+    if "memory" in result:
+        base = result["memory"]["rows"][0]["backward_peak_rise_mib"]
+        rows = [[r["mode"], _f(r["weights_mib"], ".0f"), _f(r["backward_peak_rise_mib"], ".1f"),
+                 _f(r["backward_peak_rise_mib"] - base, "+.1f")] for r in result["memory"]["rows"]]
+        out.append(("Peak memory of one backward call (nn.Linear stack, fresh process each)",
+                    ["variant", "weights MiB", "peak rise in backward MiB", "vs untraced MiB"], rows))
     return out
 
 
@@ -428,6 +448,7 @@ def config(args) -> dict:
             2_000 if tiny else 1_000_000),
         "no_torchlens": args.no_torchlens,
         "cpu_only": args.cpu_only,
+        "memory_mib": 16 if tiny else 256,
     }
 
 
@@ -436,7 +457,8 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", "--quick", action="store_true",
                    help="the smoke configuration: tiny models, few ops, one repetition")
     p.add_argument("--reps", type=int, default=None, help="repetitions per measurement (median)")
-    p.add_argument("--sections", default="loop,models,scale", help="comma-separated: loop,models,scale")
+    p.add_argument("--sections", default="loop,models,scale,memory",
+                   help="comma-separated: loop,models,scale,memory")
     p.add_argument("--max-ops", type=int, default=None,
                    help="largest scale trace (default 1,000,000; 100000 skips the 1M row)")
     p.add_argument("--max-dot-ops", type=int, default=None,
@@ -449,7 +471,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = config(args)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"loop", "models", "scale"}
+    unknown = set(sections) - {"loop", "models", "scale", "memory"}
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")
     info = machine()
@@ -458,7 +480,7 @@ def main(argv=None) -> int:
           flush=True)
     result: dict = {"machine": info, "config": cfg}
     started = time.perf_counter()
-    for s in ("loop", "models", "scale"):
+    for s in ("loop", "models", "scale", "memory"):
         if s in sections:
             t0 = time.perf_counter()
             result[s] = globals()[f"section_{s}"](cfg)

@@ -62,6 +62,10 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     G.graph.update(meta)
     G.graph["other_thread_module_calls"] = rec.modules.other_threads
     G.graph["grad_reads"] = rec.grad_reads
+    G.graph["unknown"] = [
+        {"what": what, "error": msg, "count": n, "first_op": op}
+        for (what, _), (n, msg, op) in rec.unknown.items()
+    ]
 
     for path, typ in rec.modules.modules.items():
         G.add_node(f"mod:{path}", kind="module", path=path, type=typ)
@@ -82,7 +86,8 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     labels, fallback = rec.labels, rec.fallback_labels
     for node, tid, ver, shape, dtype, device, stride, sid, offset, rg, leaf, fid, st in rec.tensors:
         G.add_node(
-            node, kind="tensor", tid=tid, version=ver, shape=list(shape), dtype=dtype,
+            node, kind="tensor", tid=tid, version=ver, shape=list(shape) if shape is not None else None,
+            dtype=dtype,
             device=device, stride=list(stride) if stride is not None else None, storage=sid,
             storage_offset=offset, requires_grad=rg, is_leaf=leaf, grad_fn=fid,
             label=labels.get(tid) or fallback.get(tid), stats=_stats.finalize(st),
@@ -125,4 +130,9 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
         else:
             u, v, attrs = e
             G.add_edge(u, v, **(dict(attrs) if type(attrs) is tuple else _edge_stats(attrs)))
+    # A node an edge names but no record made (a read that failed half-way) is
+    # kept, marked, rather than left without the attributes every reader expects.
+    for node, data in G.nodes(data=True):
+        if "kind" not in data:
+            data["kind"] = "unknown"
     return G

@@ -29,9 +29,9 @@ def _dist_position():
     return 0, 1
 
 
-def install(recorder) -> list:
-    """Install what records collectives for ``recorder``; return ``(obj, name, original)``
-    patches for the trace to restore on exit."""
+def install(current) -> list:
+    """Return ``(obj, name, replacement)`` patches that record collectives for the
+    recorder ``current()`` names (the calling thread's) when a DDP model is built."""
     try:
         import torch.distributed as dist
 
@@ -42,15 +42,15 @@ def install(recorder) -> list:
     except Exception:  # a torch built without distributed support
         return []
 
-    rec_ref = weakref.ref(recorder)
     orig_init = DDP.__init__
     orig_register = DDP.register_comm_hook
 
     def __init__(self, *args, **kwargs):
         orig_init(self, *args, **kwargs)
-        rec = rec_ref()
+        rec = current()
         if rec is None:
             return
+        rec_ref = weakref.ref(rec)
         try:
             names = {id(p): n for n, p in self.module.named_parameters()}
             state = {"hook": allreduce_hook, "state": self.process_group, "names": names,
@@ -67,9 +67,7 @@ def install(recorder) -> list:
             return None
         return orig_register(self, state, hook)
 
-    DDP.__init__ = __init__
-    DDP.register_comm_hook = register_comm_hook
-    return [(DDP, "__init__", orig_init), (DDP, "register_comm_hook", orig_register)]
+    return [(DDP, "__init__", __init__), (DDP, "register_comm_hook", register_comm_hook)]
 
 
 def _make_hook(rec_ref):

@@ -14,6 +14,8 @@ import torch
 from torch.nn.modules import module as _module
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .compat import is_compiling, jit_tracing_state
+
 # Wrappers whose `module` child is the user's model: they add no path component,
 # so a model's ops keep the same module paths with and without data parallel.
 _WRAPPERS = ("DistributedDataParallel", "DataParallel")
@@ -95,6 +97,8 @@ class ModuleStack:
         return ref() if ref is not None else None
 
     def _pre(self, mod, args):
+        if is_compiling() or jit_tracing_state() is not None:
+            return None  # compiled or JIT-traced code must not see our bookkeeping
         if threading.get_ident() != self._thread:
             self.other_threads += 1
             return None
@@ -102,6 +106,8 @@ class ModuleStack:
         return None
 
     def _post(self, mod, args, output):
+        if is_compiling() or jit_tracing_state() is not None:
+            return None
         if threading.get_ident() != self._thread:
             return None
         if self.stack:

@@ -4,6 +4,13 @@ user-level torch call, tensor version, storage, autograd node and backward call.
 The per-op path appends tuples and small dicts; the networkx graph is built from
 them once, at the end (``build.py``). Tensors are known by weak references only,
 so tracing keeps none of the program's tensors alive.
+
+The recorder never raises into user code: the user's call runs exactly once and
+its result or exception is what the user gets. Whatever the recorder fails to
+read is recorded as unknown (``unknown``, counted per reason). Its own reads and
+computations run out of sight of the user's modes, subclasses and profiler
+(``hidden.py``), and saved tensors are read back only where no saved-tensor
+hook would run.
 """
 
 from __future__ import annotations
@@ -19,13 +26,10 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import ops, source, stats
+from . import modestack, ops, source, stats
+from .compat import is_compiling, jit_tracing_state, redispatch_function, saved_tensors_hooks_active
+from .hidden import hidden, is_plain, no_function_modes
 from .modules import ModuleStack
-
-# Skip one level of __torch_function__ dispatch (public from torch 2.13; the same
-# C entry point before that).
-redispatch_function = getattr(torch.overrides, "redispatch_function", None) or (
-    lambda func, types, args, kwargs: torch._C._skip_one_hop_torch_function(func, types, args, kwargs))
 
 _DTYPE_NAMES: dict = {}
 
@@ -132,10 +136,24 @@ class Recorder(TorchFunctionMode):
         self._bw = None  # the backward node id while a backward call runs
         self._op_id = None  # the op being recorded (for grad_fn attribution)
         self._pending_saved: list = []
-        self._arrived: dict = {}  # AccumulateGrad fid -> (gradient, its version, grad edge attrs), per call
+        # AccumulateGrad fid -> (data_ptr, version, grad edge attrs) of the gradient that
+        # arrived, per call; no reference, so AccumulateGrad may still steal it.
+        self._arrived: dict = {}
+        self.unknown: dict = {}  # (what, error type) -> [count, first message, first op]
+        self._seq_start = _sequence_start()
         self._n = {"np": 0, "fn": 0, "bw": 0, "c": 0}
         self._ntid = 0
         self._nsid = 0
+
+    def _unknown(self, what: str, exc: BaseException | None = None):
+        """Count something the recorder could not read (the trace says so)."""
+        key = (what, type(exc).__name__ if exc is not None else None)
+        entry = self.unknown.get(key)
+        if entry is None:
+            msg = f"{type(exc).__name__}: {exc}".split("\n")[0][:300] if exc is not None else None
+            self.unknown[key] = [1, msg, self._op_id or (f"op:{len(self.ops) - 1}" if self.ops else None)]
+        else:
+            entry[0] += 1
 
     # -- identity ---------------------------------------------------------------------
 
@@ -190,29 +208,57 @@ class Recorder(TorchFunctionMode):
         return s
 
     def _snapshot(self, t, info):
-        """Record the tensor node for the current version of ``t``."""
-        fn = t.grad_fn
-        fid = self._fn(fn) if fn is not None else None
+        """Record the tensor node for the current version of ``t``. Each read that
+        fails leaves its field unknown (None); none raises."""
+        node = info.node = f"t:{info.tid}.{info.ver}"
+        fid = None
+        try:
+            fn = t.grad_fn  # raises for a view written in a way autograd forbids
+        except Exception as e:
+            fn = None
+            self._unknown("grad_fn", e)
+        if fn is not None:
+            try:
+                fid = self._fn(fn)
+            except Exception as e:
+                self._unknown("autograd graph", e)
         shapes = self._shapes  # one tuple per distinct shape or stride: most repeat
         try:
             stride = t.stride()
             stride = shapes.setdefault(stride, stride)
             offset = t.storage_offset()
-        except Exception:
+        except Exception:  # nested, sparse and other layouts without strides
             stride, offset = None, None
-        shape = tuple(t.shape)
-        shape = shapes.setdefault(shape, shape)
-        node = info.node = f"t:{info.tid}.{info.ver}"
-        info.rg = rg = t.requires_grad
+        try:
+            shape = tuple(t.shape)
+            shape = shapes.setdefault(shape, shape)
+        except Exception as e:
+            shape = None
+            self._unknown("shape", e)
+        try:
+            dt, dev = t.dtype, t.device
+            dtype = _DTYPE_NAMES.get(dt) or dtype_name(dt)
+            device = _DEVICE_NAMES.get(dev) or device_name(dev)
+        except Exception as e:
+            dtype = device = None
+            self._unknown("dtype and device", e)
+        try:
+            info.rg = rg = t.requires_grad
+            leaf = t.is_leaf
+        except Exception as e:  # both read grad_fn on a view
+            rg = leaf = None
+            if fn is not None:
+                self._unknown("requires_grad", e)
         mode = self.values
-        dt, dev = t.dtype, t.device
         self.tensors.append((
-            node, info.tid, info.ver, shape, _DTYPE_NAMES.get(dt) or dtype_name(dt),
-            _DEVICE_NAMES.get(dev) or device_name(dev), stride, info.sid, offset, rg, t.is_leaf, fid,
+            node, info.tid, info.ver, shape, dtype, device, stride, info.sid, offset, rg, leaf, fid,
             stats.compute(t) if mode != "none" else None,
         ))
         if fid is not None:
-            self._fn_out[(fid, t.output_nr)] = node
+            try:
+                self._fn_out[(fid, t.output_nr)] = node
+            except Exception:
+                pass
             self._fn_made.add(fid)
         if mode == "all":
             self._keep_value(node, t)
@@ -220,8 +266,8 @@ class Recorder(TorchFunctionMode):
 
     def _keep_value(self, key, t):
         try:
-            if not t.is_meta and t.layout == torch.strided:
-                with torch.no_grad():
+            if is_plain(t) and not t.is_meta and t.layout == torch.strided:
+                with hidden(), torch.no_grad():
                     t = t.detach()
                     self.saved_values[key] = (  # one copy, contiguous, on the CPU
                         t.clone(memory_format=torch.contiguous_format) if t.is_cpu
@@ -316,15 +362,27 @@ class Recorder(TorchFunctionMode):
         name = fn.name()
         if name.startswith("torch::autograd::"):  # C++-only nodes carry their namespace
             name = name[len("torch::autograd::"):]
-        self.fns[fid] = {"name": name, "op": self._op_id}
+        attrs = self.fns[fid] = {"name": name, "op": self._op_id}
         if name == "AccumulateGrad":
             leaf = fn.variable
             info = self.tensor(leaf)
             self._fn_leaf[fid] = info
             self.edges.append((fid, info.node, "accumulates", None))
-        else:
+        elif self._op_id is not None and self._fresh(fn) and not saved_tensors_hooks_active():
             self._pending_saved.append((fid, self._saved_of(fn)))
+        else:
+            # Reading these back would run unpack hooks (checkpoint's recomputation,
+            # save_on_cpu's copy, the user's own): the program would change.
+            attrs["saved"] = "unread"
         return fid
+
+    def _fresh(self, fn) -> bool:
+        """True when ``fn`` was made after tracing began (no hook of the user's
+        can have been put on its saved tensors yet)."""
+        try:
+            return fn._sequence_nr() >= self._seq_start
+        except Exception:
+            return False
 
     def _saved_of(self, fn):
         names = self._saved_attrs.get(type(fn))
@@ -337,7 +395,8 @@ class Recorder(TorchFunctionMode):
         found = []
         for a in names:
             try:
-                v = getattr(fn, a)
+                with hidden():  # unpacking may detach: not the user's op
+                    v = getattr(fn, a)
             except Exception:
                 continue
             if isinstance(v, torch.Tensor):
@@ -379,13 +438,21 @@ class Recorder(TorchFunctionMode):
     # -- the mode ---------------------------------------------------------------------
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if is_compiling():  # first, so that Dynamo folds it and traces nothing of ours
+            return func(*args, **(kwargs or {}))
         if kwargs is None:
             kwargs = {}
-        if self._busy or threading.get_ident() != self.thread:
+        if self._busy or threading.get_ident() != self.thread or jit_tracing_state() is not None:
+            # torch.jit.trace records every torch call, our own reads included
             return func(*args, **kwargs)
         spec = self._specs.get(func)
         if spec is None:
-            spec = self._specs[func] = ops.spec_of(func)
+            try:
+                spec = ops.spec_of(func)
+            except Exception as e:
+                self._unknown("op name", e)
+                return func(*args, **kwargs)
+            self._specs[func] = spec
         kind = spec.kind
         if kind == ops.OP:
             if self._bw is not None and source.called_by_autograd(2):
@@ -394,67 +461,93 @@ class Recorder(TorchFunctionMode):
         if kind == ops.PASS:
             return func(*args, **kwargs)
         if kind == ops.BACKWARD:
-            if self._bw is not None:  # the inner call of Tensor.backward: stay on
-                with self:
-                    return redispatch_function(func, types, args, kwargs)
-            return self._backward(func, spec, types, args, kwargs)
+            if self._bw is None:
+                return self._backward(func, spec, types, args, kwargs)
+            # The call has passed every mode the user entered (see _backward): run
+            # its body with the recorder on, to see custom Functions' backward ops,
+            # unless a Tensor subclass handles the call next, as it would untraced.
+            if _overrides(types):
+                return func(*args, **kwargs)
+            with self:
+                return redispatch_function(func, types, args, kwargs)
         if kind == ops.GRAD_MODE:
             out = func(*args, **kwargs)
-            name = source.grad_mode_caller()
-            if name is not None:
-                self._grad_mode(name, args[0] if args else kwargs.get("mode"))
+            try:
+                name = source.grad_mode_caller()
+                if name is not None:
+                    with no_function_modes():
+                        self._grad_mode(name, args[0] if args else kwargs.get("mode"))
+            except Exception as e:
+                self._unknown("grad mode", e)
             return out
         if kind == ops.GRAD_READ:
-            out = func(*args, **kwargs)
-            t = args[0]
-            if isinstance(out, torch.Tensor):
-                owner = self.lookup(t)
-                name = self.labels.get(owner.tid) if owner is not None else None
-                if name is not None:
-                    self.labels.setdefault(self.tensor(out).tid, f"{name}.grad")
-            if not t.is_leaf and not t.retains_grad:
-                f = source.user_frame(2)
-                info = self.tensor(t)
-                self.grad_reads.append(
-                    {"tensor": info.node, "file": f.f_code.co_filename if f else None,
-                     "line": f.f_lineno if f else None}
-                )
-            return out
+            return self._grad_read(func, args, kwargs)
         if kind == ops.DATA_SET:
-            t, new = args[0], args[1]
-            info = self.lookup(t)
-            same = info is not None and info.sid == getattr(self._storage_of(new), "sid", None)
+            try:
+                with no_function_modes():
+                    info = self.lookup(args[0])
+                    same = info is not None and info.sid == getattr(self._storage_of(args[1]), "sid", None)
+            except Exception as e:
+                self._unknown("x.data = y", e)
+                same = True
             return func(*args, **kwargs) if same else self._op(func, spec, args, kwargs)
         return func(*args, **kwargs)
 
+    def _grad_read(self, func, args, kwargs):
+        """``t.grad``: not an op, but a read on a non-leaf is worth knowing. Torch's
+        warning about it points at the user's line, as untraced."""
+        f = source.user_frame(3)
+        out = source.call_as_user(f, f.f_lineno, func, args, kwargs, self.callers) if f is not None \
+            else func(*args, **kwargs)
+        try:
+            with no_function_modes():
+                t = args[0]
+                if isinstance(out, torch.Tensor):
+                    owner = self.lookup(t)
+                    name = self.labels.get(owner.tid) if owner is not None else None
+                    if name is not None:
+                        self.labels.setdefault(self.tensor(out).tid, f"{name}.grad")
+                if not t.is_leaf and not t.retains_grad:
+                    info = self.tensor(t)
+                    self.grad_reads.append(
+                        {"tensor": info.node, "file": f.f_code.co_filename if f else None,
+                         "line": f.f_lineno if f else None}
+                    )
+        except Exception as e:
+            self._unknown(".grad read", e)
+        return out
+
     def _op(self, func, spec, args, kwargs, depth=3):
-        """Call ``func`` and record it as one op."""
-        seq = len(self.ops)
-        op_node = f"op:{seq}"
-        inputs, arrays, scalars = _scan(args, kwargs)
-        tensor = self.tensor
-        edges = self.edges
-        pre = []  # (pos, tensor, info, version before)
-        for pos, t in inputs:
-            info = tensor(t)
-            if info.crc is not None:
-                self._check_numpy_writes(t, info, op_node)
-            try:
-                v0 = t._version
-            except Exception:  # inference tensors have no version counter
-                v0 = None
-            pre.append((pos, t, info, v0))
-            edges.append((info.node, op_node, "input", pos))
-        for pos, a in arrays:
-            self._array(a, op_node, pos, "input")
-        frame, direct = source.user_call(depth)
-        if frame is not None:
-            file, line = frame.f_code.co_filename, frame.f_lineno
-        else:
-            file = line = None
-        module, grad, bw = self.modules.current, torch.is_grad_enabled(), self._bw
+        """Call ``func`` once and record it as one op; return what it returned.
+        Only ``func`` itself may raise into the caller."""
         ops_ = self.ops
+        seq = len(ops_)
+        op_node = f"op:{seq}"
         ops_.append(None)  # the slot keeps call order; filled in below
+        module, grad, bw = self.modules.current, torch.is_grad_enabled(), self._bw
+        frame = file = line = None
+        direct, scalars, pre, arrays = False, (), [], ()
+        try:
+            with no_function_modes():
+                inputs, arrays, scalars = _scan(args, kwargs)
+                tensor = self.tensor
+                edges = self.edges
+                for pos, t in inputs:  # pre: (pos, tensor, info, version before)
+                    info = tensor(t)
+                    if info.crc is not None:
+                        self._check_numpy_writes(t, info, op_node)
+                    pre.append((pos, t, info, _version(t)))
+                    edges.append((info.node, op_node, "input", pos))
+                for pos, a in arrays:
+                    self._array(a, op_node, pos, "input")
+                frame, direct = source.user_call(depth)
+                if frame is not None:
+                    file, line = frame.f_code.co_filename, frame.f_lineno
+        except Exception as e:
+            self._unknown("op inputs", e)
+            ops_[seq] = (seq, spec.name, "unknown", file, line, module, grad, scalars, bw,
+                         {"unknown": "inputs"}, direct)
+            return func(*args, **kwargs)
         self._op_id = op_node
         try:
             if frame is not None:
@@ -467,9 +560,13 @@ class Recorder(TorchFunctionMode):
             ops_[seq] = (seq, spec.name, "other", file, line, module, grad, scalars, bw,
                          {"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]}, direct)
             raise
-        cat, extra = "other", None
+        cat, extra = "unknown", {"unknown": "outputs"}
         try:
-            cat, extra = self._after(spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct)
+            with no_function_modes():
+                cat, extra = self._after(spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct)
+        except Exception as e:
+            self._unknown("op outputs", e)
+            self._pending_saved = []
         finally:
             self._op_id = None
             ops_[seq] = (seq, spec.name, cat, file, line, module, grad, scalars, bw, extra, direct)
@@ -484,7 +581,7 @@ class Recorder(TorchFunctionMode):
         # Writes: a version counter that moved is a write to that storage.
         written = None
         for pos, t, info, v0 in pre:
-            if v0 is not None and t._version != v0:
+            if v0 is not None and _version(t) != v0:
                 if written is None:
                     written = []
                 if info.sid in written:
@@ -664,19 +761,67 @@ class Recorder(TorchFunctionMode):
         labels = self.labels
         self._busy = True  # a module hook runs with the mode active
         try:
-            for kind, named in (("parameter", mod.named_parameters(recurse=False)),
-                                ("buffer", mod.named_buffers(recurse=False))):
-                for name, p in named:
-                    if p is not None:
-                        tid = self.tensor(p).tid
-                        labels[tid] = f"{path}.{name}"
-                        self.params[tid] = (path, name, kind)
+            with no_function_modes():
+                for kind, named in (("parameter", mod.named_parameters(recurse=False)),
+                                    ("buffer", mod.named_buffers(recurse=False))):
+                    for name, p in named:
+                        if p is not None:
+                            tid = self.tensor(p).tid
+                            labels[tid] = f"{path}.{name}"
+                            self.params[tid] = (path, name, kind)
+        except Exception as e:
+            self._unknown("module parameters", e)
         finally:
             self._busy = False
 
     # -- backward ---------------------------------------------------------------------
 
     def _backward(self, func, spec, types, args, kwargs):
+        """Run one backward call (the user's ``func``, once) and record it: its roots
+        and weighting vectors, the gradient reaching each recorded tensor, what
+        accumulated into each leaf's ``.grad``."""
+        try:
+            with hidden():
+                before = self._backward_before(func, spec, args, kwargs)
+        except Exception as e:
+            self._unknown("backward call", e)
+            before = None
+        if before is None:
+            return func(*args, **kwargs)
+        bw, bound, record, root_keys, seen_grads, handles, leaves, prior = before
+        self._bw = bw
+        try:
+            # Under the user's modes, so each sees this call as it would untraced;
+            # it comes back to __torch_function__ once they have passed it on.
+            modestack.push_under(self)
+            try:
+                result = func(*args, **kwargs)
+            finally:
+                modestack.remove(self)
+        except BaseException as e:
+            self.backwards[bw]["error"] = f"{type(e).__name__}: {e}".split("\n")[0][:500]
+            record[9]["error"] = self.backwards[bw]["error"]
+            raise
+        finally:
+            self._bw = None
+            self._arrived = {}
+            for h in handles:
+                h.remove()
+            for key in root_keys:
+                if key is not None and (key[0], key[1]) in seen_grads:
+                    key[2]["received"] = seen_grads[(key[0], key[1])]
+        self._busy = True
+        try:
+            with hidden():
+                self._backward_after(spec.name, bw, bound, result, leaves, prior)
+        except Exception as e:
+            self._unknown("gradients after backward", e)
+        finally:
+            self._busy = False
+            self._arrived = {}
+        return result
+
+    def _backward_before(self, func, spec, args, kwargs):
         api = spec.name
         bound = _signature(func).bind(*args, **kwargs).arguments
         if api == "Tensor.backward":
@@ -732,50 +877,31 @@ class Recorder(TorchFunctionMode):
         for fid, leaf in leaves.items():
             if leaf.grad is not None:
                 prior[fid] = stats.compute(leaf.grad) if self.values != "none" else None
-        self._bw = bw
-        try:
-            with self:
-                result = redispatch_function(func, types, args, kwargs)
-        except BaseException as e:
-            self.backwards[bw]["error"] = f"{type(e).__name__}: {e}".split("\n")[0][:500]
-            record[9]["error"] = self.backwards[bw]["error"]
-            self._arrived = {}  # it holds gradients: keep none alive past the call
-            raise
-        finally:
-            self._bw = None
-            for h in handles:
-                h.remove()
-            for key in root_keys:
-                if key is not None and (key[0], key[1]) in seen_grads:
-                    key[2]["received"] = seen_grads[(key[0], key[1])]
-        self._busy = True
-        try:
-            if api == "torch.autograd.grad":
-                inputs = _as_list(bound["inputs"])
-                for t, g in zip(inputs, result):
-                    if isinstance(t, torch.Tensor) and isinstance(g, torch.Tensor):
-                        self._grad_edge("grad", bw, self.tensor(t).node, g)
-            for fid, leaf in leaves.items():
-                g = leaf.grad
-                if g is None:
-                    continue
-                info = self.tensor(leaf)
-                arrived = self._arrived.get(fid)
-                if fid not in prior and arrived is not None and arrived[0] is g and arrived[1] == g._version:
-                    # .grad is the very gradient that arrived (AccumulateGrad took it
-                    # as is): its statistics and value are already recorded.
-                    attrs = {"kind": "leaf_grad", "stats": arrived[2]["stats"]}
-                    if "value" in arrived[2]:
-                        attrs["value"] = arrived[2]["value"]
-                    self.edges.append((bw, info.node, attrs))
-                else:
-                    attrs = self._grad_edge("leaf_grad", bw, info.node, g)
-                attrs["prior"] = prior.get(fid)
-                attrs["accumulated"] = fid in prior
-        finally:
-            self._busy = False
-            self._arrived = {}
-        return result
+        return bw, bound, record, root_keys, seen_grads, handles, leaves, prior
+
+    def _backward_after(self, api, bw, bound, result, leaves, prior):
+        if api == "torch.autograd.grad":
+            inputs = _as_list(bound["inputs"])
+            for t, g in zip(inputs, result):
+                if isinstance(t, torch.Tensor) and isinstance(g, torch.Tensor):
+                    self._grad_edge("grad", bw, self.tensor(t).node, g)
+        for fid, leaf in leaves.items():
+            g = leaf.grad
+            if g is None:
+                continue
+            info = self.tensor(leaf)
+            arrived = self._arrived.get(fid)
+            if fid not in prior and arrived is not None and arrived[:2] == _identity(g):
+                # .grad is the very gradient that arrived (AccumulateGrad took it
+                # as is): its statistics and value are already recorded.
+                attrs = {"kind": "leaf_grad", "stats": arrived[2]["stats"]}
+                if "value" in arrived[2]:
+                    attrs["value"] = arrived[2]["value"]
+                self.edges.append((bw, info.node, attrs))
+            else:
+                attrs = self._grad_edge("leaf_grad", bw, info.node, g)
+            attrs["prior"] = prior.get(fid)
+            attrs["accumulated"] = fid in prior
 
     def _grad_edge(self, kind, bw, node, g):
         attrs = {"kind": kind, "stats": stats.compute(g) if self.values != "none" else None}
@@ -820,33 +946,66 @@ class Recorder(TorchFunctionMode):
                 return None
             self_._busy = True
             try:
-                leaf = self_._fn_leaf.get(fid)
-                for nr, g in enumerate(grad_outputs):
-                    if not isinstance(g, torch.Tensor):
-                        continue
-                    if leaf is not None:
-                        node = leaf.node
-                    else:
-                        node = self_._fn_out.get((fid, nr))
-                    if node is None:
-                        continue
-                    attrs = self_._grad_edge("grad", bw, node, g)
-                    if leaf is not None:
-                        self_._arrived[fid] = (g, g._version, attrs)
-                    seen[(fid, nr)] = {"stats": attrs["stats"], "dtype": dtype_name(g.dtype),
-                                       "shape": list(g.shape), "value": attrs.get("value")}
+                with hidden():
+                    self_._arriving(fid, bw, seen, grad_outputs)
+            except Exception as e:
+                self_._unknown("arriving gradient", e)
             finally:
                 self_._busy = False
             return None
 
         return hook
 
+    def _arriving(self, fid, bw, seen, grad_outputs):
+        """Record the gradients reaching autograd node ``fid`` (keeping none of them)."""
+        leaf = self._fn_leaf.get(fid)
+        for nr, g in enumerate(grad_outputs):
+            if not isinstance(g, torch.Tensor):
+                continue
+            node = leaf.node if leaf is not None else self._fn_out.get((fid, nr))
+            if node is None:
+                continue
+            attrs = self._grad_edge("grad", bw, node, g)
+            if leaf is not None:
+                self._arrived[fid] = (*_identity(g), attrs)
+            seen[(fid, nr)] = {"stats": attrs["stats"], "dtype": dtype_name(g.dtype),
+                               "shape": list(g.shape), "value": attrs.get("value")}
+
+_PLAIN_TF = (torch.Tensor.__torch_function__.__func__, torch._C._disabled_torch_function_impl)
+
+
+def _overrides(types) -> bool:
+    """True when one of ``types`` has a ``__torch_function__`` of its own."""
+    for t in types or ():
+        f = getattr(t, "__torch_function__", None)
+        if getattr(f, "__func__", f) not in _PLAIN_TF:
+            return True
+    return False
+
 
 def _crc(t):
     try:
-        return zlib.crc32(t.detach().numpy().tobytes())
+        with hidden():
+            return zlib.crc32(t.detach().numpy().tobytes())
     except Exception:
         return None
+
+
+def _identity(g):
+    """What tells one gradient tensor from another later, without a reference to it."""
+    try:
+        return (g.data_ptr(), g._version)
+    except Exception:
+        return (None, None)
+
+
+def _sequence_start() -> int:
+    """The sequence number the next autograd node of this thread will get."""
+    try:
+        with hidden(), torch.inference_mode(False), torch.enable_grad():
+            return torch.zeros((), requires_grad=True).mul(1).grad_fn._sequence_nr()
+    except Exception:
+        return 0
 
 
 def _shares_numpy(t, arrays):

@@ -59,13 +59,59 @@ def write_run_outputs(trace, out: Path, depth: int, svg: bool = True) -> dict:
     return written
 
 
-def print_run_report(trace, out: Path, console: Console | None = None):
-    """Print the summary of a traced run and where its files went."""
+def _findings_text(findings) -> str:
+    by = {}
+    for f in findings:
+        by[f.severity] = by.get(f.severity, 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in sorted(by.items())) if by else "none"
+
+
+def _collectives(G) -> list:
+    return [d for _, d in nodes_of(G, "collective")]
+
+
+def _rank_of(G):
+    """``(rank, world_size)`` of a trace that ran under a launcher, else None."""
+    world = int(G.graph.get("world_size") or 1)
+    rank = int(G.graph.get("rank") or 0)
+    return (rank, world) if world > 1 or rank else None
+
+
+def print_run_report(trace, out: Path, console: Console | None = None, all_ranks: Path | None = None):
+    """Print the summary of a traced run and where its files went, in one write (ranks
+    started by one launcher share the terminal).
+
+    ``all_ranks``: the folder of all the ranks when this run is one rank of a launched
+    run; rank 0 prints the full report, naming its rank, and every other rank one line."""
     c = console or Console(stderr=False, highlight=False, soft_wrap=True)
     G = trace.graph
+    pos = _rank_of(G) if all_ranks is not None else None
+    with c.capture() as cap:
+        if pos is not None and pos[0] != 0:
+            _print_rank_line(c, G, out, all_ranks, pos)
+        else:
+            _print_report(c, G, out, pos)
+            if pos is not None:
+                c.print(f"each of the {pos[1]} ranks writes {all_ranks}/rank<k>: gradtrace show {all_ranks} "
+                        f"lists them, gradtrace show {all_ranks} --rank N shows one")
+    c.file.write(cap.get())
+    c.file.flush()
+
+
+def _print_rank_line(c, G, out, all_ranks, pos):
+    s = summarize(G)
+    nc = len(_collectives(G))
+    c.print(f"[bold]gradtrace[/bold]: rank {pos[0]} of {pos[1]}: {G.graph.get('script') or 'trace'} — status "
+            f"[bold]{s['status']}[/bold]; {s['ops']} ops, {len(s['backward'])} backward calls, "
+            f"{nc} all-reduce bucket{'s' if nc != 1 else ''}; findings: {_findings_text(check_graph(G))}; "
+            f"wrote {out} (gradtrace show {all_ranks} --rank {pos[0]})")
+
+
+def _print_report(c, G, out, pos):
     s = summarize(G)
     status = s["status"]
-    c.print(f"[bold]gradtrace[/bold]: {G.graph.get('script') or 'trace'} — status [bold]{status}[/bold]")
+    where = f" — rank {pos[0]} of {pos[1]}" if pos is not None else ""
+    c.print(f"[bold]gradtrace[/bold]: {G.graph.get('script') or 'trace'}{where} — status [bold]{status}[/bold]")
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     t.add_column("ops by category")
     t.add_column("count", justify="right")
@@ -82,17 +128,20 @@ def print_run_report(trace, out: Path, console: Console | None = None):
         roots = "; ".join(f"{r['label'] or r['root']} w={r['w']}" for r in b["roots"])
         c.print(f"backward {b['id']} ({b['api']}): {roots}; {b['grads']} gradients recorded"
                 + (f"; raised {b['error']}" if b["error"] else ""))
+    if s["unknown"]:
+        c.print(f"unknown: {s['unknown']} read{'s' if s['unknown'] != 1 else ''} the recorder could not make "
+                f"({', '.join(s['unknown_reasons'])}); the program ran as untraced", markup=False)
+    coll = _collectives(G)
+    if coll:
+        c.print(f"collectives: {len(coll)} all-reduce bucket{'s' if len(coll) != 1 else ''} "
+                f"({sum(int(d.get('numel') or 0) for d in coll)} elements in all)")
     if s["top_lines"]:
         c.print("top source lines by op count:")
         for tl in s["top_lines"]:
             c.print(f"  {tl['ops']:5d}  {Path(tl['file']).name}:{tl['line']}  {tl['code'] or ''}")
     findings = check_graph(G)
     if findings:
-        by = {}
-        for f in findings:
-            by[f.severity] = by.get(f.severity, 0) + 1
-        c.print("findings: " + ", ".join(f"{v} {k}" for k, v in sorted(by.items()))
-                + f" (gradtrace check {out})")
+        c.print(f"findings: {_findings_text(findings)} (gradtrace check {out})")
     else:
         c.print("findings: none")
     files = [out / "trace.json", out / "graph.dot"]
@@ -101,6 +150,50 @@ def print_run_report(trace, out: Path, console: Console | None = None):
     if (out / "graph.svg").exists():
         files.append(out / "graph.svg")
     c.print("wrote " + ", ".join(str(f) for f in files))
+
+
+def rank_rows(traces: dict) -> list:
+    """One row per rank of ``{rank: Trace}``: status, op, backward and all-reduce
+    counts, findings, folder (what ``gradtrace show`` prints for a multi-rank folder)."""
+    rows = []
+    for k, t in traces.items():
+        G = t.graph
+        s = summarize(G)
+        findings = check_graph(G)
+        rows.append({"rank": k, "trace_rank": G.graph.get("rank"), "world_size": G.graph.get("world_size"),
+                     "status": s["status"], "ops": s["ops"],
+                     "backward": len(s["backward"]), "collectives": len(_collectives(G)),
+                     "findings": _findings_text(findings),
+                     "errors": sum(1 for f in findings if f.severity == "error"),
+                     "script": G.graph.get("script"), "folder": str(getattr(t, "path", ""))})
+    return rows
+
+
+def show_ranks(traces: dict, folder, as_json=False, missing=()):
+    """Print (or, with ``as_json``, return) the one-row-per-rank table of a multi-rank folder."""
+    rows = rank_rows(traces)
+    if as_json:
+        return rows
+    worlds = sorted({r["world_size"] for r in rows}, key=str)
+    scripts = sorted({str(r["script"]) for r in rows})
+    _console.print(f"[bold]{folder}[/bold]: ranks {', '.join(str(k) for k in traces)} of world size "
+                   f"{'/'.join(str(w) for w in worlds)}" + (f" — {scripts[0]}" if len(scripts) == 1 else ""))
+    t = Table(show_header=True, header_style="bold")
+    for c in ("rank", "status", "ops", "backward calls", "all-reduce buckets", "findings", "folder"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(str(r["rank"]), str(r["status"]), str(r["ops"]), str(r["backward"]), str(r["collectives"]),
+                  r["findings"], Path(r["folder"]).name)
+    _console.print(t)
+    if missing:
+        _console.print(f"no trace for rank {', '.join(str(k) for k in missing)} (a rank that ended before "
+                       "writing its folder?)")
+    if len(worlds) > 1 or len(scripts) > 1 or any(
+            r["trace_rank"] != r["rank"] or r["rank"] >= int(r["world_size"] or 1) for r in rows):
+        _console.print("note: the rank folders disagree (world size, script, or the rank a trace records): "
+                       "some are from another run")
+    _console.print(f"one rank's tables: gradtrace show {folder} --rank N [--ops|--backward|...]")
+    return rows
 
 
 def _filter_ops(G, line=None, module=None):

@@ -142,6 +142,15 @@ def grad_mode_caller():
     return name or "torch.set_grad_enabled"
 
 
+def called_by_user(depth: int = 2) -> bool:
+    """True when the caller's caller is user code (not torch, gradtrace or the stdlib)."""
+    code = sys._getframe(depth).f_code
+    r = _internal.get(code)
+    if r is None:
+        r = _internal[code] = _is_internal(code.co_filename)
+    return not r
+
+
 _AUTOGRAD_DIR = os.path.join(_TORCH, "autograd") + os.sep
 
 

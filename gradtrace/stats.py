@@ -18,8 +18,9 @@ On a non-CPU device (CUDA) the result stays on the device (a tuple of 0-d
 tensors, no synchronisation per op, a dozen kernel launches) and is read at the
 end by :func:`finalize`.
 
-Torch function modes (the recorder itself) are disabled while statistics are
-taken: the recorder's own reductions are not the user's ops.
+Statistics are taken out of the user's sight (``hidden``): no function or
+dispatch mode, subclass or profiler sees the recorder's own reductions. Tensors
+that only their own subclass or transform can compute on (``is_plain``) get none.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import threading
 import numpy as np
 import torch
 
+from .hidden import hidden, is_plain
+
 STAT_KEYS = ("min", "max", "mean", "norm", "nan", "inf")
 _LIST_MAX = 128
 _NUMPY_MAX = 4096
@@ -39,7 +42,6 @@ _NUMPY_DTYPES = frozenset(
 _LIST_DTYPES = _NUMPY_DTYPES | {torch.float16, torch.bfloat16, torch.bool}
 _CHUNK = 1 << 17  # elements of float64 scratch per thread (1 MiB)
 _local = threading.local()
-_NO_TF = torch._C.DisableTorchFunction
 _strided = torch.strided
 _isfinite = math.isfinite
 _f64 = torch.float64
@@ -50,7 +52,9 @@ def compute(t: torch.Tensor):
     tensors on a non-CPU device (read later with :func:`finalize`), or None where
     no statistics exist (meta, sparse, empty, quantized tensors)."""
     try:
-        with _NO_TF():
+        if not is_plain(t):
+            return None
+        with hidden():
             if t.layout != _strided or t.is_meta or t.is_quantized:
                 return None
             n = t.numel()
@@ -198,7 +202,7 @@ def finalize(s):
     if isinstance(s, torch.Tensor):
         s = s.tolist()
     elif any(isinstance(v, torch.Tensor) for v in s):
-        with _NO_TF():
+        with hidden():
             s = torch.stack([torch.as_tensor(v).double().cpu() for v in s]).tolist()
         # a device tuple marks "no finite value" with +/-inf for min/max
         if s[0] == math.inf and s[1] == -math.inf:

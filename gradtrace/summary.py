@@ -71,6 +71,8 @@ def summarize(G: nx.MultiDiGraph) -> dict:
              "copy": d["copy"]} for _, _, d in moves
         ],
         "backward": backward,
+        "unknown": sum(u["count"] for u in G.graph.get("unknown") or ()),
+        "unknown_reasons": [f"{u['what']} x{u['count']}" for u in G.graph.get("unknown") or ()],
         "top_lines": [
             {"file": f, "line": ln, "ops": n, "code": code.get((f, ln))} for (f, ln), n in lines.most_common(5)
         ],
@@ -92,6 +94,9 @@ def summary_text(G: nx.MultiDiGraph) -> str:
         roots = "; ".join(f"{r['label'] or r['root']} {r['shape']} w={r['w']}" for r in b["roots"])
         out.append(f"backward {b['id']} {b['api']}: {roots}; gradients recorded: {b['grads']}"
                    + (f"; raised {b['error']}" if b["error"] else ""))
+    if s["unknown"]:
+        out.append(f"unknown: {s['unknown']} reads the recorder could not make "
+                   f"({', '.join(s['unknown_reasons'])}); see docs/trace-format.md")
     if s["top_lines"]:
         out.append("top source lines:")
         for t in s["top_lines"]:

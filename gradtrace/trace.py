@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, modestack, patches
 from .build import FORMAT, build_graph
 from .recorder import Recorder
 from .tracefile import load_graph, load_values, save
@@ -69,7 +69,6 @@ class Trace:
         self._rec: Recorder | None = None
         self._graph = None
         self._values = None
-        self._patches: list = []
 
     # -- recording --------------------------------------------------------------------
 
@@ -78,24 +77,37 @@ class Trace:
             raise RuntimeError("gradtrace.trace() is already active on this thread: traces do not nest")
         if self._rec is not None:
             raise RuntimeError("this gradtrace.trace() has already run; start a new one")
-        _active.trace = self
         rec = self._rec = Recorder(self.values_mode)
         self.meta["math_start"] = math_settings()
-        rec.modules.install()
-        self._patch()
-        rec.__enter__()
+        patches.attach(rec)
+        try:
+            rec.modules.install()
+            rec.__enter__()
+        except BaseException:
+            rec.modules.remove()
+            patches.detach(rec)
+            raise
+        _active.trace = self
         return self
 
     def __exit__(self, et, ev, tb) -> bool:
+        # Nothing here may replace the user's exception: each step is kept apart,
+        # and what fails is noted in the trace.
         rec = self._rec
+        problems = []
+        for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
+                     rec.callers.clear):  # callers hold the traced code's module globals
+            try:
+                step()
+            except Exception as e:
+                problems.append(f"{type(e).__name__}: {e}")
+        _active.trace = None
         try:
-            rec.__exit__(None, None, None)
-        finally:
-            self._unpatch()
-            rec.modules.remove()
-            rec.callers.clear()  # they hold the traced code's module globals
-            _active.trace = None
-        self.meta["math"] = math_settings()
+            self.meta["math"] = math_settings()
+        except Exception as e:
+            problems.append(f"{type(e).__name__}: {e}")
+        if problems:
+            self.meta["recorder_errors"] = problems
         if et is None or (et is SystemExit and ev is not None and ev.code in (0, None)):
             self.meta["status"] = "ok"
         else:
@@ -106,45 +118,6 @@ class Trace:
                 "traceback": "".join(traceback.format_exception(et, ev, tb)),
             }
         return False
-
-    def _patch(self):
-        rec = self._rec
-        orig = torch.from_numpy
-
-        def from_numpy(ndarray):
-            return rec.from_numpy(orig, ndarray)
-
-        from_numpy.__doc__ = orig.__doc__
-        self._patches.append((torch, "from_numpy", orig))
-        torch.from_numpy = from_numpy
-
-        im = torch.autograd.grad_mode.inference_mode
-        enter, exit_ = im.__enter__, im.__exit__
-
-        def __enter__(self_):
-            out = enter(self_)
-            if threading.get_ident() == rec.thread:
-                rec._grad_mode("torch.inference_mode", self_.mode)
-            return out
-
-        def __exit__(self_, *exc):
-            out = exit_(self_, *exc)
-            if threading.get_ident() == rec.thread:
-                rec._grad_mode("torch.inference_mode", "exit")
-            return out
-
-        self._patches.append((im, "__enter__", enter))
-        self._patches.append((im, "__exit__", exit_))
-        im.__enter__, im.__exit__ = __enter__, __exit__
-
-        from .distributed import install
-
-        self._patches.extend(install(rec))
-
-    def _unpatch(self):
-        while self._patches:
-            obj, name, orig = self._patches.pop()
-            setattr(obj, name, orig)
 
     # -- results ----------------------------------------------------------------------
 

@@ -2,3 +2,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_on_the_mode_stack():
+    """Every test leaves torch's function-mode stack as it found it (empty)."""
+    yield
+    depth = torch._C._len_torch_function_stack()
+    assert depth == 0, f"{depth} torch function mode(s) left active"

@@ -1,0 +1,84 @@
+"""What differs between the torch versions gradtrace supports (2.4 and newer).
+
+Each name here answers one question the recorder asks, the same way on every
+version: how to call a torch function once more without re-entering
+``__torch_function__``, whether torch is compiling or JIT-tracing, whether
+saved-tensor hooks are active, whether ``torch.autograd.backward`` reaches a
+function mode at all.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+
+def _release(v: str) -> tuple:
+    parts = []
+    for p in v.split("+")[0].split(".")[:2]:
+        digits = "".join(c for c in p if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+TORCH = _release(torch.__version__)
+
+# torch.autograd.backward asks for __torch_function__ from torch 2.11 on; before
+# that a direct call is invisible to a mode, so the trace patches it.
+AUTOGRAD_BACKWARD_DISPATCHES = TORCH >= (2, 11)
+
+_TF_CHECKS = ("has_torch_function", "has_torch_function_unary", "has_torch_function_variadic")
+_copies: dict = {}
+
+
+def _no_dispatch_copy(func):
+    """Return a copy of the Python function ``func`` whose ``has_torch_function*``
+    checks answer False: its body runs once more with every mode still active for
+    the calls it makes, without handing itself to ``__torch_function__`` again."""
+    f = _copies.get(func)
+    if f is None:
+        g = dict(func.__globals__)
+        for name in _TF_CHECKS:
+            if name in g:
+                g[name] = _false
+        f = types.FunctionType(func.__code__, g, func.__name__, func.__defaults__, func.__closure__)
+        f.__kwdefaults__ = func.__kwdefaults__
+        _copies[func] = f
+    return f
+
+
+def _false(*args, **kwargs):
+    return False
+
+
+def _redispatch_by_copy(func, types_, args, kwargs):
+    return _no_dispatch_copy(getattr(func, "__func__", func))(*args, **kwargs)
+
+
+# Call ``func`` skipping one level of __torch_function__ (public from torch 2.13;
+# earlier releases have no such entry point, so a copy of the function runs).
+redispatch_function = getattr(torch.overrides, "redispatch_function", None) or _redispatch_by_copy
+
+try:
+    is_compiling = torch.compiler.is_compiling
+except AttributeError:  # pragma: no cover - older releases
+    import torch._dynamo
+
+    is_compiling = torch._dynamo.is_compiling
+
+jit_tracing_state = torch._C._get_tracing_state
+
+_top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+
+
+def saved_tensors_hooks_active() -> bool:
+    """True when saved-tensor hooks (``saved_tensors_hooks``, ``checkpoint``,
+    ``save_on_cpu``) would pack what autograd saves now: reading such a saved
+    tensor back would run the user's unpack hook."""
+    if _top_hooks is None:
+        return True  # cannot tell: assume they are
+    try:
+        return _top_hooks(True) is not None
+    except TypeError:
+        return _top_hooks() is not None

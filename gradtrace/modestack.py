@@ -1,0 +1,47 @@
+"""Moving the recorder within this thread's stack of torch function modes.
+
+A mode the user entered keeps its place: the recorder goes under it for a
+backward call (so the user's mode sees that call as it would untraced), and
+comes off the stack from wherever it is when tracing ends.
+"""
+
+from __future__ import annotations
+
+from torch._C import _len_torch_function_stack as _depth
+from torch._C import _pop_torch_function_stack as _pop
+from torch._C import _push_on_torch_function_stack as _push
+
+
+def push_under(mode):
+    """Put ``mode`` at the bottom of the stack, below every mode now on it."""
+    above = []
+    try:
+        while _depth() > 0:
+            above.append(_pop())
+        _push(mode)
+    finally:
+        for m in reversed(above):
+            _push(m)
+
+
+def remove(mode) -> bool:
+    """Take ``mode`` off the stack wherever it is; return whether it was there."""
+    above = []
+    try:
+        while _depth() > 0:
+            m = _pop()
+            if m is mode:
+                return True
+            above.append(m)
+        return False
+    finally:
+        for m in reversed(above):
+            _push(m)
+
+
+def on_top(mode) -> bool:
+    """True when ``mode`` is the innermost active function mode."""
+    from torch._C import _get_function_stack_at
+
+    n = _depth()
+    return n > 0 and _get_function_stack_at(n - 1) is mode

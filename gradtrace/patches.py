@@ -1,0 +1,132 @@
+"""What ``__torch_function__`` cannot see, patched into torch while any trace runs.
+
+``torch.from_numpy`` and ``inference_mode`` never reach a function mode, nor DDP's
+construction, nor (before torch 2.11) a direct ``torch.autograd.backward`` call.
+The patches are installed once for the whole process when the first trace
+starts and removed when the last one ends; each routes the call to the
+recorder of the calling thread, so that two threads tracing at once each see
+their own calls and neither leaves anything behind.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from . import compat, modestack, ops, source
+
+_lock = threading.Lock()
+_recorders: dict = {}  # thread id -> the recorder tracing on that thread
+_undo: list = []  # (object, attribute, original), in the order patched
+
+
+def current():
+    """Return the recorder tracing on the calling thread, or None."""
+    return _recorders.get(threading.get_ident())
+
+
+def attach(rec):
+    """Route the patched calls of ``rec``'s thread to ``rec``; patch torch if no
+    other trace is running."""
+    with _lock:
+        if not _recorders:
+            try:
+                _install()
+            except Exception:
+                _uninstall()
+                raise
+        _recorders[rec.thread] = rec
+
+
+def detach(rec):
+    """Stop routing to ``rec``; restore torch when it was the last trace."""
+    with _lock:
+        if _recorders.get(rec.thread) is rec:
+            del _recorders[rec.thread]
+        if not _recorders:
+            _uninstall()
+
+
+def active() -> int:
+    """How many traces are running now (in any thread)."""
+    return len(_recorders)
+
+
+def _set(obj, name, value):
+    _undo.append((obj, name, getattr(obj, name)))
+    setattr(obj, name, value)
+
+
+def _uninstall():
+    while _undo:
+        obj, name, orig = _undo.pop()
+        setattr(obj, name, orig)
+
+
+def _install():
+    orig_from_numpy = torch.from_numpy
+
+    def from_numpy(ndarray):
+        rec = current()
+        if rec is None:
+            return orig_from_numpy(ndarray)
+        return rec.from_numpy(orig_from_numpy, ndarray)
+
+    from_numpy.__doc__ = orig_from_numpy.__doc__
+    _set(torch, "from_numpy", from_numpy)
+
+    im = torch.autograd.grad_mode.inference_mode
+    enter, exit_ = im.__enter__, im.__exit__
+
+    def __enter__(self_):
+        out = enter(self_)
+        if source.called_by_user(2):  # not torch's own use (Dynamo, an optimizer)
+            _grad_mode(self_.mode)
+        return out
+
+    def __exit__(self_, *exc):
+        out = exit_(self_, *exc)
+        if source.called_by_user(2):
+            _grad_mode("exit")
+        return out
+
+    _set(im, "__enter__", __enter__)
+    _set(im, "__exit__", __exit__)
+
+    if not compat.AUTOGRAD_BACKWARD_DISPATCHES:
+        _patch_autograd_backward()
+
+    from .distributed import install
+
+    for obj, name, value in install(current):
+        _set(obj, name, value)
+
+
+def _grad_mode(arg):
+    rec = current()
+    if rec is None:
+        return
+    try:
+        with torch._C.DisableTorchFunction():
+            rec._grad_mode("torch.inference_mode", arg)
+    except Exception as e:
+        rec._unknown("grad mode", e)
+
+
+def _patch_autograd_backward():
+    """Before torch 2.11 ``torch.autograd.backward`` does not ask for
+    ``__torch_function__``: hand a direct call to the recorder as a mode would."""
+    orig = torch.autograd.backward
+    spec = ops.Spec("torch.autograd.backward", ops.BACKWARD)
+
+    def backward(*args, **kwargs):
+        rec = current()
+        if rec is None or rec._busy or rec._bw is not None or not modestack.on_top(rec):
+            return orig(*args, **kwargs)  # Tensor.backward's own inner call, or untraced
+        with torch.overrides._pop_mode_temporarily():  # as torch does before __torch_function__
+            return rec._backward(orig, spec, None, args, kwargs)
+
+    backward.__doc__ = orig.__doc__
+    backward.__wrapped__ = orig
+    _set(torch.autograd, "backward", backward)
