@@ -20,14 +20,43 @@ def fail(message: str, code: int = 2):
     sys.exit(code)
 
 
-def _load(folder):
-    from .trace import load
+def _load(folder, rank=None):
+    """One trace: a trace folder, or rank ``rank`` of a multi-rank folder."""
+    from .ranks import load_rank
     from .tracefile import TraceError
 
     try:
-        return load(folder)
+        return load_rank(folder, rank)
     except TraceError as e:
         fail(str(e))
+
+
+def _load_ranks(folder, rank=None) -> dict:
+    """``{rank: Trace}``: every rank of a multi-rank folder (or only ``rank``), or the
+    one trace of a trace folder."""
+    if rank is not None:
+        return {rank: _load(folder, rank)}
+    from .ranks import load_ranks
+    from .tracefile import TraceError
+
+    try:
+        return load_ranks(folder)
+    except TraceError as e:
+        fail(str(e))
+
+
+def _launcher_position():
+    """``(rank, world_size)`` under torchrun / torch.distributed.run, else None."""
+    from .ranks import launcher_position
+
+    try:
+        return launcher_position()
+    except ValueError as e:
+        fail(str(e))
+
+
+RANK_OPTION = click.option("--rank", "rank", type=click.IntRange(min=0), default=None, metavar="N",
+                           help="In a folder of rank<k> folders (a launched run), this rank's trace.")
 
 
 def _check_script(script: str):
@@ -69,25 +98,41 @@ def run(out_dir, values, depth, no_svg, script, args):
     graph.dot, and graph.svg when Graphviz is installed. The exit code is the
     script's.
 
+    Under a launcher (torchrun, python -m torch.distributed.run: RANK and
+    WORLD_SIZE set) each rank writes its own folder, OUT/rank<k>, with its rank
+    and world size in the trace; rank 0 prints the report, the other ranks one
+    line each. `gradtrace show OUT` then lists the ranks.
+
     \b
     Example:
       gradtrace run -o runs/mlp --values all examples/train_mlp.py --steps 3
+      torchrun --nproc-per-node 2 -m gradtrace run -o runs/ddp train_ddp.py
     """
     _check_script(script)
     from .dot import DEFAULT_DEPTH
     from .report import print_run_report, write_run_outputs
     from .runner import run_script
 
-    result = run_script(script, list(args), values=values)
-    out = Path(out_dir) if out_dir else Path("gradtrace-out") / Path(script).stem
+    pos = _launcher_position()
+    base = Path(out_dir) if out_dir else Path("gradtrace-out") / Path(script).stem
+    if pos is not None:
+        from .ranks import clear_single_trace, rank_folder
+
+        rank, world = pos
+        out = rank_folder(base, rank)
+        if rank == 0:  # an earlier single-process trace in base would be read instead of the ranks
+            clear_single_trace(base)
+    else:
+        rank, world, out = 0, 1, base
+    result = run_script(script, list(args), values=values, rank=rank, world_size=world)
     write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg)
-    print_run_report(result.trace, out)
+    print_run_report(result.trace, out, all_ranks=base if pos is not None else None)
     sys.exit(result.exit_code)
 
 
 @main.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path())
-@click.option("--ops", "what", flag_value="ops", default=True, help="Every op, in call order (default).")
+@click.option("--ops", "what", flag_value="ops", help="Every op, in call order (default).")
 @click.option("--backward", "what", flag_value="backward", help="Backward calls, weights and gradients.")
 @click.option("--aliases", "what", flag_value="aliases", help="Views, aliases and in-place writes.")
 @click.option("--moves", "what", flag_value="moves", help="Device and dtype moves.")
@@ -96,19 +141,45 @@ def run(out_dir, values, depth, no_svg, script, args):
 @click.option("--line", "line", default=None, metavar="FILE:LINE", help="Only ops from this source line.")
 @click.option("--module", "module", default=None, metavar="PATH", help="Only ops inside this module.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def show(folder, what, line, module, as_json):
+@RANK_OPTION
+def show(folder, what, line, module, as_json, rank):
     """Print tables over a saved trace FOLDER.
+
+    A folder of rank<k> folders (a launched run): without --rank, a table of the
+    ranks (status, ops, backward calls, all-reduce buckets, findings), or with a
+    table option that table for each rank in turn; --rank N shows one rank.
+    With --json the per-rank tables are an object keyed by rank.
 
     \b
     Example:
       gradtrace show gradtrace-out/autograd --backward
       gradtrace show gradtrace-out/train --ops --line train.py:42 --json
+      gradtrace show runs/ddp --rank 1 --backward
     """
-    from .report import show_table
+    from .ranks import missing_ranks, rank_folders
+    from .report import show_ranks, show_table
 
-    tr = _load(folder)
+    if rank is None and rank_folders(folder):
+        traces = _load_ranks(folder)
+        if what is None and not line and not module:
+            rows = show_ranks(traces, folder, as_json=as_json, missing=missing_ranks(traces))
+            if as_json:
+                click.echo(json.dumps(rows, indent=1, default=str))
+            return
+        out = {}
+        for k, tr in traces.items():
+            if not as_json:
+                click.echo(click.style(f"── rank {k} ({tr.path}) ──", bold=True))
+            try:
+                out[str(k)] = show_table(tr.graph, what or "ops", line=line, module=module, as_json=as_json)
+            except ValueError as e:
+                fail(str(e))
+        if as_json:
+            click.echo(json.dumps(out, indent=1, default=str))
+        return
+    tr = _load(folder, rank)
     try:
-        rows = show_table(tr.graph, what, line=line, module=module, as_json=as_json)
+        rows = show_table(tr.graph, what or "ops", line=line, module=module, as_json=as_json)
     except ValueError as e:
         fail(str(e))
     if as_json:
@@ -124,19 +195,31 @@ def show(folder, what, line, module, as_json):
 @click.option("--depth", type=int, default=None, help="Collapse modules deeper than this.  [default: 3]")
 @click.option("--format", "fmt", type=click.Choice(["dot", "svg", "png"]), default=None,
               help="Output format [default: from the -o suffix, else dot].")
-def dot(folder, out, view, depth, fmt):
+@RANK_OPTION
+def dot(folder, out, view, depth, fmt, rank):
     """Draw a saved trace FOLDER as DOT, SVG or PNG; the nodes of `gradtrace check`
     findings are outlined in red.
+
+    A folder of rank<k> folders (a launched run) draws one rank: --rank N, by
+    default the lowest rank (with a note naming the others on standard error).
 
     \b
     Example:
       gradtrace dot gradtrace-out/autograd --view autograd -o autograd.svg
       gradtrace dot gradtrace-out/train --depth 2 --format png -o model.png
+      gradtrace dot runs/ddp --rank 1 -o rank1.dot
     """
     from .check import finding_nodes
     from .dot import DEFAULT_DEPTH, GraphvizMissing, render, to_dot
+    from .ranks import rank_folders
 
-    tr = _load(folder)
+    if rank is None:
+        folders = rank_folders(folder)
+        if len(folders) > 1:
+            rank = next(iter(folders))
+            click.echo(f"gradtrace: note: {folder} holds ranks {', '.join(str(k) for k in folders)}; drawing "
+                       f"rank {rank} (pick another with --rank N)", err=True)
+    tr = _load(folder, rank)
     if fmt is None:
         fmt = Path(out).suffix.lstrip(".").lower() if out and Path(out).suffix.lower() in (".svg", ".png") else "dot"
     text = to_dot(tr.graph, view=view, depth=depth if depth is not None else DEFAULT_DEPTH,

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from .cli import SCRIPT_CONTEXT, _check_script, _load, fail, main
+from .cli import (
+    RANK_OPTION,
+    SCRIPT_CONTEXT,
+    _check_script,
+    _launcher_position,
+    _load_ranks,
+    fail,
+    main,
+)
 
 _STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
 
@@ -33,12 +41,18 @@ def _split(values):
               help="Write the DOT graph (all views) with the findings' nodes marked.")
 @click.option("--explain", is_flag=True, help="Also print why each finding matters.")
 @click.option("--list", "list_codes", is_flag=True, help="List the check codes and exit.")
+@RANK_OPTION
 @click.argument("target", type=click.Path(), required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_codes, target, args):
+def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_codes, rank, target, args):
     """Find aliasing, in-place and autograd mistakes in TARGET: a script (traced with
     its ARGS, which go after it) or a saved trace folder.
+
+    A folder of rank<k> folders (a launched run) is checked rank by rank, each
+    finding labelled with its rank (in JSON: a "rank" key); --rank N checks one
+    rank; --dot draws the lowest rank checked. Under a launcher (torchrun) a
+    script is checked on every rank, -o writing OUT/rank<k>.
 
     Exit code 1 when an error-level finding is present, 0 otherwise, 2 on bad input.
 
@@ -46,6 +60,7 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
     Example:
       gradtrace check train.py --epochs 1
       gradtrace check gradtrace-out/train --ignore GT108 --json
+      gradtrace check runs/ddp --rank 1
     """
     from .check import CHECKS, check_graph, finding_nodes, format_finding
 
@@ -55,51 +70,74 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
         return
     if not target:
         fail("missing TARGET: a script or a trace folder (see gradtrace check --help)")
+    from .ranks import is_trace_folder, rank_folders
+
     p = Path(target)
     exit_note = None
-    if p.is_dir() and (p / "trace.json").exists():
+    labelled = False  # findings of several ranks: each labelled with its rank
+    if p.is_dir() and (is_trace_folder(p) or rank_folders(p)):
         if args:  # a folder takes no script arguments: what follows it is our options
             sub = check.make_context(ctx.info_name, [*args, "--", str(target)], parent=ctx.parent)
             if sub.params["target"] != str(target):
                 fail(f"unexpected argument after the trace folder: {sub.params['target']}")
             return ctx.invoke(check, **sub.params)
-        G = _load(p).graph
+        graphs = {k: t.graph for k, t in _load_ranks(p, rank).items()}
+        labelled = len(graphs) > 1 or (rank is None and bool(rank_folders(p)))
     else:
         if p.is_dir():
-            fail(f"not a trace folder (no trace.json): {target}")
+            fail(f"not a trace folder (no trace.json, and no rank<k> folders with one): {target}")
         _check_script(target)
         from .runner import run_script
 
-        result = run_script(target, list(args), values=values)
-        G = result.trace.graph
+        pos = _launcher_position()
+        r, world = pos or (0, 1)
+        result = run_script(target, list(args), values=values, rank=r, world_size=world)
+        graphs = {r: result.trace.graph}
+        labelled = pos is not None
         if result.exit_code:
             exit_note = f"note: {target} exited with code {result.exit_code}; findings are for what ran"
         if out_dir:
+            from .ranks import rank_folder
             from .report import write_run_outputs
 
-            write_run_outputs(result.trace, Path(out_dir), depth=3, svg=False)
-    try:
-        findings = check_graph(G, select=_split(select), ignore=_split(ignore))
-    except ValueError as e:
-        fail(str(e))
+            write_run_outputs(result.trace, rank_folder(out_dir, r) if pos else Path(out_dir), depth=3, svg=False)
+    findings = []  # (rank, finding)
+    for k, G in graphs.items():
+        try:
+            findings += [(k, f) for f in check_graph(G, select=_split(select), ignore=_split(ignore))]
+        except ValueError as e:
+            fail(str(e))
     if dot_out:
         from .dot import to_dot
 
-        Path(dot_out).write_text(to_dot(G, view="all", highlight=finding_nodes(G, findings)), encoding="utf-8")
+        k0, G0 = next(iter(graphs.items()))
+        mine = [f for k, f in findings if k == k0]
+        Path(dot_out).write_text(to_dot(G0, view="all", highlight=finding_nodes(G0, mine)), encoding="utf-8")
+        if len(graphs) > 1:
+            click.echo(f"note: --dot drew rank {k0}; pick another with --rank N", err=True)
     if exit_note:
         click.echo(exit_note, err=True)
     if as_json:
-        click.echo(json.dumps([f.to_dict() for f in findings], indent=1, default=str))
+        click.echo(json.dumps([{**f.to_dict(), "rank": k} if labelled else f.to_dict() for k, f in findings],
+                              indent=1, default=str))
     else:
-        for f in findings:
+        lines = []
+        for k, f in findings:
             text = format_finding(f, explain=explain)
             head, _, rest = text.partition("\n")
-            click.echo(click.style(head, fg=_STYLE.get(f.severity), bold=f.severity == "error"))
+            if labelled:
+                head = f"[rank {k}] {head}"
+            lines.append(click.style(head, fg=_STYLE.get(f.severity), bold=f.severity == "error"))
             if rest:
-                click.echo(rest)
+                lines.append(rest)
         by = {}
-        for f in findings:
+        for _, f in findings:
             by[f.severity] = by.get(f.severity, 0) + 1
         summary = ", ".join(f"{by[s]} {s}" for s in ("error", "warning", "info") if s in by)
-        click.echo(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}" + (f": {summary}" if summary else ""))
-    sys.exit(1 if any(f.severity == "error" for f in findings) else 0)
+        total = f"{len(findings)} finding{'s' if len(findings) != 1 else ''}" + (f": {summary}" if summary else "")
+        if labelled:
+            total = (f"[rank {', '.join(str(k) for k in graphs)}] " if len(graphs) == 1 else
+                     f"ranks {', '.join(str(k) for k in graphs)}: ") + total
+        lines.append(total)
+        click.echo("\n".join(lines))  # one write: ranks started by one launcher share the terminal
+    sys.exit(1 if any(f.severity == "error" for _, f in findings) else 0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import CONTEXT, SCRIPT_CONTEXT, _check_script, fail, main
+from .cli import CONTEXT, SCRIPT_CONTEXT, _check_script, _load, fail, main
 
 
 def _print_md(text: str):
@@ -96,10 +96,18 @@ def _write_dot_from_replay(rep, dot_file):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--dot", "dot_file", type=click.Path(dir_okay=False), default=None,
               help="Write the region around the first divergence (in A) as DOT, diverging nodes highlighted.")
-def diff(a, b, rtol, atol, as_json, dot_file):
+@click.option("--rank", "rank", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Compare only rank N of A and B (of the side that has rank<k> folders).")
+def diff(a, b, rtol, atol, as_json, dot_file, rank):
     """Diff two saved traces A and B (one program on two targets, or two versions
     of a program) down to the first op that diverges. Exit code 0 when they
     agree within tolerance, 1 when they diverge.
+
+    Folders of rank<k> folders (a launched run, a replay's ddp:N): two of them
+    are compared rank by rank (they must have the same ranks); a single-device
+    trace A against such a folder B is the data-parallel comparison (B's
+    all-reduced gradients against A's); --rank N compares one rank. Two ranks
+    of one run: gradtrace diff OUT/rank0 OUT/rank1.
 
     \b
     Example:
@@ -107,17 +115,61 @@ def diff(a, b, rtol, atol, as_json, dot_file):
       gradtrace run -o runs/v2 --values all train_v2.py
       gradtrace diff runs/v1 runs/v2 --dot divergence.dot
       gradtrace diff gradtrace-out/replay-train/cpu gradtrace-out/replay-train/ddp:2 --json
+      gradtrace diff runs/ddp/rank0 runs/ddp/rank1
     """
-    from .diff import diff_graphs, divergence_dot, format_report_md, load_run
-    from .tracefile import TraceError, _clean
+    from .diff import diff_graphs, load_run
+    from .ranks import rank_folders
+    from .tracefile import TraceError
 
+    fa, fb = rank_folders(a), rank_folders(b)
+    names = (Path(a).name or str(a), Path(b).name or str(b))
+    if rank is not None:
+        if not (fa or fb):
+            fail(f"--rank applies to folders of rank<k> folders; {a} and {b} are single traces")
+        ta = _load(a, rank) if fa else _load(a)
+        tb = _load(b, rank) if fb else _load(b)
+        names = tuple(f"{n}/rank{rank}" if f else n for n, f in zip(names, (fa, fb)))
+        rep = _as_peers(diff_graphs(ta.graph, tb.graph, rtol=rtol, atol=atol, values_a=ta.values,
+                                    values_b=tb.values, names=names), ta.graph)
+        _diff_out(rep, ta.graph, as_json, dot_file)
+        sys.exit(0 if rep["agrees"] else 1)
+    if fa and fb:
+        _diff_rank_by_rank(a, b, fa, fb, names, rtol, atol, as_json, dot_file)
+        return
+    if len(fa) > 1:
+        click.echo(f"gradtrace: note: {a} holds ranks {', '.join(str(k) for k in fa)}; comparing its rank "
+                   f"{next(iter(fa))} (--rank N for another; for the data-parallel comparison give the "
+                   "single-device run first)", err=True)
     try:
         ga, va, _ = load_run(a)
         gb, vb, ranks = load_run(b)
     except TraceError as e:
         fail(str(e))
-    names = (Path(a).name or str(a), Path(b).name or str(b))
     rep = diff_graphs(ga, gb, rtol=rtol, atol=atol, values_a=va, values_b=vb, ranks=ranks, names=names)
+    if ranks is None:
+        rep = _as_peers(rep, ga)
+    _diff_out(rep, ga, as_json, dot_file)
+    sys.exit(0 if rep["agrees"] else 1)
+
+
+def _as_peers(rep, ga):
+    """Drop the "data parallel against one device" section when A is itself one rank of a
+    data-parallel run (two ranks of one run, rank k of two runs): diff_graphs adds it
+    whenever B's world size is above 1, taking A for the single-device baseline. The
+    verdict is then what diff_graphs gives without that section."""
+    if rep.get("data_parallel") is None or int(ga.graph.get("world_size") or 1) <= 1:
+        return rep
+    status = list(rep.get("status", {}).values())
+    rep["data_parallel"] = None
+    rep["agrees"] = rep["numerics"]["diverging"] == 0 and len(set(status)) <= 1
+    return rep
+
+
+def _diff_out(rep, ga, as_json, dot_file):
+    """Print one diff report (Markdown or JSON) and write its --dot."""
+    from .diff import divergence_dot, format_report_md
+    from .tracefile import _clean
+
     if as_json:
         click.echo(json.dumps(_clean(rep), indent=1, default=str))
     else:
@@ -129,4 +181,39 @@ def diff(a, b, rtol, atol, as_json, dot_file):
             click.echo(f"wrote {dot_file}", err=True)
         else:
             click.echo("no divergence: --dot not written", err=True)
-    sys.exit(0 if rep["agrees"] else 1)
+
+
+def _diff_rank_by_rank(a, b, fa, fb, names, rtol, atol, as_json, dot_file):
+    """Two multi-rank folders: rank k of A against rank k of B, for every rank."""
+    from .diff import diff_graphs, divergence_dot, format_report_md
+    from .tracefile import _clean
+
+    if set(fa) != set(fb):
+        fail(f"{a} has ranks {', '.join(map(str, fa))} and {b} has ranks {', '.join(map(str, fb))}: compare "
+             f"one rank with --rank N, or two rank folders (gradtrace diff {a}/rankN {b}/rankM)")
+    reports, first_a = {}, {}
+    for k in fa:
+        ta, tb = _load(fa[k]), _load(fb[k])
+        reports[k] = _as_peers(diff_graphs(ta.graph, tb.graph, rtol=rtol, atol=atol, values_a=ta.values,
+                                           values_b=tb.values, names=(f"{names[0]}/rank{k}", f"{names[1]}/rank{k}")),
+                               ta.graph)
+        first_a[k] = ta.graph
+    agrees = all(r["agrees"] for r in reports.values())
+    diverging = [k for k, r in reports.items() if not r["agrees"]]
+    if as_json:
+        click.echo(json.dumps(_clean({"agrees": agrees, "ranks": {str(k): r for k, r in reports.items()}}),
+                              indent=1, default=str))
+    else:
+        for r in reports.values():
+            _print_md(format_report_md(r))
+        click.echo(f"ranks {', '.join(map(str, fa))}: " + (
+            "every rank agrees" if agrees else f"rank {', '.join(map(str, diverging))} diverge"
+            + ("s" if len(diverging) == 1 else "")))
+    if dot_file:
+        text = divergence_dot(first_a[diverging[0]], reports[diverging[0]], "a") if diverging else None
+        if text:
+            Path(dot_file).write_text(text, encoding="utf-8")
+            click.echo(f"wrote {dot_file} (rank {diverging[0]})", err=True)
+        else:
+            click.echo("no divergence: --dot not written", err=True)
+    sys.exit(0 if agrees else 1)

@@ -22,11 +22,21 @@ class ScriptResult:
 
 
 def run_script(script, argv=(), values: str = "stats", target: str | None = None,
-               rank: int = 0, world_size: int = 1, print_traceback: bool = True) -> ScriptResult:
+               rank: int | None = None, world_size: int | None = None,
+               print_traceback: bool = True) -> ScriptResult:
     """Trace ``script`` run as ``__main__`` with ``sys.argv = [script, *argv]`` and its
     folder first on ``sys.path``; return a :class:`ScriptResult`. An exception the
     script raises is printed as Python prints it (unless ``print_traceback`` is
-    false) and ends the trace with status ``error``."""
+    false) and ends the trace with status ``error``.
+
+    ``rank`` and ``world_size`` go into the trace's meta; left out, they come from
+    the launcher's ``RANK`` and ``WORLD_SIZE`` (torchrun), else 0 and 1."""
+    if rank is None or world_size is None:
+        from .ranks import launcher_position
+
+        env_rank, env_world = launcher_position() or (0, 1)
+        rank = env_rank if rank is None else rank
+        world_size = env_world if world_size is None else world_size
     script = str(script)
     path = os.path.abspath(script)
     tr = Trace(values, script=script, argv=list(argv), target=target, rank=rank, world_size=world_size)
