@@ -28,7 +28,9 @@ _STORE_OPS = {"STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_DEREF", "STORE_
 
 
 def _is_internal(filename: str) -> bool:
-    if filename.startswith("<frozen") or filename.startswith("<string>"):
+    # "<eval_with_key>": code torch.fx generated (a graph torch.compile runs in
+    # eager mode); its ops belong to the user's line that called the compiled code.
+    if filename.startswith(("<frozen", "<string>", "<eval_with_key>")):
         return True
     path = os.path.abspath(filename)
     if path.startswith(_TORCH) or path.startswith(_HERE):
