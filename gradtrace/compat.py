@@ -69,6 +69,21 @@ except AttributeError:  # pragma: no cover - older releases
 
 jit_tracing_state = torch._C._get_tracing_state
 
+try:
+    from torch._guards import CompileContext as _CompileContext
+
+    _compile_context = _CompileContext.try_get
+except Exception:  # pragma: no cover - a torch without Dynamo
+    def _compile_context():
+        return None
+
+
+def torch_is_busy() -> bool:
+    """True while torch compiles (Dynamo, AOT autograd on fake tensors: before 2.5 their
+    calls reach function modes) or ``torch.jit.trace`` records: the recorder must do
+    nothing then, or its own calls would become part of what torch builds."""
+    return is_compiling() or _compile_context() is not None or jit_tracing_state() is not None
+
 _top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
 
 

@@ -14,7 +14,7 @@ import torch
 from torch.nn.modules import module as _module
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .compat import is_compiling, jit_tracing_state
+from .compat import torch_is_busy
 
 # Wrappers whose `module` child is the user's model: they add no path component,
 # so a model's ops keep the same module paths with and without data parallel.
@@ -97,7 +97,7 @@ class ModuleStack:
         return ref() if ref is not None else None
 
     def _pre(self, mod, args):
-        if is_compiling() or jit_tracing_state() is not None:
+        if torch_is_busy():
             return None  # compiled or JIT-traced code must not see our bookkeeping
         if threading.get_ident() != self._thread:
             self.other_threads += 1
@@ -106,7 +106,7 @@ class ModuleStack:
         return None
 
     def _post(self, mod, args, output):
-        if is_compiling() or jit_tracing_state() is not None:
+        if torch_is_busy():
             return None
         if threading.get_ident() != self._thread:
             return None

@@ -10,11 +10,13 @@ their own calls and neither leaves anything behind.
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import torch
 
 from . import compat, modestack, ops, source
+from .modules import ModuleStack
 
 _lock = threading.Lock()
 _recorders: dict = {}  # thread id -> the recorder tracing on that thread
@@ -53,15 +55,21 @@ def active() -> int:
     return len(_recorders)
 
 
+_MISSING = object()
+
+
 def _set(obj, name, value):
-    _undo.append((obj, name, getattr(obj, name)))
+    _undo.append((obj, name, obj.__dict__.get(name, _MISSING) if isinstance(obj, type) else getattr(obj, name)))
     setattr(obj, name, value)
 
 
 def _uninstall():
     while _undo:
         obj, name, orig = _undo.pop()
-        setattr(obj, name, orig)
+        if orig is _MISSING:
+            delattr(obj, name)
+        else:
+            setattr(obj, name, orig)
 
 
 def _install():
@@ -81,13 +89,13 @@ def _install():
 
     def __enter__(self_):
         out = enter(self_)
-        if source.called_by_user(2):  # not torch's own use (Dynamo, an optimizer)
+        if source.called_by_user(2) and not compat.torch_is_busy():  # not torch's own use
             _grad_mode(self_.mode)
         return out
 
     def __exit__(self_, *exc):
         out = exit_(self_, *exc)
-        if source.called_by_user(2):
+        if source.called_by_user(2) and not compat.torch_is_busy():
             _grad_mode("exit")
         return out
 
@@ -96,6 +104,16 @@ def _install():
 
     if not compat.AUTOGRAD_BACKWARD_DISPATCHES:
         _patch_autograd_backward()
+
+    from torch.nn.modules import module as _module
+
+    if hasattr(_module, "_has_any_global_hook"):
+        _set(_module, "_has_any_global_hook", _has_a_users_global_hook)
+
+    try:
+        _patch_compiled_calls()
+    except Exception:  # a torch whose Dynamo is laid out otherwise: compiled code is
+        pass  # then left to the compile checks in the recorder
 
     from .distributed import install
 
@@ -130,3 +148,63 @@ def _patch_autograd_backward():
     backward.__doc__ = orig.__doc__
     backward.__wrapped__ = orig
     _set(torch.autograd, "backward", backward)
+
+
+_wrapper_code = None
+
+
+def _patch_compiled_calls():
+    """Every call of a ``torch.compile``d function or module runs through its
+    wrapper's ``enter_exit_hooks``: there the recorder steps off the mode stack for
+    the call (the compiled code runs, and is cached, exactly as untraced) and
+    records the call as one op. A property on the class reaches wrappers made
+    before the trace began too."""
+    import torch._dynamo.eval_frame as ef
+
+    ctx = ef._TorchDynamoContext
+    optimize = getattr(ef, "OptimizeContext", ctx)
+    global _wrapper_code
+    if _wrapper_code is None:
+        _wrapper_code = torch.compile(_nothing).__code__  # the code of every compile wrapper
+    wrapper_code = _wrapper_code
+
+    def enter():
+        rec = current()
+        if rec is None or rec._busy or compat.torch_is_busy() or not modestack.on_top(rec):
+            return _nothing
+        torch._C._pop_torch_function_stack()
+        f = sys._getframe(1)
+        while f is not None and f.f_code is not wrapper_code:
+            f = f.f_back
+        call = rec.compiled_call_begin(f.f_locals if f is not None else {})
+
+        def cleanup():
+            result = sys._getframe(1).f_locals.get("result", _MISSING)  # torch 2.13 and newer
+            torch._C._push_on_torch_function_stack(rec)
+            rec.compiled_call_end(call, None if result is _MISSING else result)
+
+        return cleanup
+
+    def get(self):
+        hooks = self.__dict__.get("enter_exit_hooks", [])
+        return [*hooks, enter] if isinstance(self, optimize) else hooks
+
+    def set_(self, value):
+        self.__dict__["enter_exit_hooks"] = value
+
+    _set(ctx, "enter_exit_hooks", property(get, set_))
+
+
+def _nothing(*args, **kwargs):
+    return None
+
+
+def _has_a_users_global_hook():
+    """``torch.compile(module)`` warns that global module hooks fire twice; the
+    recorder's own hooks must not make it warn where it would not untraced."""
+    from torch.nn.modules import module as m
+
+    if m._global_backward_pre_hooks or m._global_backward_hooks:
+        return True
+    return any(not isinstance(getattr(h, "__self__", None), ModuleStack)
+               for h in (*m._global_forward_pre_hooks.values(), *m._global_forward_hooks.values()))

@@ -27,7 +27,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from . import modestack, ops, source, stats
-from .compat import is_compiling, jit_tracing_state, redispatch_function, saved_tensors_hooks_active
+from .compat import is_compiling, redispatch_function, saved_tensors_hooks_active, torch_is_busy
 from .hidden import hidden, is_plain, no_function_modes
 from .modules import ModuleStack
 
@@ -442,8 +442,8 @@ class Recorder(TorchFunctionMode):
             return func(*args, **(kwargs or {}))
         if kwargs is None:
             kwargs = {}
-        if self._busy or threading.get_ident() != self.thread or jit_tracing_state() is not None:
-            # torch.jit.trace records every torch call, our own reads included
+        if self._busy or threading.get_ident() != self.thread or torch_is_busy():
+            # torch.jit.trace and compilation record every torch call, ours included
             return func(*args, **kwargs)
         spec = self._specs.get(func)
         if spec is None:
@@ -571,6 +571,56 @@ class Recorder(TorchFunctionMode):
             self._op_id = None
             ops_[seq] = (seq, spec.name, cat, file, line, module, grad, scalars, bw, extra, direct)
         return out
+
+    def compiled_call_begin(self, wrapper_locals: dict):
+        """A call into ``torch.compile``d code starts (``patches``): note its inputs.
+        Return what :meth:`compiled_call_end` needs, or None."""
+        try:
+            with no_function_modes():
+                fn = wrapper_locals.get("fn")
+                for _ in range(8):  # a module's call is wrapped (functools.wraps) by Dynamo
+                    if getattr(fn, "__self__", None) is not None or not hasattr(fn, "__wrapped__"):
+                        break
+                    fn = fn.__wrapped__
+                owner = getattr(fn, "__self__", None)
+                name = type(owner).__name__ if isinstance(owner, torch.nn.Module) else (
+                    getattr(fn, "__name__", None) or type(fn).__name__)
+                spec = ops.Spec(f"torch.compile({name})", ops.OP)
+                seq = len(self.ops)
+                op_node = f"op:{seq}"
+                self.ops.append(None)
+                inputs, _, scalars = _scan(tuple(wrapper_locals.get("args") or ()),
+                                           dict(wrapper_locals.get("kwargs") or {}))
+                pre = []
+                for pos, t in inputs:
+                    info = self.tensor(t)
+                    pre.append((pos, t, info, _version(t)))
+                    self.edges.append((info.node, op_node, "input", pos))
+                frame, _ = source.user_call(2)
+                file, line = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else (None, None)
+                return [spec, seq, op_node, pre, scalars, frame, file, line, self.modules.current,
+                        torch.is_grad_enabled()]
+        except Exception as e:
+            self._unknown("compiled call", e)
+            return None
+
+    def compiled_call_end(self, call, result):
+        """The compiled call has returned ``result`` (None where torch does not say,
+        before 2.13): record it as one op."""
+        if call is None:
+            return
+        spec, seq, op_node, pre, scalars, frame, file, line, module, grad = call
+        call.clear()  # the frame and the inputs are not kept
+        cat, extra = "unknown", {"unknown": "outputs"}
+        try:
+            with no_function_modes():
+                cat, extra = self._after(spec, op_node, pre, (), scalars, {}, result, frame, True)
+                extra = dict(extra or {}, compiled=True)
+        except Exception as e:
+            self._unknown("compiled call", e)
+        finally:
+            self._pending_saved = []
+            self.ops[seq] = (seq, spec.name, cat, file, line, module, grad, scalars, self._bw, extra, True)
 
     def _after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct):
         """Record what an op did; return its category and extra attributes. ``frame``
@@ -734,7 +784,7 @@ class Recorder(TorchFunctionMode):
 
     def from_numpy(self, orig, array):
         """Stand-in for ``torch.from_numpy`` (which bypasses ``__torch_function__``)."""
-        if self._busy or self._op_id is not None or threading.get_ident() != self.thread:
+        if self._busy or self._op_id is not None or threading.get_ident() != self.thread or torch_is_busy():
             return orig(array)
         spec = self._specs.get(orig)
         if spec is None:
@@ -756,7 +806,7 @@ class Recorder(TorchFunctionMode):
         ))
 
     def _label_parameters(self, mod, path):
-        if self._busy or threading.get_ident() != self.thread:
+        if self._busy or threading.get_ident() != self.thread or torch_is_busy():
             return
         labels = self.labels
         self._busy = True  # a module hook runs with the mode active
@@ -804,6 +854,7 @@ class Recorder(TorchFunctionMode):
             raise
         finally:
             self._bw = None
+            self._busy = False
             self._arrived = {}
             for h in handles:
                 h.remove()
@@ -934,6 +985,10 @@ class Recorder(TorchFunctionMode):
             # have no gradient to record: a Python hook there would only cost time.
             if fid in self._fn_made or fid in self._fn_leaf:
                 handles.append(fn.register_prehook(self._make_hook(fid, bw, seen)))
+            if self.fns[fid]["name"] == "CompiledFunctionBackward":
+                # What a compiled backward runs is the compiler's, not the user's ops.
+                handles.append(fn.register_prehook(partial(_set_busy, weakref.ref(self), True)))
+                handles.append(fn.register_hook(partial(_set_busy, weakref.ref(self), False)))
             stack.extend(n for n, _ in fn.next_functions if n is not None)
         return handles, leaves
 
@@ -942,7 +997,7 @@ class Recorder(TorchFunctionMode):
 
         def hook(grad_outputs):
             self_ = rec()
-            if self_ is None:
+            if self_ is None or torch_is_busy():
                 return None
             self_._busy = True
             try:
@@ -981,6 +1036,12 @@ def _overrides(types) -> bool:
         if getattr(f, "__func__", f) not in _PLAIN_TF:
             return True
     return False
+
+
+def _set_busy(rec_ref, value, *hook_args):
+    rec = rec_ref()
+    if rec is not None:
+        rec._busy = value
 
 
 def _crc(t):

@@ -479,3 +479,35 @@ def test_a_direct_autograd_backward_is_recorded_through_the_pre_2_11_patch(monke
     assert [d["api"] for _, d in tr.graph.nodes(data=True) if d["kind"] == "backward"] == [
         "torch.autograd.backward"]
     assert getattr(torch.autograd.backward, "__wrapped__", None) is None
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_a_compiled_call_is_recorded_as_one_op_with_its_inputs_and_output(backend):
+    def f(x, w):
+        return (x @ w).relu().sum()
+
+    torch._dynamo.reset()
+    cf = torch.compile(f, backend=backend)
+    x, w = torch.randn(4, 4), torch.randn(4, 4, requires_grad=True)
+    with gradtrace.trace() as tr:
+        y = cf(x, w)
+        y.backward()
+    G = tr.graph
+    (op,) = [n for n, d in G.nodes(data=True) if d["kind"] == "op" and d["name"] == "torch.compile(f)"]
+    ins = [u for u, _, k in G.in_edges(op, data="kind") if k == "input"]
+    outs = [v for _, v, k in G.out_edges(op, data="kind") if k == "output"]
+    assert (len(ins), len(outs)) == (2, 1)
+    assert [d["name"] for d in ops(G)] == ["torch.compile(f)", "Tensor.backward"]
+
+
+def test_a_compiled_module_is_recorded_under_its_class_name():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())
+    cm = torch.compile(model, backend="aot_eager")
+    x = torch.randn(5, 3)
+    expected = model(x)
+    with gradtrace.trace() as tr:
+        y = cm(x)
+    assert torch.equal(y, expected)
+    assert "torch.compile(Sequential)" in [d["name"] for d in ops(tr.graph)]
