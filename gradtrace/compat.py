@@ -9,6 +9,7 @@ function mode at all.
 
 from __future__ import annotations
 
+import threading
 import types
 
 import torch
@@ -87,13 +88,35 @@ def torch_is_busy() -> bool:
 _top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
 
 
+_pushed = threading.local()  # before torch 2.8: saved-tensor hooks pushed while tracing
+
+
 def saved_tensors_hooks_active() -> bool:
     """True when saved-tensor hooks (``saved_tensors_hooks``, ``checkpoint``,
     ``save_on_cpu``) would pack what autograd saves now: reading such a saved
     tensor back would run the user's unpack hook."""
-    if _top_hooks is None:
-        return True  # cannot tell: assume they are
-    try:
-        return _top_hooks(True) is not None
-    except TypeError:
-        return _top_hooks() is not None
+    if _top_hooks is None:  # torch before 2.8 cannot say: count what the trace saw pushed
+        return getattr(_pushed, "depth", 0) > 0
+    return _top_hooks(True) is not None
+
+
+def saved_hooks_patches() -> list:
+    """``(object, name, replacement)`` patches that count pushes of saved-tensor hooks,
+    where torch has no ``_top_saved_tensors_default_hooks`` to ask (before 2.8)."""
+    if _top_hooks is not None:
+        return []
+    ag = torch._C._autograd
+    push, pop = ag._push_saved_tensors_default_hooks, ag._pop_saved_tensors_default_hooks
+
+    def push_counted(*args, **kwargs):
+        out = push(*args, **kwargs)
+        _pushed.depth = getattr(_pushed, "depth", 0) + 1
+        return out
+
+    def pop_counted(*args, **kwargs):
+        out = pop(*args, **kwargs)
+        _pushed.depth = max(getattr(_pushed, "depth", 0) - 1, 0)
+        return out
+
+    return [(ag, "_push_saved_tensors_default_hooks", push_counted),
+            (ag, "_pop_saved_tensors_default_hooks", pop_counted)]

@@ -104,6 +104,8 @@ def _install():
 
     if not compat.AUTOGRAD_BACKWARD_DISPATCHES:
         _patch_autograd_backward()
+    for obj, name, value in compat.saved_hooks_patches():
+        _set(obj, name, value)
 
     from torch.nn.modules import module as _module
 

@@ -72,16 +72,6 @@ class _S:
         self.sid, self.ref, self.tensors, self.numpy = sid, ref, [], False
 
 
-def _drop(table, by_sid, key, ref):
-    """Weak-reference callback: forget a dead tensor or storage (unless its id
-    was already reused by a newer entry)."""
-    e = table.get(key)
-    if e is not None and e.ref is ref:
-        del table[key]
-        if by_sid is not None:
-            by_sid.pop(e.sid, None)
-
-
 def _version(t):
     try:
         return t._version
@@ -120,9 +110,12 @@ class Recorder(TorchFunctionMode):
         # plain values, which the GC stops tracking.
         self._tmap: dict = {}  # id(tensor) -> _T
         self._smap: dict = {}  # id(storage) -> _S
-        self._sids: dict = {}  # "s:N" -> _S
-        self._drop_t = partial(_drop, self._tmap, None)
-        self._drop_s = partial(_drop, self._smap, self._sids)
+        self._sids: dict = {}  # "s:N" -> _S; entries of dead storages are pruned in batches
+        # The callbacks are C functions (``dict.pop(key, ref)``): no Python code of
+        # ours runs when a program's tensor dies, so a signal's KeyboardInterrupt
+        # cannot land (and be swallowed) inside a callback.
+        self._drop_t = self._tmap.pop
+        self._drop_s = self._smap.pop
         self._nmap: dict = {}  # id(ndarray) -> (weakref, "np:N")
         self._specs: dict = {}
         self._fn_out: dict = {}  # (fid, output_nr) -> last tensor node with that grad_fn
@@ -202,7 +195,10 @@ class Recorder(TorchFunctionMode):
         self._nsid = n + 1
         s = _S(f"s:{n}", weakref.ref(st, partial(self._drop_s, key)))
         self._smap[key] = s
-        self._sids[s.sid] = s
+        sids = self._sids
+        if len(sids) > 2 * len(self._smap) + 4096:
+            sids = self._sids = {e.sid: e for e in self._smap.values()}
+        sids[s.sid] = s
         dev = st.device
         self.storages[s.sid] = (_DEVICE_NAMES.get(dev) or device_name(dev), st.nbytes(), origin)
         return s

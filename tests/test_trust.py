@@ -496,7 +496,8 @@ def test_a_compiled_call_is_recorded_as_one_op_with_its_inputs_and_output(backen
     (op,) = [n for n, d in G.nodes(data=True) if d["kind"] == "op" and d["name"] == "torch.compile(f)"]
     ins = [u for u, _, k in G.in_edges(op, data="kind") if k == "input"]
     outs = [v for _, v, k in G.out_edges(op, data="kind") if k == "output"]
-    assert (len(ins), len(outs)) == (2, 1)
+    # torch before 2.13 does not tell the compile wrapper's hooks what the call returned
+    assert (len(ins), len(outs)) == (2, 1 if compat.TORCH >= (2, 13) else 0)
     assert [d["name"] for d in ops(G)] == ["torch.compile(f)", "Tensor.backward"]
 
 
