@@ -4,7 +4,12 @@ callable's qualified name and how it is handled, cached on first sight."""
 from __future__ import annotations
 
 import torch
-from torch.overrides import resolve_name
+from torch.overrides import resolve_name as _resolve_name
+
+# torch wraps resolve_name in warnings.catch_warnings(), and every entry to that
+# resets each module's record of warnings already shown: the user's warnings would
+# print again. The function itself needs no such wrapper.
+resolve_name = getattr(_resolve_name, "__wrapped__", _resolve_name)
 
 # How the recorder treats a callable.
 PASS = 0  # reads metadata, computes nothing: not an op
@@ -119,3 +124,11 @@ def spec_of(func) -> Spec:
         if isinstance(prop, property) or type(prop).__name__ == "getset_descriptor":
             return Spec(name, OP if attr in _VIEW_PROPERTIES else PASS)
     return Spec(name, OP)
+
+
+# Build torch's table of overridable functions now, at import, rather than at the
+# first op of a traced program: building it enters catch_warnings() too.
+try:
+    resolve_name(torch.add)
+except Exception:  # pragma: no cover - names then fall back to __qualname__
+    pass

@@ -112,10 +112,20 @@ def _install():
     if hasattr(_module, "_has_any_global_hook"):
         _set(_module, "_has_any_global_hook", _has_a_users_global_hook)
 
-    try:
+    if "torch._dynamo.eval_frame" in sys.modules:
         _patch_compiled_calls()
-    except Exception:  # a torch whose Dynamo is laid out otherwise: compiled code is
-        pass  # then left to the compile checks in the recorder
+    else:  # importing Dynamo costs seconds: wait until the program compiles something
+        orig_compile = torch.compile
+
+        def compile(*args, **kwargs):
+            if _recorders and not _compiled_calls_patched():
+                with _lock:
+                    if _recorders and not _compiled_calls_patched():
+                        _patch_compiled_calls()
+            return orig_compile(*args, **kwargs)
+
+        compile.__doc__, compile.__wrapped__ = orig_compile.__doc__, orig_compile
+        _set(torch, "compile", compile)
 
     from .distributed import install
 
@@ -155,7 +165,18 @@ def _patch_autograd_backward():
 _wrapper_code = None
 
 
+def _compiled_calls_patched() -> bool:
+    return any(name == "enter_exit_hooks" for _, name, _ in _undo)
+
+
 def _patch_compiled_calls():
+    try:
+        _patch_compile_wrappers()
+    except Exception:  # a torch whose Dynamo is laid out otherwise: compiled code is
+        pass  # then left to the recorder's compile checks
+
+
+def _patch_compile_wrappers():
     """Every call of a ``torch.compile``d function or module runs through its
     wrapper's ``enter_exit_hooks``: there the recorder steps off the mode stack for
     the call (the compiled code runs, and is cached, exactly as untraced) and
@@ -167,7 +188,8 @@ def _patch_compiled_calls():
     optimize = getattr(ef, "OptimizeContext", ctx)
     global _wrapper_code
     if _wrapper_code is None:
-        _wrapper_code = torch.compile(_nothing).__code__  # the code of every compile wrapper
+        # The code of every compile wrapper (nothing is compiled until it is called).
+        _wrapper_code = getattr(torch.compile, "__wrapped__", torch.compile)(_nothing, backend="eager").__code__
     wrapper_code = _wrapper_code
 
     def enter():

@@ -465,7 +465,13 @@ class Recorder(TorchFunctionMode):
             if _overrides(types):
                 return func(*args, **kwargs)
             with self:
-                return redispatch_function(func, types, args, kwargs)
+                # Through a frame with the user's file and line: torch's warnings from
+                # backward hooks (stacklevel counted from the engine) point there, as untraced.
+                f = source.user_frame(2)
+                if f is None:
+                    return redispatch_function(func, types, args, kwargs)
+                return source.call_as_user(f, f.f_lineno, redispatch_function, (func, types, args, kwargs),
+                                           {}, self.callers)
         if kind == ops.GRAD_MODE:
             out = func(*args, **kwargs)
             try:

@@ -110,6 +110,11 @@ def _slow_list(v, n, s):
 
 
 def _numpy_stats(a: np.ndarray):
+    with np.errstate(all="ignore"):  # the user's stderr gets no warning of ours
+        return _numpy_stats_quiet(a)
+
+
+def _numpy_stats_quiet(a: np.ndarray):
     flat = a.reshape(-1)
     s = float(flat.sum(dtype=np.float64))
     if _isfinite(s):
@@ -128,8 +133,7 @@ def _numpy_stats(a: np.ndarray):
     finite = flat[np.isfinite(flat)]
     mn = float(finite.min()) if finite.size else math.nan
     mx = float(finite.max()) if finite.size else math.nan
-    with np.errstate(all="ignore"):  # NaN with a NaN, else Inf with an Inf; never a warning
-        norm = math.sqrt(float(np.dot(flat, flat)))
+    norm = math.sqrt(float(np.dot(flat, flat)))  # NaN with a NaN, else Inf with an Inf
     return (mn, mx, s / flat.size, norm, nan, inf)
 
 

@@ -512,3 +512,30 @@ def test_a_compiled_module_is_recorded_under_its_class_name():
         y = cm(x)
     assert torch.equal(y, expected)
     assert "torch.compile(Sequential)" in [d["name"] for d in ops(tr.graph)]
+
+
+def test_a_function_compiled_inside_the_trace_is_recorded_as_one_op():
+    def g(x):
+        return x.sin() * 2
+
+    torch._dynamo.reset()
+    x = torch.randn(3)
+    with gradtrace.trace() as tr:
+        y = torch.compile(g, backend="eager")(x)
+    assert torch.equal(y, g(x))
+    assert [d["name"] for d in ops(tr.graph)] == ["torch.compile(g)"]
+
+
+def test_a_full_backward_hook_warning_points_at_the_users_line_once():
+    def run():
+        lin = torch.nn.Linear(2, 2)
+        lin.register_full_backward_hook(lambda m, gi, go: None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            lin(torch.ones(1, 2)).sum().backward()
+        return [(w.filename, w.lineno) for w in caught]
+
+    plain = run()
+    with gradtrace.trace():
+        traced_ = run()
+    assert traced_ == plain
