@@ -337,6 +337,7 @@ def test_a_compiled_function_runs_and_gives_the_untraced_result(backend):
     assert tr.meta["status"] == "ok"
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # torch's own, untraced too
 def test_jit_trace_of_a_module_works_under_tracing():
     torch.manual_seed(0)
     m = torch.nn.Linear(3, 2)
