@@ -25,17 +25,20 @@ def push_under(mode):
 
 
 def remove(mode) -> bool:
-    """Take ``mode`` off the stack wherever it is; return whether it was there."""
-    above = []
+    """Take every entry of ``mode`` off the stack, wherever it is (a signal landing
+    between a push and its ``with`` block can leave one more); return whether it
+    was there."""
+    kept, found = [], False
     try:
         while _depth() > 0:
             m = _pop()
             if m is mode:
-                return True
-            above.append(m)
-        return False
+                found = True
+            else:
+                kept.append(m)
+        return found
     finally:
-        for m in reversed(above):
+        for m in reversed(kept):
             _push(m)
 
 

@@ -84,6 +84,7 @@ class Trace:
             rec.modules.install()
             rec.__enter__()
         except BaseException:
+            modestack.remove(rec)
             rec.modules.remove()
             patches.detach(rec)
             raise
