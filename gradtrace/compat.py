@@ -79,11 +79,16 @@ except Exception:  # pragma: no cover - a torch without Dynamo
         return None
 
 
+def torch_is_building() -> bool:
+    """True while a compile context is open (AOT autograd on fake tensors: before 2.5
+    its calls reach function modes) or ``torch.jit.trace`` records."""
+    return _compile_context() is not None or jit_tracing_state() is not None
+
+
 def torch_is_busy() -> bool:
-    """True while torch compiles (Dynamo, AOT autograd on fake tensors: before 2.5 their
-    calls reach function modes) or ``torch.jit.trace`` records: the recorder must do
-    nothing then, or its own calls would become part of what torch builds."""
-    return is_compiling() or _compile_context() is not None or jit_tracing_state() is not None
+    """True while torch compiles or JIT-traces: the recorder must do nothing then, or
+    its own calls would become part of what torch builds."""
+    return is_compiling() or torch_is_building()
 
 _top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
 

@@ -27,7 +27,13 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from . import modestack, ops, source, stats
-from .compat import is_compiling, redispatch_function, saved_tensors_hooks_active, torch_is_busy
+from .compat import (
+    is_compiling,
+    redispatch_function,
+    saved_tensors_hooks_active,
+    torch_is_building,
+    torch_is_busy,
+)
 from .hidden import hidden, is_plain, no_function_modes
 from .modules import ModuleStack
 
@@ -438,7 +444,7 @@ class Recorder(TorchFunctionMode):
             return func(*args, **(kwargs or {}))
         if kwargs is None:
             kwargs = {}
-        if self._busy or threading.get_ident() != self.thread or torch_is_busy():
+        if self._busy or threading.get_ident() != self.thread or torch_is_building():
             # torch.jit.trace and compilation record every torch call, ours included
             return func(*args, **kwargs)
         spec = self._specs.get(func)

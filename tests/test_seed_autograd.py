@@ -2,6 +2,7 @@
 
 import torch
 from helpers import edges, grad_reaching, ops, outputs, tensors
+from models import Square
 
 import gradtrace
 
@@ -184,17 +185,6 @@ def test_saved_tensors_are_recorded_on_their_autograd_node():
 
 
 def test_custom_function_backward_ops_are_recorded_in_the_backward_phase():
-    class Square(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x * x
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return 2 * x * g
-
     with gradtrace.trace() as tr:
         x = torch.ones(2, requires_grad=True)
         Square.apply(x).sum().backward()

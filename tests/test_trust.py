@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import ops
+from models import Square
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.checkpoint import checkpoint
@@ -247,30 +248,26 @@ def test_an_outer_function_mode_sees_the_calls_it_sees_untraced(values):
     assert _under(LoggingMode, values, _small_step) == _under(LoggingMode, None, _small_step)
 
 
+def _logged_inside(mode_factory):
+    """The log of a mode the program enters itself."""
+    m = mode_factory()
+    with m:
+        _small_step()
+    return m.log
+
+
 @pytest.mark.parametrize("values", MODES)
 def test_a_function_mode_entered_inside_the_trace_sees_the_calls_it_sees_untraced(values):
-    def inner():
-        m = LoggingMode()
-        with m:
-            _small_step()
-        return m.log
-
     with gradtrace.trace(values=values):
-        log = inner()
-    assert log == inner()
+        log = _logged_inside(LoggingMode)
+    assert log == _logged_inside(LoggingMode)
 
 
 @pytest.mark.parametrize("values", MODES)
 def test_a_dispatch_mode_sees_the_aten_ops_it_sees_untraced(values):
-    def inner():
-        d = LoggingDispatch()
-        with d:
-            _small_step()
-        return d.log
-
     with gradtrace.trace(values=values):
-        log = inner()
-    assert log == inner()
+        log = _logged_inside(LoggingDispatch)
+    assert log == _logged_inside(LoggingDispatch)
 
 
 @pytest.mark.parametrize("values", MODES)
@@ -449,17 +446,6 @@ def test_a_keyboard_interrupt_from_a_signal_reaches_the_user_as_itself():
 
 
 def test_backward_through_the_pre_2_13_redispatch_records_custom_backward_ops(monkeypatch):
-    class Square(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x * x
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return g * 2 * x
-
     monkeypatch.setattr(recorder, "redispatch_function", compat._redispatch_by_copy)
     x = torch.tensor([1.0, 2.0], requires_grad=True)
     with gradtrace.trace() as tr:
