@@ -28,15 +28,20 @@ def remove(mode) -> bool:
     """Take every entry of ``mode`` off the stack, wherever it is (a signal landing
     between a push and its ``with`` block can leave one more); return whether it
     was there."""
-    kept, found = [], False
+    return sweep(lambda m: m is mode) > 0
+
+
+def sweep(dead) -> int:
+    """Take every mode for which ``dead(mode)`` is true off the stack; return how many."""
+    kept, n = [], 0
     try:
         while _depth() > 0:
             m = _pop()
-            if m is mode:
-                found = True
+            if dead(m):
+                n += 1
             else:
                 kept.append(m)
-        return found
+        return n
     finally:
         for m in reversed(kept):
             _push(m)

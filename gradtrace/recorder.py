@@ -132,6 +132,11 @@ class Recorder(TorchFunctionMode):
         self._saved_attrs: dict = {}
         self._key = f"gradtrace:{id(self)}"
         self._busy = False
+        # Set when the trace ends. torch re-pushes a mode it popped in a generator
+        # (overrides._pop_mode_temporarily) when that generator is closed: a signal
+        # landing inside it can put an ended recorder back on the stack after the
+        # trace removed it. Closed, it only passes calls through.
+        self._closed = False
         self._bw = None  # the backward node id while a backward call runs
         self._op_id = None  # the op being recorded (for grad_fn attribution)
         self._pending_saved: list = []
@@ -444,7 +449,7 @@ class Recorder(TorchFunctionMode):
             return func(*args, **(kwargs or {}))
         if kwargs is None:
             kwargs = {}
-        if self._busy or threading.get_ident() != self.thread or torch_is_building():
+        if self._busy or self._closed or threading.get_ident() != self.thread or torch_is_building():
             # torch.jit.trace and compilation record every torch call, ours included
             return func(*args, **kwargs)
         spec = self._specs.get(func)

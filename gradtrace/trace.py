@@ -77,6 +77,7 @@ class Trace:
             raise RuntimeError("gradtrace.trace() is already active on this thread: traces do not nest")
         if self._rec is not None:
             raise RuntimeError("this gradtrace.trace() has already run; start a new one")
+        modestack.sweep(_ended)  # recorders torch put back after their trace ended
         rec = self._rec = Recorder(self.values_mode)
         self.meta["math_start"] = math_settings()
         patches.attach(rec)
@@ -95,6 +96,7 @@ class Trace:
         # Nothing here may replace the user's exception: each step is kept apart,
         # and what fails is noted in the trace.
         rec = self._rec
+        rec._closed = True
         problems = []
         for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
                      rec.callers.clear):  # callers hold the traced code's module globals
@@ -171,6 +173,10 @@ class Trace:
 
     def _repr_pretty_(self, p, cycle):
         p.text(self.summary())
+
+
+def _ended(mode) -> bool:
+    return isinstance(mode, Recorder) and mode._closed
 
 
 def trace(values: str = "stats", **kwargs) -> Trace:

@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.checkpoint import checkpoint
 
 import gradtrace
-from gradtrace import compat, patches, recorder
+from gradtrace import compat, modestack, patches, recorder
 
 MODES = ["none", "stats", "all"]
 
@@ -438,8 +438,31 @@ def test_a_keyboard_interrupt_from_a_signal_reaches_the_user_as_itself():
     finally:
         signal.signal(signal.SIGALRM, old)
     assert seen == {"KeyboardInterrupt": 12}
-    assert torch._C._len_torch_function_stack() == 0
     assert patches.active() == 0
+
+
+def test_an_ended_recorder_that_torch_puts_back_on_the_stack_records_nothing():
+    # torch's _pop_mode_temporarily re-pushes the mode it popped when its generator is
+    # closed; a signal landing inside it does that after the trace has ended.
+    with gradtrace.trace() as tr:
+        pass
+    torch._C._push_on_torch_function_stack(tr._rec)
+    try:
+        y = torch.ones(2) + 1
+        n_ops = len(tr._rec.ops)
+    finally:
+        removed = modestack.remove(tr._rec)
+    assert torch.equal(y, torch.full((2,), 2.0))
+    assert (n_ops, removed) == (0, True)
+
+
+def test_a_new_trace_sweeps_ended_recorders_off_the_stack():
+    with gradtrace.trace() as old:
+        pass
+    torch._C._push_on_torch_function_stack(old._rec)
+    with gradtrace.trace():
+        stack = [torch._C._get_function_stack_at(i) for i in range(torch._C._len_torch_function_stack())]
+    assert old._rec not in stack
 
 
 # -- torch versions --------------------------------------------------------------------
