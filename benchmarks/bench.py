@@ -18,6 +18,8 @@ models  forward+backward of a CIFAR ResNet-18 and a small GPT (benchmarks/models
 scale   traces of 10k, 100k and 1M ops (``--max-ops``): recording time and peak
         Python heap (tracemalloc, a separate pass) per op, graph build, ``save``,
         ``load``, and DOT export at the default module depth.
+run     ``gradtrace run`` against ``python`` on a generated 200k-op script, end to end,
+        each run its own process: wall time and peak RSS (``run_scale.py``).
 
 Every figure is the median of ``--reps`` runs, the variants of one row interleaved
 run by run so that drift on a shared machine hits them alike.
@@ -340,6 +342,13 @@ def section_scale(cfg) -> dict:
     return {"rows": rows, "max_dot_ops": cfg["max_dot_ops"]}
 
 
+def section_run(cfg) -> dict:
+    """``gradtrace run`` against ``python`` on one generated loop script (run_scale.py)."""
+    import run_scale
+
+    return run_scale.measure(cfg["run_ops"], cfg["reps_run"])
+
+
 def section_memory(cfg) -> dict:
     """Peak memory of one backward call of MIB MiB of Linear weights, each variant in
     a fresh process (``peak_memory.py``)."""
@@ -391,6 +400,13 @@ def tables(result) -> list:
                     ["ops", "record µs/op", "vs smallest", "peak heap B/op", "kept B/op",
                      "vs smallest", "build s", "save s", "load s",
                      f"DOT s (depth {DEFAULT_DEPTH})", "reps"], rows))
+    if "run" in result:
+        r = result["run"]
+        rows = [["python", _f(r["python_s"], ".2f"), _f(r["python_mib"], ".0f"), "1.00x", "1.00x"],
+                ["gradtrace run", _f(r["gradtrace_s"], ".2f"), _f(r["gradtrace_mib"], ".0f"),
+                 _f(r["time_ratio"], ".2f") + "x", _f(r["memory_ratio"], ".2f") + "x"]]
+        out.append((f"End to end: a {r['ops']:,}-op script (values='{r['values']}', {r['reps']} runs)",
+                    ["command", "s", "peak RSS MiB", "time ratio", "memory ratio"], rows))
     if "memory" in result:
         base = result["memory"]["rows"][0]["backward_peak_rise_mib"]
         rows = [[r["mode"], _f(r["weights_mib"], ".0f"), _f(r["backward_peak_rise_mib"], ".1f"),
@@ -449,6 +465,8 @@ def config(args) -> dict:
         "no_torchlens": args.no_torchlens,
         "cpu_only": args.cpu_only,
         "memory_mib": 16 if tiny else 256,
+        "run_ops": 2_000 if tiny else 200_000,
+        "reps_run": 1 if tiny else 3,
     }
 
 
@@ -457,8 +475,8 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", "--quick", action="store_true",
                    help="the smoke configuration: tiny models, few ops, one repetition")
     p.add_argument("--reps", type=int, default=None, help="repetitions per measurement (median)")
-    p.add_argument("--sections", default="loop,models,scale,memory",
-                   help="comma-separated: loop,models,scale,memory")
+    p.add_argument("--sections", default="loop,models,scale,run,memory",
+                   help="comma-separated: loop,models,scale,run,memory")
     p.add_argument("--max-ops", type=int, default=None,
                    help="largest scale trace (default 1,000,000; 100000 skips the 1M row)")
     p.add_argument("--max-dot-ops", type=int, default=None,
@@ -471,7 +489,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = config(args)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"loop", "models", "scale", "memory"}
+    unknown = set(sections) - {"loop", "models", "scale", "run", "memory"}
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")
     info = machine()
@@ -480,7 +498,7 @@ def main(argv=None) -> int:
           flush=True)
     result: dict = {"machine": info, "config": cfg}
     started = time.perf_counter()
-    for s in ("loop", "models", "scale", "memory"):
+    for s in ("loop", "models", "scale", "run", "memory"):
         if s in sections:
             t0 = time.perf_counter()
             result[s] = globals()[f"section_{s}"](cfg)

@@ -20,10 +20,12 @@ def test_benchmark_runs_on_the_tiny_configuration(tmp_path):
     text = proc.stdout
     for row in ("untraced", "no-op mode", "gradtrace none", "gradtrace stats", "gradtrace all",
                 "torch.profiler", "resnet18 forward+backward on cpu", "gpt forward+backward on cpu",
-                "Loop of", "Scale"):
+                "Loop of", "Scale", "End to end"):
         assert row in text, f"{row!r} missing from the benchmark's output:\n{text[-3000:]}"
     result = json.loads(out.read_text())
-    assert {"machine", "loop", "models", "scale"} <= set(result)
+    assert {"machine", "loop", "models", "scale", "run"} <= set(result)
+    assert result["run"]["exit_codes"] == [0]
+    assert result["run"]["gradtrace_s"] > 0 and result["run"]["python_mib"] > 0
     assert [r["variant"] for r in result["loop"]["rows"]] == [
         "untraced", "no-op mode", "gradtrace none", "gradtrace stats", "gradtrace all"]
     assert len(result["models"]["tables"]) == 2

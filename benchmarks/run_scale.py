@@ -1,0 +1,87 @@
+"""``gradtrace run`` against ``python`` on one generated script, end to end.
+
+    python benchmarks/run_scale.py              # 200,000 ops, values none, 3 runs each
+    python benchmarks/run_scale.py --ops 2000 --reps 1
+
+The script is a loop of two small ops (``y = x + 1; x = y * 0.5`` on 8 elements), the shape
+of a long training loop without modules. Each run is its own process; wall time and peak
+resident memory (``os.wait4``'s ``ru_maxrss``) are medians over ``--reps``. Prints one JSON
+line: ``{"ops", "python_s", "python_mib", "gradtrace_s", "gradtrace_mib", "time_ratio",
+"memory_ratio", "exit_codes"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCRIPT = """import torch
+x = torch.ones(8)
+for i in range({iterations}):
+    y = x + 1
+    x = y * 0.5
+print(float(x.sum()))
+"""
+
+
+def timed(cmd: list) -> tuple:
+    """Run ``cmd`` to its end; return (seconds, peak RSS in MiB, exit code)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode != 0:
+        sys.stderr.write(err[-2000:])
+    return seconds, usage.ru_maxrss / 1024, proc.returncode
+
+
+def measure(ops: int, reps: int, values: str = "none") -> dict:
+    """Return the medians of ``reps`` interleaved runs of python and gradtrace run."""
+    tmp = Path(tempfile.mkdtemp(prefix="gradtrace-run-scale-"))
+    try:
+        script = tmp / "loop.py"
+        script.write_text(SCRIPT.format(iterations=ops // 2), encoding="utf-8")
+        gradtrace = [sys.executable, "-m", "gradtrace", "run", "--values", values,
+                     "-o", str(tmp / "out"), str(script)]
+        py, gt, codes = [], [], set()
+        for _ in range(reps):
+            for cmd, acc in (([sys.executable, str(script)], py), (gradtrace, gt)):
+                s, mib, code = timed(cmd)
+                acc.append((s, mib))
+                codes.add(code)
+                shutil.rmtree(tmp / "out", ignore_errors=True)
+        med = {name: (statistics.median(s for s, _ in acc), statistics.median(m for _, m in acc))
+               for name, acc in (("python", py), ("gradtrace", gt))}
+        return {"ops": ops, "values": values, "reps": reps,
+                "python_s": med["python"][0], "python_mib": med["python"][1],
+                "gradtrace_s": med["gradtrace"][0], "gradtrace_mib": med["gradtrace"][1],
+                "time_ratio": med["gradtrace"][0] / med["python"][0],
+                "memory_ratio": med["gradtrace"][1] / med["python"][1],
+                "exit_codes": sorted(codes)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ops", type=int, default=200_000, help="ops the script runs (default 200,000)")
+    p.add_argument("--reps", type=int, default=3, help="runs of each command (median)")
+    p.add_argument("--values", default="none", choices=["none", "stats", "all"])
+    args = p.parse_args(argv)
+    print(json.dumps(measure(args.ops, args.reps, args.values)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
