@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import networkx as nx
 import pydot
@@ -40,8 +41,29 @@ class GraphvizMissing(RuntimeError):
     """Graphviz's ``dot`` program is not installed."""
 
 
+# Control characters (C0 and DEL) are shown as their Unicode pictures (U+2400...):
+# Graphviz rejects most of them, and a label must say what is in the trace.
+_CONTROLS = {c: 0x2400 + c for c in range(0x20)} | {0x7F: 0x2421}
+_CONTROLS[ord("\n")] = _CONTROLS[ord("\r")] = _CONTROLS[ord("\t")] = ord(" ")
+
+
 def _esc(text) -> str:
-    return str(text).replace("\\", "\\\\").replace("\n", " ")
+    """Text from the trace, escaped for a DOT label (a backslash stays a backslash)."""
+    return str(text).replace("\\", "\\\\").translate(_CONTROLS)
+
+
+_QUOTED = ("label", "tooltip")
+
+
+def _quoted(attrs: dict) -> dict:
+    """``attrs`` with the label and tooltip given to pydot already quoted: pydot passes a
+    value that looks quoted (``"..."``) or like HTML (``<...>``) through as it is, so a
+    label from the trace could otherwise break out of its string."""
+    for k in _QUOTED:
+        v = attrs.get(k)
+        if isinstance(v, str):
+            attrs[k] = '"' + v.replace('"', '\\"').replace("\n", "\\n") + '"'
+    return attrs
 
 
 def _short_shape(shape) -> str:
@@ -51,8 +73,8 @@ def _short_shape(shape) -> str:
 def _tensor_label(d: dict) -> str:
     name = d.get("label") or f"t{d['tid']}"
     head = f"{_esc(name)} v{d['version']}" if d.get("version") else _esc(name)
-    return f"{head}\\n{_short_shape(d.get('shape'))} {d.get('dtype')}" + (
-        f" {d['device']}" if d.get("device") not in (None, "cpu") else ""
+    return f"{head}\\n{_short_shape(d.get('shape'))} {_esc(d.get('dtype'))}" + (
+        f" {_esc(d['device'])}" if d.get("device") not in (None, "cpu") else ""
     )
 
 
@@ -97,8 +119,8 @@ class _Drawer:
         if c is None:
             parent = self.cluster(path.rsplit(".", 1)[0]) if "." in path else self.dot
             mod = self.G.nodes.get(f"mod:{path}", {})
-            c = pydot.Cluster(f"c{len(self.clusters)}", label=_esc(f"{path} ({mod.get('type', '?')})"),
-                              style="rounded", color="#999999", fontsize="9")
+            c = pydot.Cluster(f"c{len(self.clusters)}", **_quoted(dict(
+                label=_esc(f"{path} ({mod.get('type', '?')})"), style="rounded", color="#999999", fontsize="9")))
             parent.add_subgraph(c)
             self.clusters[path] = c
         return c
@@ -109,10 +131,10 @@ class _Drawer:
         self.drawn.add(node)
         if node in self.highlight:
             attrs.update(penwidth="3", color="#cc0000")
-        (where or self.dot).add_node(pydot.Node(self.nid(node), **attrs))
+        (where or self.dot).add_node(pydot.Node(self.nid(node), **_quoted(attrs)))
 
     def add_edge(self, u, v, **attrs):
-        self.dot.add_edge(pydot.Edge(self.nid(u), self.nid(v), **attrs))
+        self.dot.add_edge(pydot.Edge(self.nid(u), self.nid(v), **_quoted(attrs)))
 
     def tensor(self, n, where=None):
         d = self.G.nodes[n]
@@ -194,7 +216,7 @@ class _Drawer:
                               fontcolor="#cc0000")
             elif k == "view_of" and u in self.drawn and v in self.drawn:
                 self.add_edge(u, v, color="#3d85c6", style="dotted", penwidth="2",
-                              label=d.get("alias") or "view", fontcolor="#3d85c6", constraint="false")
+                              label=_esc(d.get("alias") or "view"), fontcolor="#3d85c6", constraint="false")
             elif k == "moved_to" and u in self.drawn and v in self.drawn and u != v:
                 self.add_edge(u, v, color="#674ea7", style="bold",
                               label=_esc(f"{d.get('src_device')}→{d.get('dst_device')}"
@@ -261,16 +283,17 @@ class _Drawer:
                 self.tensor(n)
             elif k == "storage":
                 self.add_node(n, shape="box3d", style="filled", fillcolor="#fff2cc",
-                              label=_esc(f"{n} {d.get('device')}\\n{d.get('nbytes')} B {d.get('origin')}"))
+                              label=f"{_esc(n)} {_esc(d.get('device'))}\\n{d.get('nbytes')} B {_esc(d.get('origin'))}")
             elif k == "numpy":
                 self.add_node(n, shape="component", style="filled", fillcolor="#fce5cd",
-                              label=_esc(f"ndarray {n}\\n{_short_shape(d.get('shape'))} {d.get('dtype')}"))
+                              label=f"ndarray {_esc(n)}\\n{_short_shape(d.get('shape'))} {_esc(d.get('dtype'))}")
         for u, v, d in G.edges(data=True):
             k = d.get("kind")
             if k == "in_storage":
                 self.add_edge(u, v, color="#999999", arrowhead="none")
             elif k == "view_of":
-                self.add_edge(u, v, color="#3d85c6", style="dotted", penwidth="2", label=d.get("alias") or "view")
+                self.add_edge(u, v, color="#3d85c6", style="dotted", penwidth="2",
+                              label=_esc(d.get("alias") or "view"))
             elif k == "next_version":
                 op = G.nodes.get(d.get("op") or "", {})
                 label = op.get("name", "external write") if op else "external write"
@@ -310,19 +333,44 @@ def have_graphviz() -> bool:
     return shutil.which("dot") is not None
 
 
+class RenderError(RuntimeError):
+    """Graphviz could not draw a DOT text, or the drawing could not be written; the
+    message is one line."""
+
+
 def render(dot_text: str, fmt: str = "svg", timeout: float = 120) -> bytes:
     """Render DOT text with Graphviz and return the image bytes.
 
-    Raises :class:`GraphvizMissing` when ``dot`` is not installed."""
+    Raises :class:`GraphvizMissing` when ``dot`` is not installed, and
+    :class:`RenderError` (one line) when it fails or runs past ``timeout`` seconds."""
     exe = shutil.which("dot")
     if exe is None:
         raise GraphvizMissing("Graphviz's 'dot' is not installed (apt-get install graphviz); "
                               "SVG and PNG need it, DOT text does not")
-    r = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True,
-                       timeout=timeout)
+    try:
+        r = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"Graphviz's dot did not finish drawing in {timeout:g} s") from None
+    except OSError as e:
+        raise RenderError(f"Graphviz's dot could not be run ({e.strerror or e})") from None
     if r.returncode != 0:
-        raise RuntimeError(f"dot failed: {r.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
+        lines = r.stderr.decode(errors="replace").strip().splitlines()
+        raise RenderError(f"Graphviz's dot failed (exit {r.returncode})" + (f": {lines[-1].strip()}" if lines else ""))
     return r.stdout
+
+
+def render_to_file(dot_text: str, fmt: str, path) -> Path:
+    """Render DOT text with Graphviz into the file ``path``; return its path.
+
+    Raises :class:`GraphvizMissing`, or :class:`RenderError` (one line) when Graphviz
+    fails or the file cannot be written."""
+    data = render(dot_text, fmt)
+    try:
+        Path(path).write_bytes(data)
+    except OSError as e:
+        raise RenderError(f"cannot write {path} ({e.strerror or e})") from None
+    return Path(path)
 
 
 def render_svg(G, view: str = "forward", depth: int = DEFAULT_DEPTH):

@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from .tracefile import DOT_FILE, TRACE_FILE, VALUES_FILE, TraceError
+from .tracefile import DOT_FILE, TRACE_FILE, VALUES_FILE, TraceError, check_path
 
 _RANK_DIR = re.compile(r"^rank(\d+)$")
 # What ``gradtrace run`` writes into a trace folder (report.write_run_outputs).
@@ -98,6 +98,7 @@ def load_ranks(path) -> dict:
     is neither, or for a rank whose trace cannot be read."""
     from .trace import load
 
+    check_path(path)
     folders = rank_folders(path)
     if folders:
         return {k: load(d) for k, d in folders.items()}
@@ -116,6 +117,7 @@ def load_rank(path, rank: int | None = None):
     that rank."""
     from .trace import load
 
+    check_path(path)
     folders = rank_folders(path)
     if folders:
         if rank is None:

@@ -13,7 +13,7 @@ import torch
 from . import __version__, modestack, patches
 from .build import FORMAT, build_graph
 from .recorder import Recorder
-from .tracefile import load_graph, load_values, save
+from .tracefile import DOT_FILE, load_graph, load_values, save
 
 VALUES = ("none", "stats", "all")
 _active = threading.local()
@@ -144,16 +144,32 @@ class Trace:
 
     def save(self, folder, dot: bool = True) -> Path:
         """Write the trace folder (``trace.json``, ``values.safetensors``, ``graph.dot``);
-        return its path."""
+        return its path.
+
+        ``graph.dot`` is left out (with a note on standard error) when the drawing would
+        be too big to lay out (:data:`gradtrace.drawsize.SVG_MAX_LINES`); values that
+        safetensors cannot hold are listed in ``values_not_saved``."""
         text = None
         if dot:
-            from .dot import to_dot
+            text = self._dot_text(Path(folder))
+        out = save(self.graph, folder, self.values, text)
+        if dot and text is None:
+            (out / DOT_FILE).unlink(missing_ok=True)  # an earlier trace's drawing would misstate this one
+        return out
 
-            try:
-                text = to_dot(self.graph)
-            except Exception as e:  # a drawing problem must not lose the trace
-                print(f"gradtrace: graph.dot not written ({type(e).__name__}: {e})", file=sys.stderr)
-        return save(self.graph, folder, self.values, text)
+    def _dot_text(self, folder: Path):
+        from .dot import DEFAULT_DEPTH, to_dot
+        from .drawsize import too_big_to_draw
+
+        try:
+            why = too_big_to_draw(self.graph, DEFAULT_DEPTH)
+            if why:
+                print(f"gradtrace: note: {folder / 'graph.dot'} not written: {why}", file=sys.stderr)
+                return None
+            return to_dot(self.graph)
+        except Exception as e:  # a drawing problem must not lose the trace
+            print(f"gradtrace: graph.dot not written ({type(e).__name__}: {e})", file=sys.stderr)
+            return None
 
     def summary(self) -> str:
         """Return a plain-text summary of the trace."""
@@ -191,11 +207,14 @@ def trace(values: str = "stats", **kwargs) -> Trace:
 def load(path) -> Trace:
     """Load a saved trace folder and return it as a :class:`Trace` (never unpickles).
 
-    Raises ``gradtrace.TraceError`` (one line) when the folder is not a readable trace."""
+    The folder is checked against the trace format (:mod:`gradtrace.schema`) here,
+    once, so what the returned trace holds is what the format promises. Raises
+    ``gradtrace.TraceError`` (one line) when the folder is not a readable, well-formed
+    trace."""
     t = Trace(values="none")
     t._graph = load_graph(path)
     t.meta = t._graph.graph
     t.values_mode = t.meta.get("values", "none")
-    t._values = load_values(path)
+    t._values = load_values(path, t._graph)
     t.path = Path(path)
     return t

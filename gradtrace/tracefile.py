@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from itertools import count
 from pathlib import Path
 
 import networkx as nx
+import torch
 
 from .build import FORMAT, gc_paused
+from .schema import FormatViolation, check_data, check_refs, check_values
 
 TRACE_FILE = "trace.json"
 VALUES_FILE = "values.safetensors"
@@ -44,53 +48,64 @@ def _clean(obj):
 
 
 _STAT_FLOATS = ("min", "max", "mean", "norm")
-_RESTORE_KEYS = frozenset(("stats", "prior", "received"))
+_FLOAT_WORDS = ("nan", "inf", "-inf")
+_RESTORE_KEYS = frozenset(("stats", "prior", "received", "local", "reduced"))
 
 
 def _restore(attrs: dict):
-    for key in ("stats", "prior"):
+    for key in ("stats", "prior", "local", "reduced"):
         s = attrs.get(key)
         if isinstance(s, dict):
             for k in _STAT_FLOATS:
-                if isinstance(s.get(k), str):
+                if s.get(k) in _FLOAT_WORDS:
                     s[k] = float(s[k])
     rec = attrs.get("received")
     if isinstance(rec, dict):
         _restore(rec)
 
 
-def _node_link_data(G: nx.MultiDiGraph) -> dict:
-    """``networkx.node_link_data(G, edges="edges")``, the same dict in the same order,
-    without networkx's per-edge view machinery."""
-    if type(G) is not nx.MultiDiGraph:
-        return nx.node_link_data(G, edges="edges")
-    return {
-        "directed": True,
-        "multigraph": True,
-        "graph": G.graph,
-        "nodes": [{**d, "id": n} for n, d in G._node.items()],
-        "edges": [
-            {**d, "source": u, "target": v, "key": k}
-            for u, nbrs in G._succ.items()
-            for v, keydict in nbrs.items()
-            for k, d in keydict.items()
-        ],
-    }
+_CHUNK = 4096  # nodes or edges per encoder call: C-encoder speed, bounded memory
 
 
-def _dumps(data) -> str:
+def _encode(items: list) -> str:
+    """JSON text of a list of node or edge dicts, without the brackets."""
     # json.dumps runs the C encoder (json.dump streams through the pure-Python one,
-    # several times slower). The fast attempt refuses NaN and Inf; only a graph that
+    # several times slower). The fast attempt refuses NaN and Inf; only a chunk that
     # holds some pays for the cleaning pass.
     try:
-        return json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+        text = json.dumps(items, separators=(",", ":"), allow_nan=False, default=str)
     except ValueError:
-        pass
-    data = dict(data)
-    data["graph"] = _clean(data["graph"])
-    data["nodes"] = [_clean_attrs(d) for d in data["nodes"]]
-    data["edges"] = [_clean_attrs(d) for d in data["edges"]]
-    return json.dumps(data, separators=(",", ":"), allow_nan=False)
+        text = json.dumps([_clean_attrs(d) for d in items], separators=(",", ":"), allow_nan=False, default=str)
+    return text[1:-1]
+
+
+def _write_items(f, items) -> None:
+    first = True
+    chunk = []
+    for d in items:
+        chunk.append(d)
+        if len(chunk) == _CHUNK:
+            f.write(("" if first else ",") + _encode(chunk))
+            first, chunk = False, []
+    if chunk:
+        f.write(("" if first else ",") + _encode(chunk))
+
+
+def _write_json(G: nx.MultiDiGraph, f, graph: dict) -> None:
+    """Write ``networkx.node_link_data(G, edges="edges")`` as JSON to ``f``, node by
+    node and edge by edge (the text of a large trace is never held whole)."""
+    try:
+        head = json.dumps(graph, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        head = json.dumps(_clean(graph), separators=(",", ":"), allow_nan=False, default=str)
+    f.write('{"directed":true,"multigraph":true,"graph":' + head + ',"nodes":[')
+    _write_items(f, ({**d, "id": n} for n, d in G._node.items()))
+    f.write('],"edges":[')
+    _write_items(f, ({**d, "source": u, "target": v, "key": k}
+                     for u, nbrs in G._succ.items()
+                     for v, keydict in nbrs.items()
+                     for k, d in keydict.items()))
+    f.write("]}")
 
 
 def _clean_attrs(d: dict) -> dict:
@@ -107,24 +122,108 @@ def _clean_attrs(d: dict) -> dict:
     return out
 
 
+# What safetensors holds faithfully; anything else is recorded in ``values_not_saved``.
+_SAFETENSORS_DTYPES = frozenset(
+    getattr(torch, n) for n in (
+        "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
+        "complex64", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
+        "float8_e5m2fnuz")
+    if hasattr(torch, n))
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}"
+
+
+def _value_to_save(v):
+    """``(CPU contiguous tensor, None)`` for a value safetensors can hold as it is,
+    else ``(None, why not)``."""
+    if not isinstance(v, torch.Tensor):
+        return None, f"not a tensor ({type(v).__name__})"
+    try:
+        if v.is_quantized:
+            return None, f"quantized tensor ({str(v.dtype).replace('torch.', '')}): safetensors has no such dtype"
+        if v.layout != torch.strided:
+            return None, f"{str(v.layout).replace('torch.', '')} layout: safetensors holds strided tensors only"
+        if v.dtype not in _SAFETENSORS_DTYPES:
+            return None, f"dtype {str(v.dtype).replace('torch.', '')}: safetensors has no such dtype"
+        t = v.detach()
+        if t.device.type != "cpu":
+            t = t.to("cpu")
+        t = t.contiguous()
+        t.data_ptr()  # a tensor without storage (torch.func wrappers) raises here, not in save_file
+        return t, None
+    except Exception as e:
+        return None, _one_line(e)
+
+
+def _save_values(values: dict, vpath: Path) -> dict:
+    """Write the values safetensors can hold to ``vpath``; return ``{key: why not}``
+    for the others (all of them when the file cannot be written)."""
+    from safetensors.torch import save_file
+
+    keep, not_saved = {}, {}
+    for k, v in values.items():
+        t, why = _value_to_save(v)
+        if why is None:
+            keep[str(k)] = t
+        else:
+            not_saved[str(k)] = why
+    if vpath.exists():
+        vpath.unlink()
+    if keep:
+        try:
+            save_file(keep, str(vpath))
+            _chmod_like_open(vpath)
+        except Exception as e:
+            why = f"values.safetensors could not be written ({_one_line(e)})"
+            not_saved.update(dict.fromkeys(keep, why))
+            vpath.unlink(missing_ok=True)
+    return not_saved
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no way to read it without setting it
+    os.umask(mask)
+    return mask
+
+
+def _chmod_like_open(path: Path) -> None:
+    # safetensors writes through a private temporary file (mode 0600); the other
+    # files of the folder are made by open(), 0666 less the umask.
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def save(G: nx.MultiDiGraph, folder, values: dict | None = None, dot: str | None = None) -> Path:
-    """Write ``G`` (and captured values, and a DOT text) into ``folder``; return its path."""
+    """Write ``G`` (and captured values, and a DOT text) into ``folder``; return its path.
+
+    Values safetensors cannot hold faithfully (quantized, complex32, sparse, tensors
+    without storage) are left out, each with its reason in the written graph attribute
+    ``values_not_saved``; the trace itself is always written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with gc_paused():
-        text = _dumps(_node_link_data(G))
+    if type(G) is not nx.MultiDiGraph:
+        G = nx.MultiDiGraph(G)
+    graph = G.graph
+    not_saved = _save_values(values, folder / VALUES_FILE) if values else None
+    if not values and (folder / VALUES_FILE).exists():
+        (folder / VALUES_FILE).unlink()
+    if not_saved:
+        graph = {**graph, "values_not_saved": not_saved}
+        print(f"gradtrace: note: {len(not_saved)} captured value(s) not saved in {VALUES_FILE} (why: "
+              f"values_not_saved in {TRACE_FILE})", file=sys.stderr)
     tmp = folder / (TRACE_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    del text
+    with open(tmp, "w", encoding="utf-8") as f, gc_paused():
+        _write_json(G, f, graph)
     tmp.replace(folder / TRACE_FILE)
-    vpath = folder / VALUES_FILE
-    if values:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in values.items()}, str(vpath))
-    elif vpath.exists():
-        vpath.unlink()
     if dot is not None:
         (folder / DOT_FILE).write_text(dot, encoding="utf-8")
     return folder
@@ -138,35 +237,72 @@ def trace_path(path) -> Path:
     return p
 
 
+def check_path(path) -> Path:
+    """Return ``path`` as a Path when it names something that can be read.
+
+    Raises :class:`TraceError` (one line) for an empty path, a missing one, a broken
+    or looping symbolic link, or one that cannot be read."""
+    if path is None or str(path) == "":
+        raise TraceError("no trace folder given (the path is empty)")
+    p = Path(path)
+    try:
+        os.stat(p)
+    except FileNotFoundError:
+        if os.path.lexists(p):
+            raise TraceError(f"{path}: a symbolic link to nothing ({os.readlink(p)} does not exist)") from None
+        raise TraceError(f"{path}: no such trace folder or file") from None
+    except OSError as e:
+        raise TraceError(f"{path}: cannot be read ({e.strerror})") from None
+    return p
+
+
 def load_graph(path) -> nx.MultiDiGraph:
-    """Read a trace folder (or its ``trace.json``) and return its graph.
+    """Read a trace folder (or its ``trace.json``), check it against the format
+    (:mod:`gradtrace.schema`) and return its graph.
 
     Raises :class:`TraceError` with a one-line message for a missing, corrupt,
-    foreign or newer-version file."""
+    foreign, newer-version or malformed file."""
+    check_path(path)
     p = trace_path(path)
-    if not Path(path).exists():
-        raise TraceError(f"{path}: no such trace folder or file")
     if not p.is_file():
         raise TraceError(f"{path}: not a gradtrace trace (no {TRACE_FILE} in it)")
+    with gc_paused():  # millions of acyclic dicts: each collection would walk them all again
+        return _read_graph(p)
+
+
+def _read_graph(p: Path) -> nx.MultiDiGraph:
     try:
-        with open(p, encoding="utf-8") as f, gc_paused():
+        with open(p, encoding="utf-8") as f:
             data = json.load(f)
     except UnicodeDecodeError:
         raise TraceError(f"{p}: not a gradtrace trace (not UTF-8 JSON)") from None
     except json.JSONDecodeError as e:
         raise TraceError(f"{p}: corrupt trace file (invalid JSON at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise TraceError(f"{p}: corrupt trace file (JSON nested too deeply to read)") from None
+    except ValueError as e:  # e.g. an integer too long to convert
+        raise TraceError(f"{p}: corrupt trace file ({' '.join(str(e).split())[:200]})") from None
+    except OSError as e:
+        raise TraceError(f"{p}: cannot be read ({e.strerror or e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("graph"), dict) or "nodes" not in data:
         raise TraceError(f"{p}: not a gradtrace trace (no graph in it)")
     fmt = data["graph"].get("format")
     if fmt != FORMAT:
         if isinstance(fmt, str) and fmt.startswith("gradtrace/"):
             raise TraceError(f"{p}: trace format {fmt} is not supported (this gradtrace reads {FORMAT})")
-        raise TraceError(f"{p}: not a gradtrace trace (format is {fmt!r}, expected {FORMAT!r})")
+        raise TraceError(f"{p}: not a gradtrace trace (format is {_short(fmt)}, expected {FORMAT!r})")
     try:
-        with gc_paused():
-            return _node_link_graph(data)
-    except Exception as e:
-        raise TraceError(f"{p}: corrupt trace file ({type(e).__name__}: {e})") from None
+        refs = check_data(data)
+        G = _node_link_graph(data)
+        check_refs(refs, G._node)
+    except FormatViolation as e:
+        raise TraceError(f"{p}: malformed trace: {e}") from None
+    return G
+
+
+def _short(x) -> str:
+    r = repr(x)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def _node_id(x):
@@ -175,24 +311,17 @@ def _node_id(x):
 
 def _node_link_graph(data: dict) -> nx.MultiDiGraph:
     """``networkx.node_link_graph(data, directed=True, multigraph=True, edges="edges")``
-    with the statistics restored, filling the graph's dictionaries directly (what
-    ``add_node``/``add_edge`` would do, without their per-call checks and cache
-    clearing); the result is an ordinary ``MultiDiGraph``."""
-    if data.get("multigraph", True) is not True or data.get("directed", True) is not True:
-        G = nx.node_link_graph(data, directed=True, multigraph=True, edges="edges")
-        for _, attrs in G.nodes(data=True):
-            _restore(attrs)
-        for _, _, attrs in G.edges(data=True):
-            _restore(attrs)
-        return G
+    of data that passed :func:`gradtrace.schema.check_data`, with the statistics
+    restored, filling the graph's dictionaries directly (what ``add_node``/``add_edge``
+    would do, without their per-call checks and cache clearing); the result is an
+    ordinary ``MultiDiGraph``."""
     G = nx.MultiDiGraph()
-    graph = data.get("graph", {})
-    G.graph = graph
+    G.graph = data["graph"]
     nodes, succ, pred = G._node, G._succ, G._pred
     restore = _RESTORE_KEYS.isdisjoint
     c = count()
     for d in data["nodes"]:
-        n = _node_id(d.pop("id")) if "id" in d else next(c)
+        n = d.pop("id") if "id" in d else next(c)
         if not restore(d):
             _restore(d)
         if n in nodes:
@@ -201,25 +330,20 @@ def _node_link_graph(data: dict) -> nx.MultiDiGraph:
             nodes[n] = d
             succ[n] = {}
             pred[n] = {}
-    for d in data["edges"]:
+    for i, d in enumerate(data.get("edges", ())):
         u = d.pop("source")
         v = d.pop("target")
         k = d.pop("key", None)
-        if isinstance(u, list):
-            u = _node_id(u)
-        if isinstance(v, list):
-            v = _node_id(v)
         if not restore(d):
             _restore(d)
-        for x in (u, v):
-            if x not in nodes:
-                nodes[x] = {}
-                succ[x] = {}
-                pred[x] = {}
-        keydict = succ[u].get(v)
-        if keydict is None:
-            keydict = succ[u][v] = pred[v][u] = {}
-        if k is None:
+        try:
+            keydict = succ[u].get(v)
+            if keydict is None:
+                keydict = succ[u][v] = pred[v][u] = {}
+        except KeyError as e:
+            raise FormatViolation(f"edge #{i} ({d.get('kind')}): {'source' if e.args[0] == u else 'target'} "
+                                  f"{_short(e.args[0])} is not a node of the trace") from None
+        if type(k) not in (int, str):
             k = len(keydict)
             while k in keydict:
                 k += 1
@@ -230,8 +354,12 @@ def _node_link_graph(data: dict) -> nx.MultiDiGraph:
     return G
 
 
-def load_values(path) -> dict:
-    """Return the captured values of a trace folder as CPU tensors ({} when none)."""
+def load_values(path, G: nx.MultiDiGraph | None = None) -> dict:
+    """Return the captured values of a trace folder as CPU tensors ({} when none).
+
+    With ``G`` (the folder's graph) each value is checked against it
+    (:func:`gradtrace.schema.check_values`). Raises :class:`TraceError` (one line) for
+    a corrupt file or a value that does not match the graph."""
     p = Path(path)
     v = (p if p.is_dir() else p.parent) / VALUES_FILE
     if not v.exists():
@@ -240,6 +368,12 @@ def load_values(path) -> dict:
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(v))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise TraceError(f"{v}: corrupt values file ({e})") from None
+        values = load_file(str(v))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise TraceError(f"{v}: corrupt values file ({' '.join(str(e).split())})") from None
+    if G is not None:
+        try:
+            check_values(values, G)
+        except FormatViolation as e:
+            raise TraceError(f"{v}: {e}") from None
+    return values
