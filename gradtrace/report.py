@@ -2,18 +2,99 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from . import drawsize
 from .check import check_graph
-from .summary import edges_of, nodes_of, ops_in_order, summarize
+from .drawsize import forward_elements_at_least
+from .progress import phase
+from .summary import (
+    busiest_lines,
+    edges_of,
+    format_summary,
+    move_groups,
+    nodes_of,
+    ops_in_order,
+    plain,
+    summarize,
+)
 
-_console = Console(highlight=False, soft_wrap=True)
 _graphviz_note_said = False
-SVG_MAX_LINES = 6000  # Graphviz lays out a few thousand elements in seconds, not tens of thousands
+PIPE_WIDTH = 1_000_000  # off a terminal nothing wraps: a table is as wide as its widest row
+
+
+def make_console(file=None) -> Console:
+    """Return a console that prints text as given (no markup, emoji codes or
+    highlighting), wrapping at the terminal's width on a terminal and nowhere else."""
+    c = Console(file=file, markup=False, emoji=False, highlight=False, soft_wrap=True)
+    if not c.is_terminal:
+        c.width = PIPE_WIDTH
+    return c
+
+
+def start_fresh_line():
+    """Make sure what gradtrace prints next starts a line of its own, whatever the
+    script printed last; the script's streams are flushed, not replaced.
+
+    On a terminal, a line of spaces as wide as the terminal followed by a carriage
+    return moves a cursor that is not at a line's start to the next line, and leaves
+    one that is where it was. A regular file gets a newline unless it ends in one."""
+    terminals = set()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+            fd = stream.fileno()
+        except (AttributeError, ValueError, OSError):  # closed, or not a real file
+            continue
+        try:
+            if os.isatty(fd):
+                tty = os.ttyname(fd)
+                if tty not in terminals:
+                    terminals.add(tty)
+                    _terminal_fresh_line(fd)
+            elif stream is sys.stdout and _file_needs_newline(fd):
+                os.write(fd, b"\n")
+        except (OSError, AttributeError):  # AttributeError: no os.ttyname or os.pread (Windows)
+            pass
+
+
+def _terminal_fresh_line(fd: int):
+    cols = os.get_terminal_size(fd).columns
+    if cols > 1:
+        os.write(fd, b" " * cols + b"\r")
+
+
+def _file_needs_newline(fd: int) -> bool:
+    """True when ``fd`` is a regular file whose last byte before the write position is
+    not a newline."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return False
+    pos = os.lseek(fd, 0, os.SEEK_CUR)
+    if pos <= 0:
+        return False
+    try:
+        last = os.pread(fd, 1, pos - 1)
+    except OSError:  # opened write-only (a shell's `>`): read it through another handle
+        with open(f"/proc/self/fd/{fd}", "rb") as f:
+            f.seek(pos - 1)
+            last = f.read(1)
+    return last not in (b"\n", b"")
+
+
+def _bold(text) -> Text:
+    return Text(str(text), style="bold")
+
+
+def _line(*parts) -> Text:
+    """One line of output: ``str`` parts as literal text, ``Text`` parts as they are."""
+    return Text.assemble(*(p if isinstance(p, Text) else Text(str(p)) for p in parts))
 
 
 def _stats_text(s) -> str:
@@ -23,39 +104,88 @@ def _stats_text(s) -> str:
         f" nan={s['nan']}" if s.get("nan") else "") + (f" inf={s['inf']}" if s.get("inf") else "")
 
 
+def _too_big_note(G, out: Path, what: str, size: str) -> str:
+    """The note for a drawing too big to lay out, with a next step that can help this trace."""
+    if any(True for _ in nodes_of(G, "module")) and forward_elements_at_least(G, 1) <= drawsize.SVG_MAX_LINES:
+        hint = f"try `gradtrace dot {out} --depth 1 -o g.svg`"
+    else:
+        top = _busiest_line(G)
+        hint = (f"list one line's ops with `gradtrace show {out} --line {top}`" if top
+                else f"see `gradtrace show {out} --summary`")
+    return f"gradtrace: note: {what} not written: the drawing has {size}, too many to lay out quickly; {hint}"
+
+
+def _busiest_line(G):
+    """``FILE:LINE`` (file name only) of the source line with the most ops, or None."""
+    top = busiest_lines([d for _, d in ops_in_order(G)], 1)
+    return f"{Path(top[0]['file']).name}:{top[0]['line']}" if top else None
+
+
+def _forget(path: Path):
+    # A drawing left by an earlier run into this folder would not match this trace.
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
 def write_run_outputs(trace, out: Path, depth: int, svg: bool = True) -> dict:
-    """Save a finished trace into ``out`` with its graph.dot (and graph.svg when
-    Graphviz is installed); return the paths written, by name."""
+    """Save a finished trace into ``out``, with its graph.dot (and graph.svg when
+    Graphviz is installed) when the drawing is small enough to lay out; return the
+    paths written, by name. The DOT text is made at most once, and not at all for a
+    drawing too big to draw."""
+    out = Path(out)
+    with phase("building the graph"):
+        G = trace.graph
+    with phase(f"saving {out}"):
+        trace.save(out, dot=False)
+    written = {"trace": out / "trace.json"}
+    if (out / "values.safetensors").exists():
+        written["values"] = out / "values.safetensors"
+    size = forward_elements_at_least(G, depth)
+    if size > drawsize.SVG_MAX_LINES:
+        _forget(out / "graph.dot")
+        _forget(out / "graph.svg")
+        print(_too_big_note(G, out, "graph.dot and graph.svg", f"at least {size} elements"), file=sys.stderr)
+        return written
+    written.update(_draw(G, out, depth, svg))
+    return written
+
+
+def _draw(G, out: Path, depth: int, svg: bool) -> dict:
     global _graphviz_note_said
     from .dot import GraphvizMissing, have_graphviz, render, to_dot
-    from .tracefile import save
 
-    G = trace.graph
     written = {}
-    text = to_dot(G, "forward", depth)
-    save(G, out, trace.values, text)
-    written["trace"] = out / "trace.json"
+    with phase("drawing graph.dot"):
+        try:
+            text = to_dot(G, "forward", depth)
+        except Exception as e:  # a drawing problem must not lose the trace
+            print(f"gradtrace: note: graph.dot not written ({type(e).__name__}: {e})", file=sys.stderr)
+            return written
+        (out / "graph.dot").write_text(text, encoding="utf-8")
     written["dot"] = out / "graph.dot"
-    if trace.values:
-        written["values"] = out / "values.safetensors"
-    if svg:
-        if not have_graphviz():
-            if not _graphviz_note_said:
-                print("gradtrace: note: Graphviz's 'dot' is not installed, so graph.svg was not "
-                      "rendered (apt-get install graphviz); graph.dot was written.", file=sys.stderr)
-                _graphviz_note_said = True
-        elif text.count("\n") > SVG_MAX_LINES:
-            print(f"gradtrace: note: graph.svg not rendered: the drawing has {text.count(chr(10))} "
-                  f"elements, too many to lay out quickly; try `gradtrace dot {out} --depth 1 -o g.svg`",
-                  file=sys.stderr)
-        else:
-            try:
-                (out / "graph.svg").write_bytes(render(text, "svg"))
-                written["svg"] = out / "graph.svg"
-            except (GraphvizMissing, RuntimeError, OSError) as e:
-                print(f"gradtrace: note: graph.svg not rendered ({e})", file=sys.stderr)
-            except Exception as e:  # e.g. a render timeout on a huge graph
-                print(f"gradtrace: note: graph.svg not rendered ({type(e).__name__})", file=sys.stderr)
+    _forget(out / "graph.svg")
+    if not svg:
+        return written
+    if not have_graphviz():
+        if not _graphviz_note_said:
+            print("gradtrace: note: Graphviz's 'dot' is not installed, so graph.svg was not "
+                  "rendered (apt-get install graphviz); graph.dot was written.", file=sys.stderr)
+            _graphviz_note_said = True
+        return written
+    lines = text.count("\n")
+    if lines > drawsize.SVG_MAX_LINES:
+        print(_too_big_note(G, out, "graph.svg", f"{lines} elements"), file=sys.stderr)
+        return written
+    try:
+        with phase("rendering graph.svg"):
+            (out / "graph.svg").write_bytes(render(text, "svg"))
+        written["svg"] = out / "graph.svg"
+    except (GraphvizMissing, RuntimeError, OSError) as e:
+        print(f"gradtrace: note: graph.svg not rendered ({e})", file=sys.stderr)
+    except Exception as e:  # e.g. a render timeout on a huge graph
+        print(f"gradtrace: note: graph.svg not rendered ({type(e).__name__})", file=sys.stderr)
     return written
 
 
@@ -77,79 +207,82 @@ def _rank_of(G):
     return (rank, world) if world > 1 or rank else None
 
 
-def print_run_report(trace, out: Path, console: Console | None = None, all_ranks: Path | None = None):
+def print_run_report(trace, out: Path, console: Console | None = None, all_ranks: Path | None = None,
+                     written: dict | None = None):
     """Print the summary of a traced run and where its files went, in one write (ranks
     started by one launcher share the terminal).
 
     ``all_ranks``: the folder of all the ranks when this run is one rank of a launched
-    run; rank 0 prints the full report, naming its rank, and every other rank one line."""
-    c = console or Console(stderr=False, highlight=False, soft_wrap=True)
+    run; rank 0 prints the full report, naming its rank, and every other rank one line.
+    ``written``: what :func:`write_run_outputs` returned (else the files found in ``out``)."""
+    c = console or make_console()
     G = trace.graph
+    out = Path(out)
     pos = _rank_of(G) if all_ranks is not None else None
+    s = summarize(G)
+    with phase("checking"):
+        findings = check_graph(G)
+    files = list((written or _files_in(out)).values())
     with c.capture() as cap:
         if pos is not None and pos[0] != 0:
-            _print_rank_line(c, G, out, all_ranks, pos)
+            _print_rank_line(c, G, s, findings, out, all_ranks, pos)
         else:
-            _print_report(c, G, out, pos)
+            _print_report(c, G, s, findings, out, pos, files)
             if pos is not None:
-                c.print(f"each of the {pos[1]} ranks writes {all_ranks}/rank<k>: gradtrace show {all_ranks} "
-                        f"lists them, gradtrace show {all_ranks} --rank N shows one")
+                c.print(_line(f"each of the {pos[1]} ranks writes {all_ranks}/rank<k>: gradtrace show {all_ranks} "
+                              f"lists them, gradtrace show {all_ranks} --rank N shows one"))
     c.file.write(cap.get())
     c.file.flush()
 
 
-def _print_rank_line(c, G, out, all_ranks, pos):
-    s = summarize(G)
+def _files_in(out: Path) -> dict:
+    names = {"trace": "trace.json", "dot": "graph.dot", "values": "values.safetensors", "svg": "graph.svg"}
+    return {k: out / f for k, f in names.items() if (out / f).exists()}
+
+
+def _print_rank_line(c, G, s, findings, out, all_ranks, pos):
     nc = len(_collectives(G))
-    c.print(f"[bold]gradtrace[/bold]: rank {pos[0]} of {pos[1]}: {G.graph.get('script') or 'trace'} — status "
-            f"[bold]{s['status']}[/bold]; {s['ops']} ops, {len(s['backward'])} backward calls, "
-            f"{nc} all-reduce bucket{'s' if nc != 1 else ''}; findings: {_findings_text(check_graph(G))}; "
-            f"wrote {out} (gradtrace show {all_ranks} --rank {pos[0]})")
+    c.print(_line(_bold("gradtrace"), f": rank {pos[0]} of {pos[1]}: {plain(G.graph.get('script') or 'trace')} "
+                  "— status ", _bold(s["status"]), f"; {s['ops']} ops, {len(s['backward'])} backward calls, "
+                  f"{nc} all-reduce bucket{'s' if nc != 1 else ''}; findings: {_findings_text(findings)}; "
+                  f"wrote {out} (gradtrace show {all_ranks} --rank {pos[0]})"))
 
 
-def _print_report(c, G, out, pos):
-    s = summarize(G)
-    status = s["status"]
+def _print_report(c, G, s, findings, out, pos, files):
     where = f" — rank {pos[0]} of {pos[1]}" if pos is not None else ""
-    c.print(f"[bold]gradtrace[/bold]: {G.graph.get('script') or 'trace'}{where} — status [bold]{status}[/bold]")
+    c.print(_line(_bold("gradtrace"), f": {plain(G.graph.get('script') or 'trace')}{where} — status ",
+                  _bold(s["status"])))
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     t.add_column("ops by category")
     t.add_column("count", justify="right")
     for k, v in s["categories"].items():
-        t.add_row(k, str(v))
+        t.add_row(Text(plain(k)), str(v))
     c.print(t)
-    c.print(f"tensors {s['tensors']} ({s['tensor_versions']} versions), storages {s['storages']}, "
-            f"views {s['views']}, aliases {s['aliases']}, in-place writes {s['writes']}"
-            f" ({s['hidden_writes']} invisible to autograd)")
+    c.print(_line(f"tensors {s['tensors']} ({s['tensor_versions']} versions), storages {s['storages']}, "
+                  f"views {s['views']}, aliases {s['aliases']}, in-place writes {s['writes']}"
+                  f" ({s['hidden_writes']} invisible to autograd)"))
     if s["moves"]:
-        c.print("moves: " + ", ".join(f"{m['src']}→{m['dst']}" + ("" if m["copy"] else " (same tensor)")
-                                       for m in s["moves"][:8]) + (" …" if len(s["moves"]) > 8 else ""))
+        c.print(_line("moves: " + ", ".join(move_groups(s["moves"], G.graph.get("script")))))
     for b in s["backward"]:
-        roots = "; ".join(f"{r['label'] or r['root']} w={r['w']}" for r in b["roots"])
-        c.print(f"backward {b['id']} ({b['api']}): {roots}; {b['grads']} gradients recorded"
-                + (f"; raised {b['error']}" if b["error"] else ""))
+        roots = "; ".join(f"{plain(r['label'] or r['root'])} w={plain(r['w'])}" for r in b["roots"])
+        c.print(_line(f"backward {b['id']} ({b['api']}): {roots}; {b['grads']} gradients recorded"
+                      + (f"; raised {plain(b['error'])}" if b["error"] else "")))
     if s["unknown"]:
-        c.print(f"unknown: {s['unknown']} read{'s' if s['unknown'] != 1 else ''} the recorder could not make "
-                f"({', '.join(s['unknown_reasons'])}); the program ran as untraced", markup=False)
+        c.print(_line(f"unknown: {s['unknown']} read{'s' if s['unknown'] != 1 else ''} the recorder could not "
+                      f"make ({plain(', '.join(s['unknown_reasons']), 1000)}); the program ran as untraced"))
     coll = _collectives(G)
     if coll:
-        c.print(f"collectives: {len(coll)} all-reduce bucket{'s' if len(coll) != 1 else ''} "
-                f"({sum(int(d.get('numel') or 0) for d in coll)} elements in all)")
+        c.print(_line(f"collectives: {len(coll)} all-reduce bucket{'s' if len(coll) != 1 else ''} "
+                      f"({sum(int(d.get('numel') or 0) for d in coll)} elements in all)"))
     if s["top_lines"]:
         c.print("top source lines by op count:")
         for tl in s["top_lines"]:
-            c.print(f"  {tl['ops']:5d}  {Path(tl['file']).name}:{tl['line']}  {tl['code'] or ''}")
-    findings = check_graph(G)
+            c.print(_line(f"  {tl['ops']:5d}  {plain(Path(tl['file']).name)}:{tl['line']}  {plain(tl['code'])}"))
     if findings:
-        c.print(f"findings: {_findings_text(findings)} (gradtrace check {out})")
+        c.print(_line(f"findings: {_findings_text(findings)} (gradtrace check {out})"))
     else:
         c.print("findings: none")
-    files = [out / "trace.json", out / "graph.dot"]
-    if (out / "values.safetensors").exists():
-        files.append(out / "values.safetensors")
-    if (out / "graph.svg").exists():
-        files.append(out / "graph.svg")
-    c.print("wrote " + ", ".join(str(f) for f in files))
+    c.print(_line("wrote " + ", ".join(str(f) for f in files)))
 
 
 def rank_rows(traces: dict) -> list:
@@ -176,24 +309,42 @@ def show_ranks(traces: dict, folder, as_json=False, missing=()):
         return rows
     worlds = sorted({r["world_size"] for r in rows}, key=str)
     scripts = sorted({str(r["script"]) for r in rows})
-    _console.print(f"[bold]{folder}[/bold]: ranks {', '.join(str(k) for k in traces)} of world size "
-                   f"{'/'.join(str(w) for w in worlds)}" + (f" — {scripts[0]}" if len(scripts) == 1 else ""))
-    t = Table(show_header=True, header_style="bold")
-    for c in ("rank", "status", "ops", "backward calls", "all-reduce buckets", "findings", "folder"):
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(str(r["rank"]), str(r["status"]), str(r["ops"]), str(r["backward"]), str(r["collectives"]),
-                  r["findings"], Path(r["folder"]).name)
-    _console.print(t)
+    c = make_console()
+    c.print(_line(_bold(plain(folder)), f": ranks {', '.join(str(k) for k in traces)} of world size "
+                  f"{'/'.join(plain(w) for w in worlds)}" + (f" — {plain(scripts[0])}" if len(scripts) == 1 else "")))
+    c.print(_table(c, ("rank", "status", "ops", "backward calls", "all-reduce buckets", "findings", "folder"),
+                   [(r["rank"], r["status"], r["ops"], r["backward"], r["collectives"], r["findings"],
+                     Path(r["folder"]).name) for r in rows]))
     if missing:
-        _console.print(f"no trace for rank {', '.join(str(k) for k in missing)} (a rank that ended before "
-                       "writing its folder?)")
+        c.print(f"no trace for rank {', '.join(str(k) for k in missing)} (a rank that ended before "
+                "writing its folder?)")
     if len(worlds) > 1 or len(scripts) > 1 or any(
             r["trace_rank"] != r["rank"] or r["rank"] >= int(r["world_size"] or 1) for r in rows):
-        _console.print("note: the rank folders disagree (world size, script, or the rank a trace records): "
-                       "some are from another run")
-    _console.print(f"one rank's tables: gradtrace show {folder} --rank N [--ops|--backward|...]")
+        c.print("note: the rank folders disagree (world size, script, or the rank a trace records): "
+                "some are from another run")
+    c.print(_line(f"one rank's tables: gradtrace show {plain(folder)} --rank N [--ops|--backward|...]"))
     return rows
+
+
+def _cell(value) -> Text:
+    if value is None:
+        return Text("")
+    if isinstance(value, (list, tuple)):
+        value = ", ".join(str(v) for v in value)
+    return Text(plain(value))
+
+
+def _table(c: Console, cols, rows) -> Table:
+    """A table of literal cells; on a terminal long cells fold, elsewhere nothing wraps."""
+    t = Table(show_header=True, header_style="bold")
+    for col in cols:
+        if c.is_terminal:
+            t.add_column(col, overflow="fold")
+        else:
+            t.add_column(col, no_wrap=True, overflow="ignore")
+    for r in rows:
+        t.add_row(*(_cell(v) for v in r))
+    return t
 
 
 def _filter_ops(G, line=None, module=None):
@@ -229,9 +380,7 @@ def show_table(G, what: str, line=None, module=None, as_json=False):
         s = summarize(G)
         if as_json:
             return s
-        from .summary import summary_text
-
-        _console.print(summary_text(G))
+        make_console().print(Text(format_summary(s, G.graph.get("script"))))
         return s
     if what == "ops":
         for n, d in _filter_ops(G, line, module):
@@ -301,13 +450,8 @@ def show_table(G, what: str, line=None, module=None, as_json=False):
         raise ValueError(f"unknown table {what!r}")
     if as_json:
         return rows
-    t = Table(show_header=True, header_style="bold")
-    for c in cols:
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*["" if r.get(c) is None else (", ".join(r[c]) if isinstance(r[c], list) else str(r[c]))
-                    for c in cols])
-    _console.print(t)
+    c = make_console()
+    c.print(_table(c, cols, ([r.get(col) for col in cols] for r in rows)))
     if not rows:
-        _console.print("(no rows)")
+        c.print("(no rows)")
     return rows

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import runpy
 import sys
 import traceback
+import types
+import zipfile
 
 from .trace import Trace
 
@@ -46,7 +49,7 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     exit_code, exc = 0, None
     try:
         with tr:
-            runpy.run_path(path, run_name="__main__")
+            _run_as_main(path)
     except SystemExit as e:
         exit_code = _exit_code(e.code)
     except BaseException as e:  # the user's exception: shown, kept in the trace, exit 1
@@ -62,6 +65,33 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
         elif old_path0 is not None and old_path0 not in sys.path:
             sys.path.insert(0, old_path0)
     return ScriptResult(tr, exit_code, exc)
+
+
+def _run_as_main(path: str):
+    """Run the file at ``path`` as ``__main__``, as ``python`` runs a script: ``__file__``
+    absolute, ``sys.argv`` left as it is (``runpy.run_path`` would make ``sys.argv[0]``
+    absolute too)."""
+    if zipfile.is_zipfile(path):  # a zip application: runpy knows its layout
+        runpy.run_path(path, run_name="__main__")
+        return
+    from pkgutil import read_code
+
+    with io.open_code(path) as f:
+        code = read_code(f)  # a compiled .pyc, else None
+    if code is None:
+        with io.open_code(path) as f:
+            code = compile(f.read(), path, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None)
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(code, main.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
+        else:
+            sys.modules.pop("__main__", None)
 
 
 def _exit_code(code) -> int:

@@ -1,25 +1,63 @@
-"""What a trace holds, in numbers: the summary ``gradtrace run`` prints."""
+"""What a trace holds, in numbers: the summary ``gradtrace run`` prints.
+
+Every function here reads the graph's node and edge dictionaries in one pass each,
+so a summary of a trace with hundreds of thousands of ops takes a fraction of a second.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import networkx as nx
+
+MOVE_CATEGORIES = ("move", "convert")
+TEXT_MAX = 200  # characters of one label, name or source line in printed text
+_ESCAPES = {i: f"\\x{i:02x}" for i in (*range(9), *range(11, 32), 127)} | {10: "\\n", 13: "\\r"}
+
+
+def plain(value, limit: int = TEXT_MAX) -> str:
+    """Return ``value`` as one line of text to print as is: control characters written
+    as escapes (``\\n``, ``\\x1b``), and cut to ``limit`` characters with an ellipsis."""
+    text = "" if value is None else str(value)
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return text.translate(_ESCAPES)
+
+
+def _node_items(G: nx.MultiDiGraph):
+    # networkx's NodeView wraps every item; its backing dict is the same data, faster
+    return G._node.items() if isinstance(G, nx.MultiDiGraph) else G.nodes(data=True)
+
+
+def _edge_items(G: nx.MultiDiGraph):
+    """Yield ``(u, v, attrs)`` for every edge, without networkx's per-edge view objects."""
+    if not isinstance(G, nx.MultiDiGraph):
+        yield from G.edges(data=True)
+        return
+    for u, nbrs in G._succ.items():
+        for v, keydict in nbrs.items():
+            for d in keydict.values():
+                yield u, v, d
 
 
 def nodes_of(G: nx.MultiDiGraph, kind: str):
     """Yield ``(node, attrs)`` for the nodes of one kind."""
-    return ((n, d) for n, d in G.nodes(data=True) if d.get("kind") == kind)
+    return ((n, d) for n, d in _node_items(G) if d.get("kind") == kind)
 
 
 def edges_of(G: nx.MultiDiGraph, kind: str):
     """Yield ``(u, v, attrs)`` for the edges of one kind."""
-    return ((u, v, d) for u, v, d in G.edges(data=True) if d.get("kind") == kind)
+    return ((u, v, d) for u, v, d in _edge_items(G) if d.get("kind") == kind)
+
+
+def _seq(nd) -> int:
+    return nd[1]["seq"]
 
 
 def ops_in_order(G: nx.MultiDiGraph) -> list:
     """Return the op nodes' ``(node, attrs)`` sorted by call order."""
-    return sorted(nodes_of(G, "op"), key=lambda nd: nd[1]["seq"])
+    return sorted(nodes_of(G, "op"), key=_seq)
 
 
 def _digest(stats) -> str:
@@ -28,77 +66,205 @@ def _digest(stats) -> str:
     return f"norm {stats['norm']:.4g}, mean {stats['mean']:.4g}, min {stats['min']:.4g}, max {stats['max']:.4g}"
 
 
+def _backward_entry(G, bw, d) -> dict:
+    roots, grads = [], 0
+    for _, root, e in G.out_edges(bw, data=True):
+        kind = e.get("kind")
+        if kind == "grad":
+            grads += 1
+        if kind != "weights":
+            continue
+        w = e.get("gradient")
+        if w is None:
+            wtext = "implicit 1" if d.get("implicit") else (
+                repr(e["gradient_value"]) if "gradient_value" in e else "none")
+        else:
+            wd = G.nodes[w]
+            wtext = f"{wd.get('label') or w} {wd.get('shape')} ({_digest(wd.get('stats'))})"
+        rd = G.nodes[root]
+        roots.append({"root": root, "label": rd.get("label"), "shape": rd.get("shape"), "w": wtext})
+    return {"id": bw, "api": d["api"], "roots": roots, "error": d.get("error"), "grads": grads}
+
+
+def _move_ops(G, move_ops) -> dict:
+    """``{(source tensor, result tensor): [op attrs, ...]}`` of the move and convert ops
+    (``(node, attrs)`` in call order): the op behind each ``moved_to`` edge, which does
+    not name it."""
+    out = {}
+    for n, d in move_ops:
+        ins = [u for u, _, k in G.in_edges(n, data="kind") if k == "input"]
+        for _, v, k in G.out_edges(n, data="kind"):
+            if k == "output":
+                for u in ins[:1]:
+                    out.setdefault((u, v), []).append(d)
+    return out
+
+
+def _moves(G, move_ops, moved) -> list:
+    by_pair = _move_ops(G, move_ops) if moved else {}
+    taken = Counter()
+    moves = []
+    for u, v, d in moved:
+        cands = by_pair.get((u, v), ())
+        i = taken[(u, v)]
+        taken[(u, v)] += 1
+        op = cands[i] if i < len(cands) else (cands[-1] if cands else {})
+        moves.append({"src": f"{d['src_device']}/{d['src_dtype']}", "dst": f"{d['dst_device']}/{d['dst_dtype']}",
+                      "copy": d["copy"], "file": op.get("file"), "line": op.get("line")})
+    return moves
+
+
+_TENSOR_EDGES = frozenset(("view_of", "next_version", "moved_to"))
+
+
+def _edge_counts(G) -> tuple:
+    """``(views, aliases, in-place writes, of them invisible, moved_to edges)``."""
+    # One comprehension over the adjacency dictionaries: the edges it keeps are few,
+    # and a loop with a statement per edge costs several times more.
+    found = [(u, v, d) for u, nbrs in G._succ.items() for v, keydict in nbrs.items()
+             for d in keydict.values() if d.get("kind") in _TENSOR_EDGES]
+    views = aliases = writes = hidden_writes = 0
+    moved = []
+    for u, v, d in found:
+        kind = d["kind"]
+        if kind == "view_of":
+            if d.get("alias"):
+                aliases += 1
+            else:
+                views += 1
+        elif kind == "next_version":
+            if not d.get("metadata_only"):
+                writes += 1
+                if not d.get("visible", True):
+                    hidden_writes += 1
+        else:
+            moved.append((u, v, d))
+    return views, aliases, writes, hidden_writes, moved
+
+
 def summarize(G: nx.MultiDiGraph) -> dict:
     """Return the trace's headline figures as a plain dict."""
-    ops = ops_in_order(G)
-    cats = Counter(d["category"] for _, d in ops)
-    tensors = list(nodes_of(G, "tensor"))
-    views = list(edges_of(G, "view_of"))
-    writes = list(edges_of(G, "next_version"))
-    moves = list(edges_of(G, "moved_to"))
-    lines = Counter((d.get("file"), d.get("line")) for _, d in ops if d.get("line"))
-    code = {(d.get("file"), d.get("line")): d.get("code") for _, d in ops}
-    backward = []
-    for bw, d in sorted(nodes_of(G, "backward"), key=lambda x: x[1]["seq"]):
-        roots = []
-        for _, root, e in G.out_edges(bw, data=True):
-            if e.get("kind") != "weights":
-                continue
-            w = e.get("gradient")
-            if w is None:
-                wtext = "implicit 1" if d.get("implicit") else (
-                    repr(e["gradient_value"]) if "gradient_value" in e else "none")
-            else:
-                wd = G.nodes[w]
-                wtext = f"{wd.get('label') or w} {wd.get('shape')} ({_digest(wd.get('stats'))})"
-            rd = G.nodes[root]
-            roots.append({"root": root, "label": rd.get("label"), "shape": rd.get("shape"), "w": wtext})
-        backward.append({"id": bw, "api": d["api"], "roots": roots, "error": d.get("error"),
-                         "grads": sum(1 for _, _, e in G.out_edges(bw, data="kind") if e == "grad")})
+    if not (G.is_directed() and G.is_multigraph()):
+        G = nx.MultiDiGraph(G)  # the layout the passes below read
+    # The passes make almost no new containers per node: every tuple made here would
+    # count towards the cyclic collector's next run over the whole graph.
+    ops, move_ops, backward_nodes = [], [], []
+    tids, versions, storages = set(), 0, 0
+    for n, d in G._node.items():
+        kind = d.get("kind")
+        if kind == "op":
+            ops.append(d)
+            if d.get("category") in MOVE_CATEGORIES:
+                move_ops.append((n, d))
+        elif kind == "tensor":
+            versions += 1
+            tids.add(d["tid"])
+        elif kind == "storage":
+            storages += 1
+        elif kind == "backward":
+            backward_nodes.append((n, d))
+    ops.sort(key=_op_seq)
+    move_ops.sort(key=_seq)
+    backward_nodes.sort(key=_seq)
+    views, aliases, writes, hidden_writes, moved = _edge_counts(G)
+    unknown = G.graph.get("unknown") or ()
     return {
         "status": G.graph.get("status"),
         "ops": len(ops),
-        "categories": dict(cats.most_common()),
-        "tensors": len({d["tid"] for _, d in tensors}),
-        "tensor_versions": len(tensors),
-        "storages": sum(1 for _ in nodes_of(G, "storage")),
-        "views": sum(1 for _, _, d in views if not d.get("alias")),
-        "aliases": sum(1 for _, _, d in views if d.get("alias")),
-        "writes": len([w for w in writes if not w[2].get("metadata_only")]),
-        "hidden_writes": sum(1 for _, _, d in writes if not d.get("visible", True) and not d.get("metadata_only")),
-        "moves": [
-            {"src": f"{d['src_device']}/{d['src_dtype']}", "dst": f"{d['dst_device']}/{d['dst_dtype']}",
-             "copy": d["copy"]} for _, _, d in moves
-        ],
-        "backward": backward,
-        "unknown": sum(u["count"] for u in G.graph.get("unknown") or ()),
-        "unknown_reasons": [f"{u['what']} x{u['count']}" for u in G.graph.get("unknown") or ()],
-        "top_lines": [
-            {"file": f, "line": ln, "ops": n, "code": code.get((f, ln))} for (f, ln), n in lines.most_common(5)
-        ],
+        "categories": _categories(ops),
+        "tensors": len(tids),
+        "tensor_versions": versions,
+        "storages": storages,
+        "views": views,
+        "aliases": aliases,
+        "writes": writes,
+        "hidden_writes": hidden_writes,
+        "moves": _moves(G, move_ops, moved),
+        "backward": [_backward_entry(G, bw, d) for bw, d in backward_nodes],
+        "unknown": sum(u["count"] for u in unknown),
+        "unknown_reasons": [f"{u['what']} x{u['count']}" for u in unknown],
+        "top_lines": busiest_lines(ops),
     }
 
 
-def summary_text(G: nx.MultiDiGraph) -> str:
-    """Return the summary as plain text lines."""
-    s = summarize(G)
+def _op_seq(d) -> int:
+    return d["seq"]
+
+
+def _categories(ops) -> dict:
+    """``{category: op count}``, most ops first (ties: first seen first)."""
+    counts = {}
+    for d in ops:
+        c = d["category"]
+        counts[c] = counts.get(c, 0) + 1
+    return dict(Counter(counts).most_common())
+
+
+def busiest_lines(ops, n: int = 5) -> list:
+    """Return the ``n`` source lines with the most of ``ops`` (op attribute dicts in
+    call order; ties: first run first) as ``{"file", "line", "ops", "code"}`` dicts,
+    with the code of each line's first op."""
+    per_file, first = {}, []
+    for d in ops:
+        line = d.get("line")
+        if not line:
+            continue
+        f = d.get("file")
+        counts = per_file.get(f)
+        if counts is None:
+            counts = per_file[f] = {}
+        c = counts.get(line)
+        if c is None:
+            counts[line] = 1
+            first.append((f, line, d.get("code")))
+        else:
+            counts[line] = c + 1
+    ranked = sorted(first, key=lambda x: -per_file[x[0]][x[1]])[:n]
+    return [{"file": f, "line": ln, "ops": per_file[f][ln], "code": code} for f, ln, code in ranked]
+
+
+def _where(file, line, script) -> str:
+    if line is None:
+        return ""
+    if file and script and Path(file).name != Path(script).name:
+        return f" ({Path(file).name}:{line})"
+    return f" (line {line})"
+
+
+def move_groups(moves, script=None) -> list:
+    """Return the moves as text, identical ones once with their count, in order of
+    first appearance: ``6 x cpu/float32 -> same tensor (line 41)``."""
+    c = Counter()
+    for m in moves:
+        dst = m["dst"] if m["copy"] else "same tensor"
+        c[f"{m['src']} -> {dst}{_where(m.get('file'), m.get('line'), script)}"] += 1
+    return [f"{n} x {text}" if n > 1 else text for text, n in c.items()]
+
+
+def format_summary(s: dict, script=None) -> str:
+    """Return the plain-text lines of a :func:`summarize` dict (``script``: the traced
+    script, so that lines in it read ``line N`` and others ``FILE:N``)."""
     out = [f"status: {s['status']}    ops: {s['ops']}    tensors: {s['tensors']} "
            f"({s['tensor_versions']} versions)    storages: {s['storages']}"]
     out.append("ops by category: " + ", ".join(f"{k} {v}" for k, v in s["categories"].items()))
     out.append(f"views: {s['views']}    aliases (.data/.detach): {s['aliases']}    "
                f"in-place writes: {s['writes']} ({s['hidden_writes']} invisible to autograd)")
     if s["moves"]:
-        c = Counter(f"{m['src']} -> {m['dst']}{'' if m['copy'] else ' (same tensor)'}" for m in s["moves"])
-        out.append("moves: " + ", ".join(f"{k} x{v}" for k, v in c.items()))
+        out.append("moves: " + ", ".join(move_groups(s["moves"], script)))
     for b in s["backward"]:
-        roots = "; ".join(f"{r['label'] or r['root']} {r['shape']} w={r['w']}" for r in b["roots"])
+        roots = "; ".join(f"{plain(r['label'] or r['root'])} {r['shape']} w={plain(r['w'])}" for r in b["roots"])
         out.append(f"backward {b['id']} {b['api']}: {roots}; gradients recorded: {b['grads']}"
-                   + (f"; raised {b['error']}" if b["error"] else ""))
+                   + (f"; raised {plain(b['error'])}" if b["error"] else ""))
     if s["unknown"]:
         out.append(f"unknown: {s['unknown']} reads the recorder could not make "
                    f"({', '.join(s['unknown_reasons'])}); see docs/trace-format.md")
     if s["top_lines"]:
         out.append("top source lines:")
         for t in s["top_lines"]:
-            out.append(f"  {t['ops']:6d} ops  {t['file']}:{t['line']}  {t['code'] or ''}")
+            out.append(f"  {t['ops']:6d} ops  {plain(t['file'])}:{t['line']}  {plain(t['code'])}")
     return "\n".join(out)
+
+
+def summary_text(G: nx.MultiDiGraph) -> str:
+    """Return the summary as plain text lines."""
+    return format_summary(summarize(G), G.graph.get("script"))
