@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import io
 import os
 import runpy
@@ -82,7 +83,9 @@ def _run_as_main(path: str):
         with io.open_code(path) as f:
             code = compile(f.read(), path, "exec", dont_inherit=True)
     main = types.ModuleType("__main__")
-    main.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None)
+    # python gives a script the builtins module itself, where exec would insert its dict
+    main.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None,
+                         __builtins__=builtins)
     saved = sys.modules.get("__main__")
     sys.modules["__main__"] = main
     try:

@@ -139,6 +139,13 @@ def test_script_sees_argv0_as_typed_and_file_as_python_gives_them(tmp_path):
     assert r.stdout.splitlines()[0] == py.stdout.splitlines()[0] == f"argv0 sub/a.py file {tmp_path}/sub/a.py"
 
 
+def test_script_sees_the_builtins_module_as_python_gives_it(tmp_path):
+    (tmp_path / "b.py").write_text("print(type(__builtins__).__name__)\n")
+    py = subprocess.run([sys.executable, "b.py"], cwd=tmp_path, capture_output=True, text=True)
+    r = gradtrace("run", "--no-svg", "-o", "out", "b.py", cwd=tmp_path, capture_output=True, text=True)
+    assert r.stdout.splitlines()[0] == py.stdout.splitlines()[0] == "module"
+
+
 def test_report_starts_a_line_of_its_own_after_output_without_a_newline_in_a_file(tmp_path):
     (tmp_path / "n.py").write_text("import torch\ntorch.ones(1)\nprint('no newline', end='')\n")
     with open(tmp_path / "stdout.txt", "w") as f:
