@@ -159,10 +159,10 @@ def _as_peers(rep, ga):
     verdict is then what diff_graphs gives without that section."""
     if rep.get("data_parallel") is None or int(ga.graph.get("world_size") or 1) <= 1:
         return rep
-    status = list(rep.get("status", {}).values())
+    from .diff import settle_verdict
+
     rep["data_parallel"] = None
-    rep["agrees"] = rep["numerics"]["diverging"] == 0 and len(set(status)) <= 1
-    return rep
+    return settle_verdict(rep)
 
 
 def _diff_out(rep, ga, as_json, dot_file):

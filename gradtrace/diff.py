@@ -13,6 +13,7 @@ judges two runs against a float64 run the way PyTorch's own accuracy checks do.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from pathlib import Path
 
@@ -74,7 +75,7 @@ class _Run:
                 self.grads.setdefault(u, {})[v] = d
             elif k == "leaf_grad":
                 self.leaf_grads.setdefault(u, {})[v] = d
-            elif k == "moved_to":
+            elif k == "moved_to" and not d.get("autocast"):  # autocast's casts are no .to() call
                 self.moves[v] = (u, d)
         for lst in (self.outputs, self.inputs):
             for k in lst:
@@ -95,6 +96,10 @@ class _Run:
             targets = [v for _, v, e in G.out_edges(c, data=True) if e.get("kind") == "reduces"]
             for name, t in zip(d.get("params") or [], targets):
                 self.pnames.setdefault(G.nodes[t].get("tid"), name)
+        self.next_op = {n: self.ops[i + 1][1] for i, (n, _) in enumerate(self.ops[:-1])}
+        # the model a data-parallel wrapper holds: DDP names parameters under it
+        self.wrapped = next((v[len("mod:"):] for u, v, e in G.edges(data=True) if e.get("kind") == "parent"
+                             and G.nodes[u].get("type") in _WRAPPER_MODULES), None)
         self.rank = G.graph.get("rank", 0) or 0
         self.world = G.graph.get("world_size", 1) or 1
         # exact keys: module path, op name, occurrence within the module
@@ -116,31 +121,54 @@ class _Run:
                 "code": d.get("code"), "phase": d.get("phase")}
 
     def label(self, t):
+        """What the report calls tensor node ``t``: its variable label, else the name
+        the program's source assigned it to (``self.pos``), else its node id."""
         d = self.G.nodes[t]
-        return d.get("label") or f"t{d.get('tid')}"
+        return d.get("label") or self.source_name(t) or t
+
+    def source_name(self, t):
+        """The name a tensor was assigned to on the line that made it (``self.pos =
+        torch.zeros(...)``), qualified by the module that uses it (``LM.pos``), when
+        the tensor is the last thing that line computed; else None."""
+        op = self.producer.get(t)
+        outs = self.outputs.get(op) or []
+        if op is None or not outs or outs[0][1] != t:
+            return None
+        od = self.G.nodes[op]
+        nxt = self.next_op.get(op)
+        if nxt is not None and (nxt.get("file"), nxt.get("line")) == (od.get("file"), od.get("line")):
+            return None  # the line went on computing: its target is a later tensor
+        name = _assigned_name(od.get("code"))
+        if name is None or not name.startswith("self."):
+            return name
+        attr = name[len("self."):]
+        for _, use, _ in sorted(self.consumers.get(self.G.nodes[t].get("tid"), [])):
+            ud = self.G.nodes[use]
+            if ud.get("module") and name in (ud.get("code") or ""):
+                return f"{_model_path(ud['module'])}.{attr}"
+        return name
 
     def param_name(self, t):
-        """A parameter's name: from DDP's buckets, a module-path label, or the module
-        and argument of the first op that used it (``fc1.weight``)."""
+        """A parameter's name: its module-path label (``MLP.fc1.weight``), DDP's bucket
+        name under the wrapped model's path, the module and argument of the first op
+        that used it (``fc1.weight`` of ``linear``), the name the source gave it, or
+        its node id. Never an invented argument position."""
         d = self.G.nodes[t]
         tid = d.get("tid")
-        if tid in self.pnames:
-            return self.pnames[tid]
         lab = d.get("label") or ""
         if "." in lab and lab.rsplit(".", 1)[0] in self.modules:
             mod, leaf = lab.rsplit(".", 1)
             mp = _model_path(mod)
             return leaf if mp in (None, "") or mp in _WRAPPER_MODULES else f"{mp}.{leaf}"
+        if tid in self.pnames:
+            return _under(self.wrapped, _strip_wrapper_prefix(self.pnames[tid]))
         for _, op, pos in sorted(self.consumers.get(tid, [])):
             od = self.G.nodes[op]
             m = od.get("module")
-            if m:
-                arg = _ARG_NAMES.get(od.get("name", "").rsplit(".", 1)[-1], {}).get(str(pos), f"arg{pos}")
-                path = _model_path(m)
-                top = path.split(".")[0] if path else ""
-                rel = path[len(top) + 1:] if "." in path and top in self.modules else path
-                return f"{rel}.{arg}" if rel else arg
-        return lab or f"t{tid}"
+            arg = _ARG_NAMES.get(od.get("name", "").rsplit(".", 1)[-1], {}).get(str(pos))
+            if m and arg:
+                return f"{_model_path(m)}.{arg}"
+        return self.label(t)
 
 
 _ARG_NAMES = {
@@ -153,6 +181,39 @@ _ARG_NAMES = {
     "layer_norm": {"2": "weight", "3": "bias", "weight": "weight", "bias": "bias"},
     "group_norm": {"2": "weight", "3": "bias", "weight": "weight", "bias": "bias"},
 }
+
+
+@functools.lru_cache(maxsize=4096)
+def _assigned_name(code):
+    """The one target of an assignment line (``x``, ``self.pos``), else None."""
+    import ast
+
+    try:
+        tree = ast.parse((code or "").strip())
+    except SyntaxError:
+        return None
+    if len(tree.body) != 1:
+        return None
+    st = tree.body[0]
+    targets = st.targets if isinstance(st, ast.Assign) else [st.target] if isinstance(
+        st, (ast.AnnAssign, ast.AugAssign)) else []
+    if len(targets) != 1 or not isinstance(targets[0], (ast.Name, ast.Attribute)):
+        return None
+    try:
+        return ast.unparse(targets[0])
+    except Exception:  # pragma: no cover - ast.unparse handles every Name/Attribute
+        return None
+
+
+def _strip_wrapper_prefix(name):
+    """A parameter name without a data-parallel wrapper's own prefix (DDP's
+    ``module.``, or a ``DistributedDataParallel.`` path)."""
+    name = _model_path(name) or name
+    return name[len("module."):] if name.startswith("module.") else name
+
+
+def _under(root, name):
+    return f"{root}.{name}" if root else name
 
 
 def _pos_key(p):
@@ -306,16 +367,22 @@ class _Comparer:
         self.ra, self.rb, self.rtol, self.atol = ra, rb, rtol, atol
         self.cache = {}
 
-    def tensor(self, ta, tb, va=None, vb=None, sa=None, sb=None, uninit=False):
+    def tensor(self, ta, tb, va=None, vb=None, sa=None, sb=None, uninit=False, tol_dtype=None):
         """Compare tensor node ``ta`` of A with ``tb`` of B. ``va``/``vb`` name values
-        (defaults: the nodes), ``sa``/``sb`` give statistics (defaults: the nodes')."""
-        key = (ta, tb, va, vb)
+        (defaults: the nodes), ``sa``/``sb`` give statistics (defaults: the nodes').
+        ``tol_dtype`` names the dtype whose tolerance applies (default: the looser of
+        the two)."""
+        key = (ta, tb, va, vb, tol_dtype)
         if key in self.cache and sa is None:
             return self.cache[key]
         da, db = self.ra.G.nodes[ta], self.rb.G.nodes[tb]
         shape_a, shape_b = list(da.get("shape") or []), list(db.get("shape") or [])
-        r, a = tolerance(da.get("dtype"), db.get("dtype"), self.rtol, self.atol)
-        res = {"a": ta, "b": tb, "label": da.get("label") or db.get("label"), "dtype": db.get("dtype"),
+        if tol_dtype is not None:
+            r, a = tolerance(tol_dtype, None, self.rtol, self.atol)
+        else:
+            r, a = tolerance(da.get("dtype"), db.get("dtype"), self.rtol, self.atol)
+        res = {"a": ta, "b": tb, "label": da.get("label") or db.get("label") or self.ra.label(ta),
+               "dtype": db.get("dtype"),
                "dtype_a": da.get("dtype"), "shape": shape_b, "shape_a": shape_a, "rtol": r, "atol": a}
         xa = self.ra.values.get(va or ta)
         xb = self.rb.values.get(vb or tb)
@@ -392,9 +459,60 @@ def diff_graphs(A, B, rtol=None, atol=None, values_a=None, values_b=None, ranks=
     errors = {n: G.graph.get("error") for n, G in zip(names, (A, B)) if G.graph.get("status") == "error"}
     report["status"] = {names[0]: A.graph.get("status"), names[1]: B.graph.get("status")}
     report["errors"] = {k: {"type": v.get("type"), "message": v.get("message")} for k, v in errors.items() if v}
-    report["agrees"] = (numerics["diverging"] == 0 and (dp is None or dp["agrees"])
-                        and A.graph.get("status") == B.graph.get("status"))
+    # a list, not keyed by name: two folders may share one (runs/v1/cpu, runs/v2/cpu)
+    report["failures"] = [_failure(G) if G.graph.get("status") == "error" else None for G in (A, B)]
+    return settle_verdict(report)
+
+
+def settle_verdict(report: dict) -> dict:
+    """Set ``report["verdict"]`` (``agrees``, ``diverges``, ``failed``: one run raised,
+    ``both failed``), ``failed_same_way`` (both raised the same exception at the same
+    line; None unless both failed) and ``agrees`` (True only for ``agrees``: a run
+    that raised never agrees). Returns the report."""
+    fails = [f for f in report.get("failures") or () if f]
+    dp = report.get("data_parallel")
+    numbers_agree = report["numerics"]["diverging"] == 0 and (dp is None or dp["agrees"])
+    if len(fails) == 2:
+        verdict = "both failed"
+        report["failed_same_way"] = _same_failure(*fails)
+    else:
+        verdict = "failed" if fails else ("agrees" if numbers_agree else "diverges")
+        report["failed_same_way"] = None
+    report["verdict"] = verdict
+    report["agrees"] = verdict == "agrees"
     return report
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return a == b
+
+
+def _same_failure(f1, f2) -> bool:
+    """Two failures are the same when type, message and the user's line agree."""
+    key = ("type", "message", "line", "code")
+    return all((f1 or {}).get(k) == (f2 or {}).get(k) for k in key)
+
+
+def _failure(G) -> dict:
+    """What a run that raised says about it: ``{type, message, file, line, code}``,
+    the line being the deepest frame of the traced script (else of user code) in
+    its traceback."""
+    import re
+
+    e = G.graph.get("error") or {}
+    out = {"type": e.get("type"), "message": e.get("message"), "file": None, "line": None, "code": None}
+    frames = re.findall(r'File "([^"]+)", line (\d+)[^\n]*\n(?:    (.*)\n)?', e.get("traceback") or "")
+    script = str(G.graph.get("script") or "")
+    library = ("site-packages", "/lib/python", "/gradtrace/", "<frozen")
+    mine = [f for f in frames if script and _same_file(f[0], script)] or \
+        [f for f in frames if not any(s in f[0] for s in library)]
+    if mine:
+        file, line, code = mine[-1]
+        out.update(file=file, line=int(line), code=(code or "").strip() or None)
+    return out
 
 
 def _config(ra, rb, ranks):
@@ -404,19 +522,66 @@ def _config(ra, rb, ranks):
         out["versions"][k] = [A.graph.get(k), B.graph.get(k)]
     ma, mb = A.graph.get("math") or {}, B.graph.get("math") or {}
     for k in sorted(set(ma) | set(mb)):
+        if k.startswith("autocast_"):
+            continue  # read at the trace's start and end only; the ops' own record is below
         out["math"][k] = [ma.get(k), mb.get(k)]
         if ma.get(k) != mb.get(k) and k != "seed":
             out["math_differs"].append(k)
+    out["autocast"] = [_autocast_used(A), _autocast_used(B)]
+    out["autocast_differs"] = out["autocast"][0] != out["autocast"][1]
     out["target"] = [A.graph.get("target"), B.graph.get("target")]
     out["rng"] = [(A.graph.get("replay") or {}).get("rng"), (B.graph.get("replay") or {}).get("rng")]
     out["world_size"] = [ra.world, rb.world]
     rank_graphs = [g for g, _ in ranks] if ranks else [B]
     out["batch_shapes"] = {"A": _batch_shape(A), "B_ranks": [_batch_shape(g) for g in rank_graphs]}
     pa, pb = _param_dtypes(ra), _param_dtypes(rb)
-    out["parameters"] = {k: [pa.get(k, (None, None))[1], pb.get(k, (None, None))[1],
-                             (pa.get(k) or pb.get(k))[0]] for k in sorted(set(pa) | set(pb))}
-    out["dtypes_differ"] = [k for k, v in out["parameters"].items() if v[0] != v[1]]
+    params = {}
+    for na, nb in _match_names(pa, pb):
+        params[na or nb] = [pa[na][1] if na else None, pb[nb][1] if nb else None, (pa.get(na) or pb[nb])[0]]
+    out["parameters"] = dict(sorted(params.items()))
+    out["dtypes_differ"] = [k for k, v in out["parameters"].items() if v[0] and v[1] and v[0] != v[1]]
+    out["parameters_only"] = [[k for k, v in out["parameters"].items() if v[1] is None],
+                              [k for k, v in out["parameters"].items() if v[0] is None]]
     return out
+
+
+def _autocast_used(G) -> list:
+    """The autocast regions a run's ops ran in, from their ``autocast`` attributes:
+    ``[{"device", "dtype", "ops"}]`` (empty: no op ran under autocast). A trace whose
+    ops carry no such attribute but whose settings show autocast on at its start or
+    end gives ``{"device", "dtype": None, "ops": None}``."""
+    counts = {}
+    for _, d in G.nodes(data=True):
+        if d.get("kind") == "op" and isinstance(d.get("autocast"), dict):
+            for dev, dt in d["autocast"].items():
+                counts[(dev, dt)] = counts.get((dev, dt), 0) + 1
+    if counts:
+        return [{"device": dev, "dtype": dt, "ops": n} for (dev, dt), n in sorted(counts.items())]
+    on = set()
+    for m in (G.graph.get("math_start") or {}, G.graph.get("math") or {}):
+        on |= {k[len("autocast_"):] for k, v in m.items() if k.startswith("autocast_") and v is True}
+    return [{"device": dev, "dtype": None, "ops": None} for dev in sorted(on)]
+
+
+def _match_names(pa: dict, pb: dict) -> list:
+    """Pair A's parameter names with B's: equal names first, then names that are
+    equal under a data-parallel wrapper (DDP's ``module.``, a model's root path):
+    ``[(name_a | None, name_b | None)]``."""
+    pairs = [(n, n) for n in pa if n in pb]
+    rest_a = [n for n in pa if n not in pb]
+    rest_b = [n for n in pb if n not in pa]
+
+    def same(x, y):
+        x, y = _strip_wrapper_prefix(x), _strip_wrapper_prefix(y)
+        return x == y or x.endswith("." + y) or y.endswith("." + x)
+
+    for na in list(rest_a):
+        hits = [nb for nb in rest_b if same(na, nb)]
+        if len(hits) == 1 and sum(same(other, hits[0]) for other in rest_a) == 1:
+            pairs.append((na, hits[0]))
+            rest_a.remove(na)
+            rest_b.remove(hits[0])
+    return pairs + [(n, None) for n in rest_a] + [(None, n) for n in rest_b]
 
 
 def _batch_shape(G):
@@ -438,17 +603,25 @@ def _param_dtypes(r: _Run):
     """``{name: ("parameter"|"buffer", dtype)}`` for module parameters and buffers."""
     out = {}
     mods = set(r.modules)
-    for n, d in r.G.nodes(data=True):
-        if d.get("kind") != "tensor":
-            continue
+    tensors = [(n, d) for n, d in r.G.nodes(data=True) if d.get("kind") == "tensor"]
+    # the recorder marks each module's own parameters and buffers; a tensor that is
+    # only an attribute (self.pos = torch.zeros(..., requires_grad=True)) is neither
+    marked = any(d.get("param_kind") for _, d in tensors)
+    for n, d in tensors:
         lab = d.get("label") or ""
-        is_param = bool(d.get("is_leaf") and d.get("requires_grad"))
-        if not is_param and not ("." in lab and lab.rsplit(".", 1)[0] in mods):
-            continue
-        name = r.param_name(n)
-        if "." not in name and d.get("tid") not in r.pnames:
-            continue
-        kind = "parameter" if is_param else "buffer"
+        if marked:
+            kind = d.get("param_kind")
+            if kind not in ("parameter", "buffer"):
+                continue
+            name = r.param_name(n)
+        else:
+            is_param = bool(d.get("is_leaf") and d.get("requires_grad"))
+            if not is_param and not ("." in lab and lab.rsplit(".", 1)[0] in mods):
+                continue
+            name = r.param_name(n)
+            if (name == n or "." not in name) and d.get("tid") not in r.pnames:
+                continue  # no module-path name: a loose tensor, not a module's parameter
+            kind = "parameter" if is_param else "buffer"
         if name not in out or kind == "parameter":
             out[name] = (kind, d.get("dtype"))
     return out
@@ -459,7 +632,7 @@ def _structure(ra, rb, pairs, how):
     pb = {b for _, b in pairs}
     only_a = [ra.op_text(n) for n, _ in ra.ops if n not in pa]
     only_b = [rb.op_text(n) for n, _ in rb.ops if n not in pb]
-    aliasing = []
+    aliasing, seen = [], {}
     for a, b in pairs:
         oa, ob = ra.outputs.get(a, []), rb.outputs.get(b, [])
         if not oa or not ob:
@@ -469,13 +642,19 @@ def _structure(ra, rb, pairs, how):
             continue
         r, out_t = (ra, oa[0][1]) if not ma[1].get("copy") else (rb, ob[0][1])
         write = _later_write(r, out_t, r.G.nodes[a if r is ra else b]["seq"])
-        aliasing.append({
+        entry = {
             "op": ra.op_text(a), "copy": [bool(ma[1].get("copy")), bool(mb[1].get("copy"))],
             "devices": [f"{ma[1].get('src_device')}->{ma[1].get('dst_device')}",
                         f"{mb[1].get('src_device')}->{mb[1].get('dst_device')}"],
             "same_tensor_in": ra.G.graph.get("target") if r is ra else rb.G.graph.get("target"),
-            "written_after": write, "meaning_changes": write is not None,
-        })
+            "written_after": write, "meaning_changes": write is not None, "count": 1,
+        }
+        key = _aliasing_key(entry)
+        if key in seen:  # the same line in a loop: one entry, counted
+            seen[key]["count"] += 1
+        else:
+            seen[key] = entry
+            aliasing.append(entry)
     colls = lambda r: [{"id": n, **{k: d.get(k) for k in ("op", "bucket", "numel", "params", "world_size", "rank")}}  # noqa: E731
                        for n, d in r.collectives]
     return {
@@ -488,6 +667,12 @@ def _structure(ra, rb, pairs, how):
         "aliasing": aliasing,
         "collectives": [colls(ra), colls(rb)],
     }
+
+
+def _aliasing_key(e):
+    o, w = e["op"], e["written_after"] or {}
+    return (o.get("name"), o.get("file"), o.get("line"), tuple(e["copy"]), tuple(e["devices"]),
+            w.get("file"), w.get("line"))
 
 
 def _later_write(r: _Run, t, after_seq):
@@ -536,15 +721,24 @@ def _numerics(ra, rb, pairs, tmap, cmp):
             if dep:
                 local.update(outs_b.values())
                 local.update(v for _, v in rb.writes.get(b, []) if not _is_state(rb, v))
+        casts = (da.get("autocast"), rb.G.nodes[b].get("autocast"))
         for pos, ta in ra.outputs.get(a, []):
             tb = outs_b.get(pos)
             if tb is None:
                 continue
-            c = cmp.tensor(ta, tb, uninit=uninit and ra.G.nodes[ta].get("version") == 0)
+            lowered = _autocast_lowered(ra.G.nodes[ta].get("dtype"), rb.G.nodes[tb].get("dtype"), *casts,
+                                        inputs=(_input_dtypes(ra, a), _input_dtypes(rb, b)))
+            c = cmp.tensor(ta, tb, uninit=uninit and ra.G.nodes[ta].get("version") == 0,
+                           tol_dtype=lowered["tolerance_of"] if lowered else None)
+            if lowered:
+                c = dict(c, autocast=lowered)
             if dep and c["basis"] in ("values", "stats"):
                 c = dict(c, basis="rank-local", agree=True)  # a reduction over this rank's rows
             items.append({"order": (da["seq"], 0), "what": "output", "op_a": a, "op_b": b, "pos": pos, **c})
+        outs_a = {t for _, t in ra.outputs.get(a, [])}
         for (_, va), (_, vb) in zip(ra.writes.get(a, []), rb.writes.get(b, [])):
+            if va in outs_a:
+                continue  # an in-place op's output is the version it wrote: compared once, above
             c = cmp.tensor(va, vb)
             if dep and vb in local and c["basis"] in ("values", "stats"):
                 c = dict(c, basis="rank-local", agree=True)
@@ -588,9 +782,32 @@ def _numerics(ra, rb, pairs, tmap, cmp):
     return out, items
 
 
+def _autocast_lowered(dtype_a, dtype_b, cast_a, cast_b, inputs=((), ())):
+    """When autocast gave one run's output a lower dtype than the other run's, judge
+    it at the precision the program asked for: ``{"side": "a"|"b", "device", "dtype",
+    "tolerance_of"}``, ``tolerance_of`` the looser of the other run's dtype and the
+    dtypes the op's inputs had before autocast cast them; else None (also for an op
+    that only passed on a dtype its inputs already had). Autocast's rounding is then
+    the difference reported, at the op inside the region that cast."""
+    if dtype_a == dtype_b:
+        return None
+    for i, (side, mine, other, cast) in enumerate((("a", dtype_a, dtype_b, cast_a), ("b", dtype_b, dtype_a, cast_b))):
+        devices = [dev for dev, dt in (cast or {}).items() if dt == mine]
+        other_cast = cast_b if side == "a" else cast_a
+        asked = [d for d in inputs[i] if d != mine and d in _PRECISION]
+        if devices and asked and other not in (other_cast or {}).values():
+            looser = min(asked + [d for d in (other,) if d in _PRECISION], key=_PRECISION.index)
+            return {"side": side, "device": devices[0], "dtype": mine, "tolerance_of": looser}
+    return None
+
+
+def _input_dtypes(r: _Run, op) -> list:
+    return [r.G.nodes[t].get("dtype") for _, t in r.inputs.get(op, [])]
+
+
 def _item_text(ra, rb, it):
     keep = ("what", "label", "dtype", "dtype_a", "shape", "shape_a", "basis", "max_abs", "max_rel",
-            "mismatch", "rtol", "atol", "note", "split", "a", "b")
+            "mismatch", "rtol", "atol", "note", "split", "a", "b", "autocast")
     d = {k: it.get(k) for k in keep if k in it}
     if it.get("op_a"):
         d["op"] = ra.op_text(it["op_a"])
@@ -614,6 +831,8 @@ def _first_divergence(ra, rb, items, pairs, cmp, tmap):
         out.update(ra.op_text(op))
         pb = dict(pairs).get(op)
         out["op_b"] = rb.op_text(pb) if pb else None
+        casts = [ra.G.nodes[op].get("autocast"), rb.G.nodes[pb].get("autocast") if pb else None]
+        out["autocast"] = casts if any(casts) else None
     if first.get("op_a"):
         ins = []
         ib = dict(rb.inputs.get(first["op_b"], []))
@@ -622,7 +841,10 @@ def _first_divergence(ra, rb, items, pairs, cmp, tmap):
             if tb is None:
                 continue
             c = cmp.tensor(ta, tb)
-            ins.append({"pos": pos, "label": ra.label(ta), "shape": c.get("shape"), "basis": c.get("basis"),
+            label = ra.label(ta)
+            if label == out["figures"].get("label"):  # an in-place op's input: the same name, one version earlier
+                label = f"{label} (before this op)"
+            ins.append({"pos": pos, "label": label, "shape": c.get("shape"), "basis": c.get("basis"),
                         "agree": c.get("agree"), "max_abs": c.get("max_abs")})
         out["inputs"] = ins
         out["inputs_agreed"] = [i["label"] for i in ins if i["agree"]]
@@ -890,15 +1112,111 @@ def _where(d):
     return f"{Path(d['file']).name}:{d.get('line')}"
 
 
+_COMPARED = ("values", "stats", "rows", "shape")
+_NOT_COMPARED = {"uninitialized": "uninitialized (torch.empty*)", "batch-split": "batch-split (no values kept)",
+                 "rank-local": "rank-local", "none": "without values or statistics"}
+
+
+def _dtype_counts(params: dict, kind: str, side: int) -> str:
+    """One column of the parameter (or buffer) dtype row: ``float32 (4)``."""
+    counts = {}
+    for v in params.values():
+        if v[2] == kind and v[side] is not None:
+            counts[v[side]] = counts.get(v[side], 0) + 1
+    return ", ".join(f"{dt} ({n})" for dt, n in sorted(counts.items()))
+
+
+def _grouped(ops) -> list:
+    """``[(op, count)]``: ops called from one line in one module, said once with a count."""
+    out, at = [], {}
+    for o in ops:
+        key = (o.get("name"), o.get("category"), o.get("module"), o.get("file"), o.get("line"))
+        if key in at:
+            out[at[key]][1] += 1
+        else:
+            at[key] = len(out)
+            out.append([o, 1])
+    return [(o, k) for o, k in out]
+
+
+def _buckets(calls) -> list:
+    """``[(bucket, calls)]``: each bucket once (as first reduced), with how often it was
+    all-reduced (once per step)."""
+    out, at = [], {}
+    for x in calls:
+        if x.get("bucket") in at:
+            out[at[x["bucket"]]][1] += 1
+        else:
+            at[x.get("bucket")] = len(out)
+            out.append([x, 1])
+    return [(x, k) for x, k in out]
+
+
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _in_module(o) -> str:
+    """``in module `X` `` for an op that ran inside a module's forward, else ""."""
+    m = (o or {}).get("module")
+    return f"in module `{m}`" if m else ""
+
+
+def _autocast_text(used) -> str:
+    if not used:
+        return "not used"
+    return "; ".join(f"{u['device']} {u['dtype'] or '(dtype not recorded)'}"
+                     + (f" ({_plural(u['ops'], 'op')})" if u.get("ops") else " (on at the trace's start or end)")
+                     for u in used)
+
+
+def _autocast_divergence_text(casts, lowered, a, b) -> str:
+    """Where the first divergence sits relative to autocast regions."""
+    parts = []
+    for name, cast in zip((a, b), casts):
+        if cast:
+            parts.append(f"in {name} it ran inside an autocast region ("
+                         + ", ".join(f"{dev} {dt}" for dev, dt in cast.items()) + ")")
+        else:
+            parts.append(f"in {name} outside any autocast region")
+    text = "autocast: " + "; ".join(parts) + "."
+    if lowered:
+        side = a if lowered["side"] == "a" else b
+        text += (f" Autocast gave {side}'s output {lowered['dtype']}; it is judged at the other run's "
+                 f"{lowered['tolerance_of']} tolerance.")
+    return text
+
+
+def _verdict_line(report, a, b) -> str:
+    """The verdict: agrees, diverges, or which run failed, where, and (both) whether the same way."""
+    verdict = report.get("verdict") or ("agrees" if report["agrees"] else "diverges")
+    fails = [(name, f) for name, f in zip((a, b), report.get("failures") or (None, None)) if f]
+    if verdict == "both failed":
+        if report.get("failed_same_way"):
+            return (f"**Verdict: both runs failed, the same way**: {_failure_text(fails[0][1])} in both. "
+                    "The comparison below covers what ran before.")
+        return ("**Verdict: both runs failed, differently**: " + "; ".join(
+            f"{k}: {_failure_text(f)}" for k, f in fails) + ". The comparison below covers what ran before.")
+    if verdict == "failed" and fails:
+        (k, f), = fails
+        other = b if f is (report["failures"] or [None, None])[0] else a
+        return (f"**Verdict: {k} failed**: {_failure_text(f)}; {other} ran to the end. "
+                f"The comparison below covers what both ran.")
+    return f"**Verdict: {verdict}**"
+
+
+def _failure_text(f) -> str:
+    where = f" at {Path(f['file']).name}:{f['line']}" if f.get("file") else ""
+    code = f" `{f['code']}`" if f.get("code") else ""
+    msg = (f.get("message") or "").strip().splitlines()
+    return f"{f.get('type')}: {msg[0] if msg else ''}{where}{code}"
+
+
 def format_report_md(report: dict, title: str | None = None) -> str:
     """The diff report as Markdown, sections in order: configuration, structure,
     numerics, first divergence, data parallel, float64 reference."""
     a, b = report.get("names", ["A", "B"])
-    L = [f"## {title or f'{b} against {a}'}", ""]
-    L.append(f"**Verdict: {'agrees' if report['agrees'] else 'diverges'}**"
-             + (" — errors: " + "; ".join(f"{k}: {v['type']}: {v['message']}" for k, v in report["errors"].items())
-                if report.get("errors") else ""))
-    L.append("")
+    L = [f"## {title or f'{b} against {a}'}", "", _verdict_line(report, a, b), ""]
     c = report["config"]
     L += ["### 1. Configuration", "", f"| | {a} | {b} |", "| --- | --- | --- |"]
     for k, v in c["versions"].items():
@@ -906,16 +1224,27 @@ def format_report_md(report: dict, title: str | None = None) -> str:
     L.append(f"| target | {_fmt(c['target'][0])} | {_fmt(c['target'][1])} |")
     L.append(f"| rng | {_fmt(c['rng'][0])} | {_fmt(c['rng'][1])} |")
     L.append(f"| world size | {c['world_size'][0]} | {c['world_size'][1]} |")
-    L.append(f"| batch shape (per rank) | {c['batch_shapes']['A']} | "
-             f"{', '.join(str(s) for s in c['batch_shapes']['B_ranks'])} |")
+    L.append(f"| batch shape (per rank) | {_fmt(c['batch_shapes']['A'])} | "
+             f"{', '.join(_fmt(s) for s in c['batch_shapes']['B_ranks'])} |")
+    if "autocast" in c:
+        mark = " **differs**" if c.get("autocast_differs") else ""
+        L.append(f"| autocast | {_autocast_text(c['autocast'][0])} | {_autocast_text(c['autocast'][1])}{mark} |")
     for k, v in c["math"].items():
         mark = " **differs**" if k in c["math_differs"] else ""
         L.append(f"| math.{k} | {_fmt(v[0])} | {_fmt(v[1])}{mark} |")
-    if c["parameters"]:
-        dts = sorted({f"{v[2]}s {v[0]} / {v[1]}" for v in c["parameters"].values()})
-        L.append(f"| parameter and buffer dtypes | {'; '.join(dts)} | |")
+    for kind in ("parameter", "buffer"):
+        cols = [_dtype_counts(c["parameters"], kind, i) for i in (0, 1)]
+        if any(cols):
+            mark = " **differs**" if cols[0] != cols[1] else ""
+            L.append(f"| {kind} dtypes | {cols[0] or '-'} | {cols[1] or '-'}{mark} |")
     if c["dtypes_differ"]:
-        L.append(f"\nDtypes differ for: {', '.join(c['dtypes_differ'][:10])}")
+        L.append("\nDtypes differ for: " + ", ".join(
+            f"{k} ({c['parameters'][k][0]} in {a}, {c['parameters'][k][1]} in {b})" for k in c["dtypes_differ"][:10])
+            + (f", ... {len(c['dtypes_differ']) - 10} more" if len(c["dtypes_differ"]) > 10 else ""))
+    for side, only in zip((a, b), c.get("parameters_only") or ([], [])):
+        if only:
+            L.append(f"\nParameters and buffers only in {side}: {', '.join(only[:10])}"
+                     + (f", ... {len(only) - 10} more" if len(only) > 10 else ""))
     s = report["structure"]
     L += ["", "### 2. Structure", "",
           f"ops: {s['ops'][0]} in {a}, {s['ops'][1]} in {b}; aligned {s['aligned_by_key']} by key "
@@ -924,10 +1253,13 @@ def format_report_md(report: dict, title: str | None = None) -> str:
     for side, lst, n in ((a, s["only_a"], s["only_a_count"]), (b, s["only_b"], s["only_b_count"])):
         if lst:
             L.append(f"\nOnly in {side}:")
-            for o in lst[:12]:
-                L.append(f"- `{o['name']}` ({o['category']}) {o.get('module') or ''} {_where(o)} `{o.get('code') or ''}`")
-            if n > 12:
-                L.append(f"- ... {n - 12} more")
+            groups = _grouped(lst)
+            for o, k in groups[:12]:
+                L.append(" ".join(x for x in (f"- `{o['name']}` ({o['category']})", f"{k} times" if k > 1 else "",
+                                              _in_module(o), _where(o),
+                                              f"`{o['code']}`" if o.get("code") else "") if x))
+            if n > len(lst) or len(groups) > 12:
+                L.append(f"- ... {n - sum(k for _, k in groups[:12])} more")
     for side, cl in zip((a, b), s["collectives"]):
         if cl:
             L.append(f"\nAll-reduce buckets in {side}: " + "; ".join(
@@ -935,37 +1267,57 @@ def format_report_md(report: dict, title: str | None = None) -> str:
                 f"world size {x['world_size']})" for x in cl[:8]) + (" ..." if len(cl) > 8 else ""))
     for al in s["aliasing"]:
         o = al["op"]
-        L.append(f"\nAliasing differs: `{o['name']}` at {_where(o)} `{o.get('code') or ''}` copied in "
+        times = f" ({al['count']} times)" if al.get("count", 1) > 1 else ""
+        L.append(f"\nAliasing differs{times}: `{o['name']}` at {_where(o)} `{o.get('code') or ''}` copied in "
                  f"{a if al['copy'][0] else b} and returned the same tensor in {b if al['copy'][0] else a}"
                  + (f"; it is written afterwards at {_where(al['written_after'])} "
-                    f"`{al['written_after'].get('code') or ''}`: the program's meaning changes with the device"
+                    f"`{al['written_after'].get('code') or ''}`: what the program computes depends on whether `.to()` copied"
                     if al["meaning_changes"] else ""))
     n = report["numerics"]
-    L += ["", "### 3. Numerics", "",
-          f"compared {n['compared']} tensors ({', '.join(f'{k} {v}' for k, v in sorted(n['by_basis'].items()))}; "
-          f"{n['grads_compared']} gradients): {n['agreeing']} agree, {n['diverging']} diverge; "
-          f"largest absolute difference {_fmt(n['max_abs'])}" + (" (bit-identical)" if n["exact"] else "") + "."]
+    shown = sorted(n["by_basis"].items())
+    how = [f"by {k} {v}" for k, v in shown if k in _COMPARED] + (
+        [f"{n['grads_compared']} of them gradients"] if n["grads_compared"] else [])
+    skipped = [f"{v} {_NOT_COMPARED.get(k, k)}" for k, v in shown if k not in _COMPARED]
+    if n["compared"]:
+        said = (f"compared {n['compared']} tensors ({', '.join(how)}): {n['agreeing']} agree, "
+                f"{n['diverging']} diverge; largest absolute difference {_fmt(n['max_abs'])}"
+                + (" (bit-identical)" if n["exact"] else "") + ".")
+    else:
+        said = "compared no tensors: no op output or gradient of one run was matched in the other."
+    L += ["", "### 3. Numerics", "", said + (f" Not compared: {', '.join(skipped)}." if skipped else "")]
     if n["diverging_items"]:
         L += ["", "| what | op | where | tensor | basis | max abs | max rel | mismatched | rtol/atol |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for it in n["diverging_items"][:15]:
             o = it.get("op") or {}
+            dtype = it.get("dtype") if it.get("dtype_a") in (None, it.get("dtype")) else \
+                f"{it.get('dtype_a')}/{it.get('dtype')}"
             L.append(f"| {it['what']} | `{o.get('name', '')}` | {_where(o)} | {it.get('label') or it.get('a')} "
-                     f"{it.get('shape')} {it.get('dtype')} | {it['basis']} | {_fmt(it.get('max_abs'))} | "
+                     f"{it.get('shape')} {dtype} | {it['basis']} | {_fmt(it.get('max_abs'))} | "
                      f"{_fmt(it.get('max_rel'))} | {_fmt(it.get('mismatch'))} | {it['rtol']:.2g}/{it['atol']:.2g} |")
     f = report["first_divergence"]
     L += ["", "### First divergence", ""]
     if f is None:
-        L.append("none: every compared tensor agrees within tolerance.")
+        stopped = [name for name, f in zip((a, b), report.get("failures") or ()) if f]
+        if not n["compared"]:
+            L.append("none found: nothing was compared.")
+        else:
+            L.append("none: every compared tensor agrees within tolerance"
+                     + (f", up to where {' and '.join(stopped)} raised." if stopped else "."))
     else:
         fig = f["figures"]
         L.append(f"{'forward' if f['what'] in ('output', 'write') else 'backward'} — `{f.get('name')}` "
-                 f"(op {f.get('seq')}) in module `{f.get('module')}` at {f.get('file')}:{f.get('line')}")
+                 f"(op {f.get('seq')}) {_in_module(f) or 'at top level (in no module)'} at "
+                 f"{f.get('file')}:{f.get('line')}")
         L.append(f"\n    {f.get('code') or ''}\n")
-        L.append(f"{fig['what']} {fig.get('label') or fig.get('a')} {fig.get('shape')} {fig.get('dtype')}: "
+        dtype = fig.get("dtype") if fig.get("dtype_a") in (None, fig.get("dtype")) else \
+            f"{fig.get('dtype_a')} in {a}, {fig.get('dtype')} in {b}"
+        L.append(f"{fig['what']} {fig.get('label') or fig.get('a')} {fig.get('shape')} {dtype}: "
                  f"max abs {_fmt(fig.get('max_abs'))}, max rel {_fmt(fig.get('max_rel'))}, mismatched "
                  f"{_fmt(fig.get('mismatch'))} (basis {fig['basis']}, rtol {fig['rtol']:.2g}, atol {fig['atol']:.2g})"
                  + (f"; {fig['note']}" if fig.get("note") else ""))
+        if f.get("autocast"):
+            L.append("\n" + _autocast_divergence_text(f["autocast"], fig.get("autocast"), a, b))
         if f.get("inputs") is not None:
             agreed = f.get("inputs_agreed") or []
             L.append(f"\ninputs that still agreed: {', '.join(agreed) if agreed else 'none'}"
@@ -974,8 +1326,8 @@ def format_report_md(report: dict, title: str | None = None) -> str:
     dp = report.get("data_parallel")
     if dp:
         L += ["", "### 4. Data parallel against one device", "",
-              f"world size {dp['world_size']}; batch per rank {dp['batch_shapes']} against "
-              f"{dp['baseline_batch_shape']}."]
+              f"world size {dp['world_size']}; batch per rank {', '.join(_fmt(x) for x in dp['batch_shapes'])} "
+              f"against {_fmt(dp['baseline_batch_shape'])}."]
         for ls in dp["losses"]:
             L.append(f"- loss (backward {ls['backward']}): {a} {_fmt(ls['baseline'])}; ranks "
                      f"{', '.join(_fmt(x) for x in ls['ranks'])} (mean {_fmt(ls['mean_of_ranks'])}, sum "
@@ -984,9 +1336,12 @@ def format_report_md(report: dict, title: str | None = None) -> str:
         g_ok = sum(1 for g in dp["gradients"] if g["agree"])
         L.append(f"- all-reduced parameter gradients: {g_ok} of {len(dp['gradients'])} agree with the "
                  f"single-device full-batch gradients")
-        for g in [g for g in dp["gradients"] if not g["agree"]][:8]:
+        bad = [g for g in dp["gradients"] if not g["agree"]]
+        for g in bad[:8]:
             L.append(f"  - {g['param']} (backward {g['backward']}): max abs {_fmt(g['max_abs'])}, "
                      f"norm ratio {_fmt(g['norm_ratio'])}")
+        if len(bad) > 8:
+            L.append(f"  - ... {len(bad) - 8} more")
         if dp["constant_factor"]:
             L.append(f"- **{dp['constant_factor']['text']}**")
         if dp["batchnorm_not_synced"]:
@@ -996,9 +1351,12 @@ def format_report_md(report: dict, title: str | None = None) -> str:
             L.append("- parameters with no gradient on some rank: " + ", ".join(
                 f"{x['param']} (rank {x['rank']}, backward {x['backward']})" for x in dp["no_grad_on_rank"][:10]))
         for cl in dp["collectives"]:
-            L.append(f"- rank {cl['rank']}: {cl['count']} all-reduce buckets "
-                     + "; ".join(f"bucket {x['bucket']}: {x['numel']} elements ({', '.join(x['params'] or [])})"
-                                 for x in cl["buckets"][:4]) + (" ..." if cl["count"] > 4 else ""))
+            buckets = _buckets(cl["buckets"])
+            L.append(f"- rank {cl['rank']}: {_plural(cl['count'], 'all-reduce call')} over "
+                     f"{_plural(len(buckets), 'bucket')}: "
+                     + "; ".join(f"bucket {x['bucket']} ({_plural(k, 'call')}): {x['numel']} elements "
+                                 f"({', '.join(x['params'] or [])})" for x, k in buckets[:4])
+                     + (" ..." if len(buckets) > 4 else ""))
         for r in dp["other_ranks_rows"]:
             if r["rows_agree"] + r["rows_differ"]:
                 L.append(f"- rank {r['rank']} outputs against the baseline's rows: {r['rows_agree']} agree, "

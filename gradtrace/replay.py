@@ -439,7 +439,8 @@ def root_failure(run: RunResult):
 
 def failure_text(run: RunResult, r: dict) -> str:
     e = r.get("error") or {}
-    who = f"{run.target.name} rank {r.get('rank')}" if run.target.kind == "ddp" else run.target.name
+    # the folder name: two runs of one target (cpu, cpu-2) are told apart
+    who = f"{run.target.folder} rank {r.get('rank')}" if run.target.kind == "ddp" else run.target.folder
     where = ""
     if e.get("file"):
         where = f" at {e['file']}:{e.get('line')}" + (f" `{e['code']}`" if e.get("code") else "")
@@ -544,13 +545,34 @@ def replay(script, argv=(), targets=("cpu",), baseline=None, out=None, rtol=None
                 rep["reference"] = accuracy_vs_reference(rG, rvals, base_G, base_vals, G, vals,
                                                                names=(ref_t.folder, base_t.folder, t.folder))
         report["comparisons"][t.folder] = rep
-        failed = results[t.folder].failed and not results[base_t.folder].failed
-        report["verdicts"][t.folder] = "failed" if failed else ("agrees" if rep["agrees"] else "diverges")
+        report["verdicts"][t.folder] = _verdict(results[base_t.folder], results[t.folder], rep)
     if results[base_t.folder].failed:
         report["verdicts"][base_t.folder] = "failed"
     report["exit_code"] = 0 if all(v == "agrees" for v in report["verdicts"].values()) else 1
     _write(report, out)
     return report
+
+
+def _verdict(base: RunResult, run: RunResult, rep: dict) -> str:
+    """A target's verdict against the baseline: ``agrees`` or ``diverges`` when both
+    ran to the end; ``failed`` (the target failed), ``baseline failed``, or ``both
+    failed, the same way`` / ``both failed, differently`` (same exception at the same
+    line). A run that failed never agrees."""
+    if run.failed and base.failed:
+        same = _same_error(root_failure(base), root_failure(run))
+        return "both failed, the same way" if same else "both failed, differently"
+    if run.failed:
+        return "failed"
+    if base.failed:
+        return "baseline failed"
+    return "agrees" if rep["agrees"] else "diverges"
+
+
+def _same_error(r1, r2) -> bool:
+    if r1 is None or r2 is None:  # a timeout leaves no rank of its own to blame
+        return False
+    e1, e2 = r1.get("error") or {}, r2.get("error") or {}
+    return all(e1.get(k) == e2.get(k) for k in ("type", "message", "line", "code"))
 
 
 def _write(report, out: Path):

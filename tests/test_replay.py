@@ -47,6 +47,18 @@ def test_mlp_step_on_cpu_and_two_ranks_agrees_and_shows_the_allreduce_buckets(ml
     assert "All-reduce buckets in ddp:2" in r.output
 
 
+def test_the_ddp_report_names_no_dtype_difference_when_only_ddps_parameter_names_differ(mlp_ddp):
+    _, r, rep = mlp_ddp
+    assert "Dtypes differ" not in r.output
+    params = rep["comparisons"]["ddp:2"]["config"]["parameters"]
+    assert sorted(params) == ["MLP.fc1.bias", "MLP.fc1.weight", "MLP.fc2.bias", "MLP.fc2.weight"]
+
+
+def test_one_bucket_reduced_in_two_steps_is_one_bucket_of_two_calls(mlp_ddp):
+    _, r, _ = mlp_ddp
+    assert "- rank 0: 2 all-reduce calls over 1 bucket: bucket 0 (2 calls): 161 elements" in r.output
+
+
 def test_the_rank_traces_hold_collective_nodes_with_reduces_edges(mlp_ddp):
     from gradtrace import load
 
@@ -109,6 +121,26 @@ def test_a_rank_that_raises_ends_the_replay_naming_rank_1_and_its_line_and_keeps
     assert "ddp:2 rank 1 raised RuntimeError: rank 1 gives up at" in err["text"]
     assert "raise RuntimeError" in err["text"] and "rank 1 raised" in r.output
     assert (tmp_path / "out" / "ddp:2" / "rank0" / "trace.json").exists()
+
+
+@pytest.fixture(scope="module")
+def raising_twice(tmp_path_factory):
+    out = tmp_path_factory.mktemp("raising_twice")
+    script = out / "raises.py"
+    script.write_text("import torch\nx = torch.ones(3, requires_grad=True)\n(x * 2).sum().backward()\n"
+                      "raise ValueError('bad data')\n")
+    return replay(out / "out", "--on", "cpu", "--on", "cpu", str(script))
+
+
+def test_a_script_that_raises_on_both_targets_is_never_agrees(raising_twice):
+    r, rep = raising_twice
+    assert rep["verdicts"]["cpu-2"] == "both failed, the same way"
+    assert "agrees" not in r.output.split("## cpu-2 against cpu")[0]
+
+
+def test_each_failed_target_is_named_in_its_error_even_two_of_one_kind(raising_twice):
+    _, rep = raising_twice
+    assert [e["text"].split(" raised")[0] for e in rep["errors"]] == ["cpu", "cpu-2"]
 
 
 @pytest.mark.parametrize("example", ["tensors.py", "autograd.py"])
