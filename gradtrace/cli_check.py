@@ -54,6 +54,9 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
     rank; --dot draws the lowest rank checked. Under a launcher (torchrun) a
     script is checked on every rank, -o writing OUT/rank<k>.
 
+    A comment `# gradtrace: ignore[GT107]` (or a bare `# gradtrace: ignore`) on the
+    line a finding is reported at silences it.
+
     Exit code 1 when an error-level finding is present, 0 otherwise, 2 on bad input.
 
     \b

@@ -9,7 +9,10 @@ test when ``gradtrace check`` finds an error-level mistake in it.
     def test_other(gradtrace_check): ...
 
 The check runs right after the test body, so a finding fails the test itself (not its
-teardown); when the body raised, the findings are added to its error.
+teardown); when the body raised, the findings are added to its error. Severities are the
+ones ``gradtrace check`` and docs/checks.md give (GT101 is an error before any backward
+runs, so a forward-only test catches it); a ``# gradtrace: ignore[CODE]`` comment on a
+line silences findings there, as in ``gradtrace check``.
 """
 
 from __future__ import annotations

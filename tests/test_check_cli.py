@@ -52,7 +52,7 @@ def test_error_finding_in_a_script_exits_1_and_prints_file_line_code(scripts):
     r = invoke(scripts["bad"])
     assert r.exit_code == 1, r.output
     first = r.output.splitlines()[0]
-    assert first.startswith(scripts["bad"] + ":4: GT102 error: ") and "x.data *= 100" in r.output
+    assert first.startswith(scripts["bad"] + ":5: GT102 error: ") and "x.data *= 100" in r.output
     assert r.output.rstrip().endswith("1 finding: 1 error")
 
 
@@ -71,12 +71,25 @@ def test_json_output_lists_findings(scripts):
     r = invoke("--json", scripts["bad"])
     assert r.exit_code == 1
     data = json.loads(r.output)
-    assert [d["code"] for d in data] == ["GT102"] and data[0]["line"] == 4 and data[0]["ops"]
+    assert [d["code"] for d in data] == ["GT102"] and data[0]["line"] == 5 and data[0]["ops"]
 
 
 def test_ignore_drops_the_error_and_the_exit_code(scripts):
     assert invoke("--ignore", "GT102", scripts["bad"]).exit_code == 0
     r = invoke("--select", "GT103,GT101", "--select", "GT104", scripts["bad"])
+    assert r.exit_code == 0 and "0 findings" in r.output
+
+
+def test_the_fix_line_names_the_users_own_line(scripts):
+    r = invoke(scripts["bad"])
+    fix = next(line for line in r.output.splitlines() if line.strip().startswith("fix:"))
+    assert "move `x.data *= 100` after the backward call at line 6 (`y.backward()`)" in fix
+
+
+def test_ignore_comment_on_the_line_silences_the_finding_and_the_exit_code(tmp_path):
+    p = tmp_path / "silenced.py"
+    p.write_text(BAD.replace("x.data *= 100", "x.data *= 100  # gradtrace: ignore[GT102]"))
+    r = invoke(str(p))
     assert r.exit_code == 0 and "0 findings" in r.output
 
 

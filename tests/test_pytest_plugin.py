@@ -13,11 +13,17 @@ def test_clean(gradtrace_check):
     assert x.grad.tolist() == [2.0, 2.0, 2.0]
 
 
-def test_inplace_on_saved(gradtrace_check):  # GT101 warning only: nothing differentiates it
+def test_inplace_on_saved(gradtrace_check):  # GT101 error: found before backward runs
     x = torch.randn(3, requires_grad=True)
     y = x.sigmoid()
     y.mul_(2)
     loss = y.sum()
+
+
+def test_inplace_on_saved_silenced_by_comment(gradtrace_check):
+    x = torch.randn(3, requires_grad=True)
+    y = x.sigmoid()
+    y.mul_(2)  # gradtrace: ignore[GT101]
 
 
 def test_backward_raises(gradtrace_check):
@@ -51,9 +57,9 @@ def test_trace_is_yielded(gradtrace_check):
 def test_fixture_fails_error_findings_and_passes_clean_tests(pytester):
     pytester.makepyfile(test_user=USER_TESTS)
     r = pytester.runpytest("-v", "-p", "no:cacheprovider")
-    r.assert_outcomes(passed=4, failed=2)
+    r.assert_outcomes(passed=4, failed=3)
     out = r.stdout.str()
-    for name in ("test_clean", "test_inplace_on_saved", "test_ignored", "test_trace_is_yielded"):
+    for name in ("test_clean", "test_inplace_on_saved_silenced_by_comment", "test_ignored", "test_trace_is_yielded"):
         assert f"test_user.py::{name} PASSED" in out
     # backward raised; the finding naming the cause is added to the error
     assert "test_user.py::test_backward_raises FAILED" in out
@@ -74,3 +80,29 @@ def test_data_write(gradtrace_check):
     r = pytester.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(failed=1, errors=0)
     assert "GT102 error" in r.stdout.str() and "x.data *= 100" in r.stdout.str()
+
+
+def test_fixture_fails_gt101_without_a_backward_call_as_readme_and_docs_say(pytester):
+    pytester.makepyfile(test_fwd='''
+import torch
+
+def test_forward_only(gradtrace_check):
+    x = torch.randn(3, requires_grad=True)
+    y = x.sigmoid()
+    y.mul_(2)
+''')
+    r = pytester.runpytest("-p", "no:cacheprovider")
+    r.assert_outcomes(failed=1)
+    assert "GT101 error" in r.stdout.str() and "`y = y.mul(2)`" in r.stdout.str()
+
+
+def test_readme_docs_and_checks_agree_on_every_severity():
+    import re
+    from pathlib import Path
+
+    from gradtrace.check import CHECKS
+
+    root = Path(__file__).parent.parent
+    for doc in (root / "README.md", root / "docs" / "checks.md"):
+        rows = dict(re.findall(r"^\| (GT1\d\d) \| ([a-z /]+?) \|", doc.read_text(), re.M))
+        assert {c: rows[c].split(" / ")[0] for c in CHECKS} == {c: k.severity for c, k in CHECKS.items()}, doc

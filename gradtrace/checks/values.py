@@ -1,0 +1,82 @@
+"""GT110: the first NaN or Inf, in forward and in backward."""
+
+from __future__ import annotations
+
+from . import fixes as fx
+from .findings import _F, _bad, _code, _register, _stats_text, _stmt
+
+_UNINIT = ("torch.empty", "torch.empty_like", "Tensor.new_empty", "torch.empty_strided")
+
+
+@_register(
+    "GT110", "error", "first NaN or Inf",
+    "y = torch.log(x - 1)  # x has a 1: the first -inf, and NaN where x < 1",
+    "The first op whose output has NaN/Inf while its inputs had none is where the bad values "
+    "came from; everything after it only propagates them. In backward, the first gradient with "
+    "NaN/Inf (nearest the loss) names the op whose derivative produced it.",
+    "Guard the op's domain (clamp before log/sqrt/div, add an epsilon), lower the learning rate, "
+    "or use a numerically stable form (log_softmax, logsumexp, BCEWithLogits).",
+)
+def _gt110(q):
+    def has(s, what):
+        return any(_bad(s, w) for w in what)
+
+    # Forward: the first op whose output has NaN (error) / Inf (warning) from finite inputs.
+    firsts = {}
+    kept = q.G.graph.get("values", "stats") != "none"
+    for what in ("nan", "inf") if kept else ():
+        for op in q.ops:
+            d = q.N[op]
+            if d.get("phase") == "backward" or d["category"] in ("backward", "grad_mode") \
+                    or d["name"] in _UNINIT or what in (d.get("args") or "").lower():
+                continue  # uninitialised memory, or the value was passed in (a -inf mask)
+            bad = [t for t in q.outputs(op) if _bad(q.N[t].get("stats"), what)]
+            ins = q.inputs(op)
+            if bad and not any(q.N[t].get("stats") is None or has(q.N[t]["stats"], ("nan", "inf")) for t in ins):
+                firsts.setdefault(op, []).append((what, bad[0]))
+                break
+    for op, hits in sorted(firsts.items(), key=lambda kv: q.seq(kv[0])):
+        d, t = q.N[op], hits[0][1]
+        kinds = " and ".join("NaN" if w == "nan" else "Inf" for w, _ in hits)
+        ins = q.inputs(op)
+        ins_text = "; ".join(f"{q.name(i)}: {_stats_text(q.N[i].get('stats'))}" for i in ins[:4])
+        mod = f" in module {d['module']}" if d.get("module") else ""
+        yield _F(q, "GT110",
+                 f"first {kinds} in forward: {d['name']} ({q.where(op)}){mod} made {q.name(t)} "
+                 f"({_stats_text(q.N[t].get('stats'))}) from finite inputs" + (f" ({ins_text})" if ins_text else ""),
+                 [(op, "first " + kinds)], [(t, kinds)] + [(i, "input") for i in ins],
+                 severity="error" if hits[0][0] == "nan" else "warning", fix=_nan_fix(q, op))
+    # Backward: in the first call with one, the bad gradient nearest the loss.
+    seen = set()
+    for what in ("nan", "inf"):
+        for bw in q.backwards:
+            bad = [(t, d) for t, d in q.out["grad"][bw] if q.kind_of(t) == "tensor" and _bad(d.get("stats"), what)]
+            if not bad:
+                continue
+            t, gd = max(bad, key=lambda x: q.seq(q.producer(x[0])) if q.producer(x[0]) else -1)
+            if (bw, t) in seen:
+                break
+            seen.add((bw, t))
+            p = q.producer(t)
+            c = next((o for o in q.uses(q.N[t]["tid"]) if q.N[o].get("grad_enabled", True)
+                      and q.N[o]["category"] not in ("backward", "grad_mode") and q.seq(o) > q.seq(p)), None)
+            bop = q.N[bw].get("op")
+            kinds = " and ".join(k for k, w in (("NaN", "nan"), ("Inf", "inf")) if _bad(gd.get("stats"), w))
+            at = f", made by the derivative of {q.N[c]['name']} ({q.where(c)})" if c else ""
+            yield _F(q, "GT110",
+                     f"first {kinds} in backward (call at {q.where(bop)}): the gradient reaching "
+                     f"{q.name(t)} ({_stats_text(gd.get('stats'))}){at}",
+                     ([(c, "derivative")] if c else []) + ([(p, "produced")] if p else []) + [(bop, "backward")],
+                     [(t, "bad gradient")], [bw], severity="error" if what == "nan" else "warning",
+                     fix=_nan_fix(q, c) if c else None)
+            break
+
+
+def _nan_fix(q, op):
+    new = fx.guarded(_code(q, op), q.N[op]["name"])
+    if new:
+        return f"`{new}` keeps {q.N[op]['name']} away from 0 ({q.where(op)})"
+    return (f"guard the domain of {q.N[op]['name']} in {_stmt(q, op)} ({q.where(op)}): clamp its input, add "
+            "an epsilon, or use a stable form (log_softmax, logsumexp, BCEWithLogits)")
+
+
