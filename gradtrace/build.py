@@ -48,13 +48,83 @@ def gc_paused():
         yield
     finally:
         if was:
+            if gc.get_freeze_count() == 0:
+                # The graph's objects join the oldest generation without a young-
+                # generation pass over each of them (a second for a 200k-op trace);
+                # a program that froze objects itself is left as it is.
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
+
+
+def tensor_labels(rec: Recorder) -> dict:
+    """Return ``{tid: label}``: the name the user bound the tensor to, else the name
+    of a library call's result, else its module's name for a parameter or buffer."""
+    out = dict(rec.registered_labels())
+    out.update(rec.fallback_labels)
+    out.update(rec.labels)
+    return out
+
+
+def label_numbers(label_of: dict) -> dict:
+    """Return ``{tid: k}`` for tensors whose label other tensors share: ``k`` (from 1)
+    orders the tensors bound to that label by first sight (tid). Tensors with a label
+    of their own are left out."""
+    by_label: dict = {}
+    for tid in sorted(label_of):
+        by_label.setdefault(label_of[tid], []).append(tid)
+    return {tid: k for tids in by_label.values() if len(tids) > 1 for k, tid in enumerate(tids, 1)}
 
 
 def build_graph(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     """Return the trace graph of a finished recording, with ``meta`` as ``G.graph``."""
     with gc_paused():
         return _build(rec, meta)
+
+
+class _Filler:
+    """Fills a ``MultiDiGraph``'s dictionaries as ``add_node``/``add_edge`` would,
+    without their per-call checks and cache clearing (a 200k-op trace has a million
+    nodes and edges). The result is an ordinary ``MultiDiGraph``."""
+
+    __slots__ = ("node", "succ", "pred")
+
+    def __init__(self, G: nx.MultiDiGraph):
+        self.node, self.succ, self.pred = G._node, G._succ, G._pred
+
+    def add_node(self, n, attrs: dict):
+        node = self.node
+        if n in node:
+            node[n].update(attrs)
+        else:
+            node[n] = attrs
+            self.succ[n] = {}
+            self.pred[n] = {}
+
+    def add_edge(self, u, v, attrs: dict):
+        succ = self.succ
+        nbrs = succ.get(u)
+        if nbrs is None:
+            self.add_node(u, {})
+            nbrs = succ[u]
+        keydict = nbrs.get(v)
+        if keydict is None:
+            if v not in succ:
+                self.add_node(v, {})
+            keydict = nbrs[v] = self.pred[v][u] = {}
+            keydict[0] = attrs
+            return
+        k = len(keydict)
+        while k in keydict:
+            k += 1
+        keydict[k] = attrs
+
+
+def _released(rec: Recorder, meta: dict) -> bool:
+    """True when the graph built now is the trace's one graph (recording has ended):
+    each list of records is then let go once turned into the graph, so the records
+    and the graph are not both held at their full size."""
+    return meta.get("status") not in (None, "running")
 
 
 def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
@@ -66,73 +136,149 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
         {"what": what, "error": msg, "count": n, "first_op": op}
         for (what, _), (n, msg, op) in rec.unknown.items()
     ]
+    f = _Filler(G)
+    add_node, add_edge = f.add_node, f.add_edge
+    release = _released(rec, meta)
 
     for path, typ in rec.modules.modules.items():
-        G.add_node(f"mod:{path}", kind="module", path=path, type=typ)
+        add_node(f"mod:{path}", {"kind": "module", "path": path, "type": typ})
     for child, parent in rec.modules.parents.items():
-        G.add_edge(f"mod:{parent}", f"mod:{child}", kind="parent")
+        add_edge(f"mod:{parent}", f"mod:{child}", {"kind": "parent"})
 
+    nodes, succ, pred = f.node, f.succ, f.pred
     for sid, (device, nbytes, origin) in rec.storages.items():
-        G.add_node(sid, kind="storage", device=device, nbytes=nbytes, origin=origin)
+        if sid in nodes:
+            add_node(sid, {"kind": "storage", "device": device, "nbytes": nbytes, "origin": origin})
+        else:  # the common case, inline
+            nodes[sid] = {"kind": "storage", "device": device, "nbytes": nbytes, "origin": origin}
+            succ[sid] = {}
+            pred[sid] = {}
+    if release:
+        rec.storages = {}
     for nid, attrs in rec.numpy.items():
-        G.add_node(nid, kind="numpy", **attrs)
+        add_node(nid, {"kind": "numpy", **attrs})
     for fid, attrs in rec.fns.items():
-        G.add_node(fid, kind="grad_fn", **attrs)
+        add_node(fid, {"kind": "grad_fn", **attrs})
     for bw, attrs in rec.backwards.items():
-        G.add_node(bw, kind="backward", **attrs)
+        add_node(bw, {"kind": "backward", **attrs})
     for cid, attrs in rec.collectives.items():
-        G.add_node(cid, kind="collective", **attrs)
+        add_node(cid, {"kind": "collective", **attrs})
 
-    labels, fallback = rec.labels, rec.fallback_labels
+    _add_tensors(rec, f)
+    if release:
+        rec.tensors = []
+    _add_ops(rec, add_node, add_edge)
+    if release:
+        rec.ops = []
+    _add_edges(rec.edges, f)
+    if release:
+        rec.edges = []
+    # A node an edge names but no record made (a read that failed half-way) is
+    # kept, marked, rather than left without the attributes every reader expects.
+    for data in G._node.values():
+        if "kind" not in data:
+            data["kind"] = "unknown"
+    return G
+
+
+def _add_tensors(rec: Recorder, f: _Filler):
+    label_of = tensor_labels(rec)
+    label_n = label_numbers(label_of)
+    params = rec.params
+    finalize = _stats.finalize
+    nodes, succ, pred = f.node, f.succ, f.pred
     for node, tid, ver, shape, dtype, device, stride, sid, offset, rg, leaf, fid, st in rec.tensors:
-        G.add_node(
-            node, kind="tensor", tid=tid, version=ver, shape=list(shape) if shape is not None else None,
-            dtype=dtype,
-            device=device, stride=list(stride) if stride is not None else None, storage=sid,
-            storage_offset=offset, requires_grad=rg, is_leaf=leaf, grad_fn=fid,
-            label=labels.get(tid) or fallback.get(tid), stats=_stats.finalize(st),
-        )
-        param = rec.params.get(tid)
-        if param is not None:
-            G.nodes[node]["param_of"] = f"mod:{param[0]}"
-            G.nodes[node]["param_kind"] = param[2]
+        attrs = {
+            "kind": "tensor", "tid": tid, "version": ver, "shape": list(shape) if shape is not None else None,
+            "dtype": dtype, "device": device, "stride": list(stride) if stride is not None else None, "storage": sid,
+            "storage_offset": offset, "requires_grad": rg,
+            "is_leaf": leaf, "grad_fn": fid, "label": label_of.get(tid),
+            "stats": finalize(st) if st is not None else None,
+        }
+        if label_n:
+            n = label_n.get(tid)
+            if n is not None:
+                attrs["label_n"] = n
+        if params:
+            param = params.get(tid)
+            if param is not None:
+                attrs["param_of"] = f"mod:{param[0]}"
+                attrs["param_kind"] = param[2]
+        if node in nodes:
+            f.add_node(node, attrs)
+            out = succ[node]
+        else:  # the common case, inline: a new node
+            nodes[node] = attrs
+            out = succ[node] = {}
+            pred[node] = {}
+        # Its storage and autograd node are in the graph already: a first edge to each.
         if sid is not None:
-            G.add_edge(node, sid, kind="in_storage")
+            back = pred.get(sid)
+            if back is None or sid in out:
+                f.add_edge(node, sid, {"kind": "in_storage"})
+            else:
+                out[sid] = back[node] = {0: {"kind": "in_storage"}}
         if fid is not None:
-            G.add_edge(node, fid, kind="grad_fn")
+            back = pred.get(fid)
+            if back is None or fid in out:
+                f.add_edge(node, fid, {"kind": "grad_fn"})
+            else:
+                out[fid] = back[node] = {0: {"kind": "grad_fn"}}
 
+
+def _add_ops(rec: Recorder, add_node, add_edge):
+    codes: dict = {}  # (file, line) -> the source line, one string for all its ops
+    args: dict = {}  # scalars -> text
     for r in rec.ops:
         if r is None:  # an op still running (a graph read while recording)
             continue
         seq, name, cat, file, line, module, grad, scalars, bw, extra, direct = r
-        code = linecache.getline(file, line).strip() if file and line else None
-        attrs = dict(
-            kind="op", name=name, seq=seq, category=cat or "other", file=file, line=line,
-            code=code or None, module=module, grad_enabled=grad, args=_args_text(scalars),
-            phase="backward" if bw else "forward", direct=direct,
-        )
+        key = (file, line)
+        code = codes.get(key)
+        if code is None and key not in codes:
+            code = codes[key] = (linecache.getline(file, line).strip() or None) if file and line else None
+        try:
+            text = args.get(scalars)
+            if text is None:
+                text = args[scalars] = _args_text(scalars)
+        except TypeError:  # an unhashable argument (a slice, before Python 3.12)
+            text = _args_text(scalars)
+        attrs = {
+            "kind": "op", "name": name, "seq": seq, "category": cat or "other", "file": file, "line": line,
+            "code": code, "module": module, "grad_enabled": grad, "args": text,
+            "phase": "backward" if bw else "forward", "direct": direct,
+        }
         if bw:
             attrs["during"] = bw
         if extra:
             attrs.update(extra)
+            if "autocast" in extra:  # shared by the records of one autocast state
+                attrs["autocast"] = dict(extra["autocast"])
         node = f"op:{seq}"
-        G.add_node(node, **attrs)
+        add_node(node, attrs)
         if module is not None:
-            G.add_edge(node, f"mod:{module}", kind="in_module")
+            add_edge(node, f"mod:{module}", {"kind": "in_module"})
 
-    for e in rec.edges:
+
+def _add_edges(edges, f: _Filler):
+    succ, pred, add_edge = f.succ, f.pred, f.add_edge
+    for e in edges:
         if len(e) == 4:
             u, v, kind, pos = e
-            if pos is None:
-                G.add_edge(u, v, kind=kind)
-            else:
-                G.add_edge(u, v, kind=kind, pos=pos)
+            attrs = {"kind": kind} if pos is None else {"kind": kind, "pos": pos}
         else:
             u, v, attrs = e
-            G.add_edge(u, v, **(dict(attrs) if type(attrs) is tuple else _edge_stats(attrs)))
-    # A node an edge names but no record made (a read that failed half-way) is
-    # kept, marked, rather than left without the attributes every reader expects.
-    for node, data in G.nodes(data=True):
-        if "kind" not in data:
-            data["kind"] = "unknown"
-    return G
+            attrs = dict(attrs) if type(attrs) is tuple else dict(_edge_stats(attrs))
+        nbrs = succ.get(u)
+        back = pred.get(v)
+        if nbrs is None or back is None:
+            add_edge(u, v, attrs)
+            continue
+        keydict = nbrs.get(v)
+        if keydict is None:  # the common case, inline: the first edge between u and v
+            nbrs[v] = back[u] = {0: attrs}
+        else:
+            k = len(keydict)
+            while k in keydict:
+                k += 1
+            keydict[k] = attrs

@@ -74,6 +74,15 @@ try:
     from torch._guards import CompileContext as _CompileContext
 
     _compile_context = _CompileContext.try_get
+    from torch._guards import _TLS as _guards_tls
+
+    if isinstance(_guards_tls, threading.local) and "try_get" in vars(_CompileContext):
+
+        def _compile_context():
+            # CompileContext.try_get() is getattr(_TLS, "compile_context", None): the
+            # AttributeError it raises and swallows outside compilation costs a
+            # microsecond on every op. The thread's own dict answers the same.
+            return _guards_tls.__dict__.get("compile_context")
 except Exception:  # pragma: no cover - a torch without Dynamo
     def _compile_context():
         return None
@@ -125,3 +134,45 @@ def saved_hooks_patches() -> list:
 
     return [(ag, "_push_saved_tensors_default_hooks", push_counted),
             (ag, "_pop_saved_tensors_default_hooks", pop_counted)]
+
+
+def _any_autocast_fallback() -> bool:
+    for dev in ("cpu", "cuda"):
+        try:
+            if torch.is_autocast_enabled(dev):
+                return True
+        except Exception:  # torch 2.4 takes no device argument
+            return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+    return False
+
+
+# One C call answering "is autocast on for any device?" (where torch has it): the
+# recorder asks it for every op, and the per-device state only when it says yes.
+any_autocast = getattr(torch._C, "_is_any_autocast_enabled", _any_autocast_fallback)
+
+_AUTOCAST_DEVICES = ["cpu", "cuda", "xpu", "mps", "hpu", "mtia", "xla"]
+
+
+def _autocast_of(dev: str):
+    try:
+        return torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)
+    except Exception:  # torch 2.4 asks per device by name
+        if dev == "cpu":
+            return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        if dev == "cuda":
+            return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+        raise
+
+
+def autocast_state() -> dict:
+    """Return ``{device_type: torch dtype}`` of the autocast regions enabled now."""
+    out = {}
+    for dev in list(_AUTOCAST_DEVICES):
+        try:
+            on, dtype = _autocast_of(dev)
+        except Exception:  # a device type this build does not know
+            _AUTOCAST_DEVICES.remove(dev)
+            continue
+        if on:
+            out[dev] = dtype
+    return out

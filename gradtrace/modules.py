@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from functools import partial
 
 import torch
 from torch.nn.modules import module as _module
@@ -24,7 +25,7 @@ _WRAPPERS = ("DistributedDataParallel", "DataParallel")
 class ModuleStack:
     """Tracks the module path of the forward call in progress on one thread."""
 
-    def __init__(self, on_first_call=None):
+    def __init__(self, on_first_call=None, on_registered=None):
         self.stack: list[str] = []
         self.modules: dict[str, str] = {}  # path -> type name, each tree in named_modules order
         self.parents: dict[str, str] = {}  # path -> parent path
@@ -33,6 +34,7 @@ class ModuleStack:
         self._mods: dict[str, weakref.ref] = {}  # path -> module
         self._thread = threading.get_ident()
         self._on_first_call = on_first_call
+        self._on_registered = on_registered
         self._handles = []
 
     def install(self):
@@ -40,6 +42,11 @@ class ModuleStack:
             _module.register_module_forward_pre_hook(self._pre),
             _module.register_module_forward_hook(self._post, always_call=True),
         ]
+        if self._on_registered is not None:
+            self._handles += [
+                _module.register_module_parameter_registration_hook(partial(self._registered, "parameter")),
+                _module.register_module_buffer_registration_hook(partial(self._registered, "buffer")),
+            ]
 
     def remove(self):
         for h in self._handles:
@@ -95,6 +102,14 @@ class ModuleStack:
     def _module(self, path):
         ref = self._mods.get(path)
         return ref() if ref is not None else None
+
+    def _registered(self, kind, mod, name, tensor):
+        """A module got a parameter or buffer (``self.weight = Parameter(...)`` in its
+        ``__init__``): tell the recorder, which names it if no module path ever does."""
+        if torch_is_busy() or threading.get_ident() != self._thread or tensor is None:
+            return None
+        self._on_registered(mod, name, tensor, kind)
+        return None
 
     def _pre(self, mod, args):
         if torch_is_busy():

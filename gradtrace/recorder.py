@@ -28,6 +28,8 @@ from torch.overrides import TorchFunctionMode
 
 from . import modestack, ops, source, stats
 from .compat import (
+    any_autocast,
+    autocast_state,
     is_compiling,
     redispatch_function,
     saved_tensors_hooks_active,
@@ -62,10 +64,13 @@ def device_name(dev) -> str:
 class _T:
     """What the recorder knows of one live tensor object."""
 
-    __slots__ = ("tid", "ver", "tv", "sid", "ref", "node", "rg", "crc")
+    __slots__ = ("tid", "ver", "tv", "sid", "s", "ref", "node", "rg", "crc")
 
-    def __init__(self, tid, tv, sid, ref):
-        self.tid, self.ver, self.tv, self.sid, self.ref = tid, 0, tv, sid, ref
+    def __init__(self, tid, tv, s, ref):
+        # The storage record lives as long as a tensor on it: no table of storage
+        # records outlives them, so none of these objects reaches the GC's oldest generation.
+        self.tid, self.ver, self.tv, self.s, self.ref = tid, 0, tv, s, ref
+        self.sid = s.sid if s is not None else None
         self.node = self.rg = self.crc = None  # node and rg are set by _snapshot
 
 
@@ -107,7 +112,12 @@ class Recorder(TorchFunctionMode):
         self._last_indirect: dict = {}  # (id(frame), f_lasti) -> tid holding that statement's name
         self.grad_reads: list = []  # reads of .grad on non-leaf tensors
         self.saved_values: dict = {}  # key -> CPU tensor, values="all" only
-        self.modules = ModuleStack(on_first_call=self._label_parameters)
+        self.modules = ModuleStack(on_first_call=self._label_parameters, on_registered=self._param_registered)
+        # Parameters and buffers given to a module while tracing, named from that
+        # module's type where no module path names them (a module never called).
+        self.registered: dict = {}  # tid -> (module number, module type, attribute name)
+        self._pending_registered: dict = {}  # id(tensor) -> (weakref, module number, type, name)
+        self._module_numbers = weakref.WeakKeyDictionary()  # module -> its number
         self.thread = threading.get_ident()
         # Live tensors and storages by id(). A weak reference's callback drops
         # the entry when its object dies, so these small objects die young and
@@ -116,7 +126,6 @@ class Recorder(TorchFunctionMode):
         # plain values, which the GC stops tracking.
         self._tmap: dict = {}  # id(tensor) -> _T
         self._smap: dict = {}  # id(storage) -> _S
-        self._sids: dict = {}  # "s:N" -> _S; entries of dead storages are pruned in batches
         # The callbacks are C functions (``dict.pop(key, ref)``): no Python code of
         # ours runs when a program's tensor dies, so a signal's KeyboardInterrupt
         # cannot land (and be swallowed) inside a callback.
@@ -127,6 +136,7 @@ class Recorder(TorchFunctionMode):
         self._fn_out: dict = {}  # (fid, output_nr) -> last tensor node with that grad_fn
         self._fn_made: set = set()  # fids that produced a recorded tensor
         self._shapes: dict = {}  # interned shape and stride tuples
+        self._autocast_states: dict = {}  # autocast state -> its shared {device: dtype} dict
         self.callers: dict = {}  # see source.call_as_user; emptied when tracing ends
         self._fn_leaf: dict = {}  # fid of an AccumulateGrad -> _T of its leaf
         self._saved_attrs: dict = {}
@@ -186,10 +196,14 @@ class Recorder(TorchFunctionMode):
         s = self._storage_of(t, origin)
         tid = self._ntid
         self._ntid = tid + 1
-        info = _T(tid, _version(t), s.sid if s else None, weakref.ref(t, partial(self._drop_t, key)))
+        info = _T(tid, _version(t), s, weakref.ref(t, partial(self._drop_t, key)))
         self._tmap[key] = info
         if s is not None:
             s.tensors.append(info.ref)
+        if self._pending_registered:
+            pend = self._pending_registered.pop(key, None)
+            if pend is not None and pend[0]() is t:
+                self.registered[tid] = pend[1:]
         self._snapshot(t, info)
         return info
 
@@ -206,10 +220,6 @@ class Recorder(TorchFunctionMode):
         self._nsid = n + 1
         s = _S(f"s:{n}", weakref.ref(st, partial(self._drop_s, key)))
         self._smap[key] = s
-        sids = self._sids
-        if len(sids) > 2 * len(self._smap) + 4096:
-            sids = self._sids = {e.sid: e for e in self._smap.values()}
-        sids[s.sid] = s
         dev = st.device
         self.storages[s.sid] = (_DEVICE_NAMES.get(dev) or device_name(dev), st.nbytes(), origin)
         return s
@@ -300,14 +310,14 @@ class Recorder(TorchFunctionMode):
 
     # -- versions ---------------------------------------------------------------------
 
-    def _write(self, sid, op_node, external=None):
-        """Bump the version of every live tensor known on storage ``sid``. An
+    def _write(self, s, op_node, external=None):
+        """Bump the version of every live tensor known on storage record ``s``. An
         ``external`` write (numpy's side of a shared buffer) names the op that saw it."""
-        if op_node is not None:
-            self.edges.append((op_node, sid, "writes", None))
-        s = self._sids.get(sid)
         if s is None:
             return
+        sid = s.sid
+        if op_node is not None:
+            self.edges.append((op_node, sid, "writes", None))
         alive = []
         for ref in s.tensors:
             u = ref()
@@ -338,7 +348,7 @@ class Recorder(TorchFunctionMode):
     def _check_numpy_writes(self, t, info, op_node):
         """A numpy-side write to a shared buffer is invisible to torch: compare checksums."""
         if info.crc is not None and _crc(t) != info.crc:
-            self._write(info.sid, None, external=op_node)
+            self._write(info.s, None, external=op_node)
 
     # -- autograd ---------------------------------------------------------------------
 
@@ -481,7 +491,7 @@ class Recorder(TorchFunctionMode):
                 f = source.user_frame(2)
                 if f is None:
                     return redispatch_function(func, types, args, kwargs)
-                return source.call_as_user(f, f.f_lineno, redispatch_function, (func, types, args, kwargs),
+                return source.call_as_user(f, source.line_of(f), redispatch_function, (func, types, args, kwargs),
                                            {}, self.callers)
         if kind == ops.GRAD_MODE:
             out = func(*args, **kwargs)
@@ -510,7 +520,7 @@ class Recorder(TorchFunctionMode):
         """``t.grad``: not an op, but a read on a non-leaf is worth knowing. Torch's
         warning about it points at the user's line, as untraced."""
         f = source.user_frame(3)
-        out = source.call_as_user(f, f.f_lineno, func, args, kwargs, self.callers) if f is not None \
+        out = source.call_as_user(f, source.line_of(f), func, args, kwargs, self.callers) if f is not None \
             else func(*args, **kwargs)
         try:
             with no_function_modes():
@@ -524,7 +534,7 @@ class Recorder(TorchFunctionMode):
                     info = self.tensor(t)
                     self.grad_reads.append(
                         {"tensor": info.node, "file": f.f_code.co_filename if f else None,
-                         "line": f.f_lineno if f else None}
+                         "line": source.line_of(f) if f else None}
                     )
         except Exception as e:
             self._unknown(".grad read", e)
@@ -538,6 +548,7 @@ class Recorder(TorchFunctionMode):
         op_node = f"op:{seq}"
         ops_.append(None)  # the slot keeps call order; filled in below
         module, grad, bw = self.modules.current, torch.is_grad_enabled(), self._bw
+        ac = self._autocast() if any_autocast() else None
         frame = file = line = None
         direct, scalars, pre, arrays = False, (), [], ()
         try:
@@ -555,11 +566,11 @@ class Recorder(TorchFunctionMode):
                     self._array(a, op_node, pos, "input")
                 frame, direct = source.user_call(depth)
                 if frame is not None:
-                    file, line = frame.f_code.co_filename, frame.f_lineno
+                    file, line = frame.f_code.co_filename, source.line_of(frame)
         except Exception as e:
             self._unknown("op inputs", e)
             ops_[seq] = (seq, spec.name, "unknown", file, line, module, grad, scalars, bw,
-                         {"unknown": "inputs"}, direct)
+                         _with(ac, {"unknown": "inputs"}), direct)
             return func(*args, **kwargs)
         self._op_id = op_node
         try:
@@ -571,17 +582,19 @@ class Recorder(TorchFunctionMode):
             self._op_id = None
             self._pending_saved = []
             ops_[seq] = (seq, spec.name, "other", file, line, module, grad, scalars, bw,
-                         {"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]}, direct)
+                         _with(ac, {"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]}), direct)
             raise
         cat, extra = "unknown", {"unknown": "outputs"}
         try:
             with no_function_modes():
-                cat, extra = self._after(spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct)
+                cat, extra = self._after(spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct, ac)
         except Exception as e:
             self._unknown("op outputs", e)
             self._pending_saved = []
         finally:
             self._op_id = None
+            if ac is not None:
+                extra = _with(ac, extra)
             ops_[seq] = (seq, spec.name, cat, file, line, module, grad, scalars, bw, extra, direct)
         return out
 
@@ -610,7 +623,7 @@ class Recorder(TorchFunctionMode):
                     pre.append((pos, t, info, _version(t)))
                     self.edges.append((info.node, op_node, "input", pos))
                 frame, _ = source.user_call(2)
-                file, line = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else (None, None)
+                file, line = (frame.f_code.co_filename, source.line_of(frame)) if frame is not None else (None, None)
                 return [spec, seq, op_node, pre, scalars, frame, file, line, self.modules.current,
                         torch.is_grad_enabled()]
         except Exception as e:
@@ -635,7 +648,7 @@ class Recorder(TorchFunctionMode):
             self._pending_saved = []
             self.ops[seq] = (seq, spec.name, cat, file, line, module, grad, scalars, self._bw, extra, True)
 
-    def _after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct):
+    def _after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct, ac=None):
         """Record what an op did; return its category and extra attributes. ``frame``
         is the user's frame (its current statement may bind the result to a name);
         ``direct`` says whether the user called the op itself rather than library
@@ -647,24 +660,25 @@ class Recorder(TorchFunctionMode):
             if v0 is not None and _version(t) != v0:
                 if written is None:
                     written = []
-                if info.sid in written:
+                if info.s in written:
                     continue
-                written.append(info.sid)
+                written.append(info.s)
                 s = self._storage_of(t)
-                if s is not None and s.sid != info.sid:  # resized or re-pointed storage
-                    info.sid = s.sid
+                if s is not None and s is not info.s:  # resized or re-pointed storage
+                    info.s, info.sid = s, s.sid
                     s.tensors.append(info.ref)
-                    written.append(s.sid)
+                    written.append(s)
         if written:
-            for sid in written:
-                self._write(sid, op_node)
+            for s in written:
+                self._write(s, op_node)
         if spec.meta:
             for _, t, info, _ in pre:
                 if t.requires_grad != info.rg:
                     old = info.node
                     info.ver += 1
+                    # Not a write: no data changed, and autograd sees the new flag.
                     edges.append((old, self._snapshot(t, info),
-                                  (("kind", "next_version"), ("op", op_node), ("visible", False),
+                                  (("kind", "next_version"), ("op", op_node), ("visible", True),
                                    ("metadata_only", True))))
         # Outputs
         if isinstance(out, torch.Tensor):
@@ -697,13 +711,13 @@ class Recorder(TorchFunctionMode):
                 for _, t, info, _ in pre:
                     if _array_shares(a, t):
                         edges.append((np_node, info.node, "shares_memory", None))
-                        self._mark_numpy(info.sid)
+                        self._mark_numpy(info.s)
         if arrays:
             for pos, o, info in out_infos:
                 for _, a in arrays:
                     if _array_shares(a, o):
                         edges.append((self._nmap[id(a)][1], info.node, "shares_memory", None))
-                        self._mark_numpy(info.sid)
+                        self._mark_numpy(info.s)
         # Category, decided from what happened
         name = spec.name
         if written:
@@ -713,6 +727,8 @@ class Recorder(TorchFunctionMode):
                 cat = "out"
             else:
                 cat = "inplace"
+        elif spec.meta:
+            cat = "metadata"
         elif spec.conversion and out_infos and pre:
             src_t, src = pre[0][1], pre[0][2]
             o, oinfo = out_infos[0][1], out_infos[0][2]
@@ -742,9 +758,11 @@ class Recorder(TorchFunctionMode):
                     edges.append((info.node, base.node, (("kind", "view_of"), ("alias", alias))))
                 else:
                     edges.append((info.node, base.node, "view_of", None))
+        if ac is not None and out_infos and pre and cat not in ("move", "convert"):
+            self._autocast_casts(op_node, pre, out_infos[0], ac)
         # Names the user binds the result to
         if frame is not None and out_infos and not direct:
-            self._indirect_label(frame, out_infos)
+            self._indirect_label(frame, out_infos, int(op_node[3:]))
         elif frame is not None and out_infos:
             names = source.bound_name(frame)
             if names is not None:
@@ -765,26 +783,82 @@ class Recorder(TorchFunctionMode):
                 info.crc = _crc(t)
         return cat, _RANDOM if spec.random else None
 
-    def _indirect_label(self, frame, out_infos):
+    def _autocast(self):
+        """The autocast regions enabled now, as ``{device_type: dtype name}``: one
+        dict per distinct state, shared by the records of all ops run in it."""
+        try:
+            state = tuple((dev, dtype_name(dt)) for dev, dt in autocast_state().items())
+        except Exception as e:
+            self._unknown("autocast", e)
+            return None
+        d = self._autocast_states.get(state)
+        if d is None:
+            d = self._autocast_states[state] = dict(state)
+        return d or None
+
+    def _autocast_casts(self, op_node, pre, first_out, ac):
+        """Autocast ran the op at its dtype: each floating input of another dtype on
+        an autocast device was cast to it on the way in. Record each such cast as a
+        ``moved_to`` edge from the input to the op's result (``autocast: true``)."""
+        o, oinfo = first_out[1], first_out[2]
+        dst = dtype_name(o.dtype)
+        done = None
+        for _, t, info, _ in pre:
+            dev = t.device
+            if ac.get(dev.type) != dst or not t.dtype.is_floating_point or dtype_name(t.dtype) == dst:
+                continue
+            if done is None:
+                done = set()
+            if info.node in done:
+                continue
+            done.add(info.node)
+            dname = _DEVICE_NAMES.get(dev) or device_name(dev)
+            self.edges.append((info.node, oinfo.node, (
+                ("kind", "moved_to"), ("src_device", dname), ("dst_device", dname),
+                ("src_dtype", dtype_name(t.dtype)), ("dst_dtype", dst), ("copy", True),
+                ("autocast", True), ("op", op_node),
+            )))
+
+    def _indirect_label(self, frame, out_infos, seq):
         """``out = model(x)`` binds the result of the last op the call ran; the
         earlier ones (inside the forward, or each parameter of ``model.to()``)
-        are not ``out``. Keep the name on the newest new tensor of the statement
-        only, as a fallback label that real names and parameter names override."""
+        are not ``out``. Keep the name on the newest new tensor of each execution
+        of the statement only, as a fallback label that real names and parameter
+        names override. A call that builds or returns an object (``nn.Linear(...)``,
+        ``model.to(device)``) binds that object: its tensors get no name."""
         name = source.bound_name(frame)
         if not isinstance(name, str):
             return
         info = out_infos[-1][2]
         if info.ver != 0:  # an existing tensor handed back (x.to on its own device)
             return
+        callee = source.callee_of(frame)
+        if callee is not None and callee.f_code.co_name in _BINDS_AN_OBJECT:
+            return
         key = (id(frame), frame.f_lasti)
         prev = self._last_indirect.get(key)
-        if prev is not None and self.fallback_labels.get(prev) == name:
-            del self.fallback_labels[prev]
+        if prev is not None and self.fallback_labels.get(prev[0]) == name and self._same_run(prev[1], seq):
+            del self.fallback_labels[prev[0]]
         self.fallback_labels[info.tid] = name
-        self._last_indirect[key] = info.tid
+        self._last_indirect[key] = (info.tid, seq)
 
-    def _mark_numpy(self, sid):
-        s = self._sids.get(sid)
+    def _same_run(self, prev_seq, seq) -> bool:
+        """True when op ``prev_seq`` and op ``seq`` (both of one statement) ran in one
+        execution of it: every op between them ran inside the same top-level module
+        (a loop runs other statements, or other modules, between two executions)."""
+        ops_ = self.ops
+        module = ops_[prev_seq][5] if ops_[prev_seq] is not None else None
+        root = module.split(".", 1)[0] if module else None
+        for i in range(prev_seq + 1, seq):  # stops at the first op of another statement
+            r = ops_[i]
+            if r is None:
+                continue
+            m = r[5]
+            if root is None or m is None or m.split(".", 1)[0] != root:
+                return False
+        return True
+
+    def _mark_numpy(self, s):
         if s is None:
             return
         s.numpy = True
@@ -814,8 +888,10 @@ class Recorder(TorchFunctionMode):
         f = source.user_frame(3)
         self.ops.append((
             len(self.ops), name, "grad_mode", f.f_code.co_filename if f else None,
-            f.f_lineno if f else None, self.modules.current, torch.is_grad_enabled(),
-            ((0, arg),), self._bw, {"inference": torch.is_inference_mode_enabled()}, True,
+            source.line_of(f) if f else None, self.modules.current, torch.is_grad_enabled(),
+            ((0, arg),), self._bw,
+            _with(self._autocast() if any_autocast() else None, {"inference": torch.is_inference_mode_enabled()}),
+            True,
         ))
 
     def _label_parameters(self, mod, path):
@@ -836,6 +912,47 @@ class Recorder(TorchFunctionMode):
             self._unknown("module parameters", e)
         finally:
             self._busy = False
+
+    def _param_registered(self, mod, name, tensor, kind):
+        """``mod.name = tensor`` registered a parameter or buffer: remember which
+        module holds it, without registering the tensor (it may never be used)."""
+        if self._busy or self._closed:
+            return
+        try:
+            with no_function_modes():
+                numbers = self._module_numbers
+                n = numbers.get(mod)
+                if n is None:
+                    n = numbers[mod] = len(numbers)
+                entry = (n, type(mod).__name__, name)
+                info = self.lookup(tensor)
+                if info is not None:
+                    self.registered[info.tid] = entry
+                else:
+                    self._pending_registered[id(tensor)] = (weakref.ref(tensor), *entry)
+        except Exception as e:
+            self._unknown("module parameters", e)
+
+    def registered_labels(self) -> dict:
+        """Return ``{tid: label}`` for parameters and buffers of modules that no
+        module path names (never called while tracing): ``Linear.weight``, with
+        ``Linear#2`` for the second such module, never a path a called module has."""
+        taken = set(self.modules.modules)
+        names: dict = {}
+        out = {}
+        for tid, (n, typ, attr) in sorted(self.registered.items()):
+            if tid in self.params:
+                continue
+            base = names.get(n)
+            if base is None:
+                base, k = typ, 1
+                while base in taken:
+                    k += 1
+                    base = f"{typ}#{k}"
+                taken.add(base)
+                names[n] = base
+            out[tid] = f"{base}.{attr}"
+        return out
 
     # -- backward ---------------------------------------------------------------------
 
@@ -905,8 +1022,8 @@ class Recorder(TorchFunctionMode):
         bw = f"bw:{self._next('bw')}"
         frame = source.user_frame(3)
         record = (seq, api, "backward", frame.f_code.co_filename if frame else None,
-                  frame.f_lineno if frame else None, self.modules.current, torch.is_grad_enabled(),
-                  (), None, {"backward": bw}, True)
+                  source.line_of(frame) if frame else None, self.modules.current, torch.is_grad_enabled(),
+                  (), None, _with(self._autocast() if any_autocast() else None, {"backward": bw}), True)
         self.ops.append(record)
         implicit = all(g is None for g in grads) and all(
             isinstance(r, torch.Tensor) and r.numel() == 1 for r in roots)
@@ -1051,6 +1168,13 @@ def _overrides(types) -> bool:
     return False
 
 
+def _with(ac, extra):
+    """An op record's extra attributes with ``autocast`` added (when a region is on)."""
+    if ac is None:
+        return extra
+    return {**extra, "autocast": ac} if extra else {"autocast": ac}
+
+
 def _set_busy(rec_ref, value, *hook_args):
     rec = rec_ref()
     if rec is not None:
@@ -1122,6 +1246,13 @@ def _as_list(x):
 
 _SCALARS = (int, float, bool, str, type(None), complex, torch.dtype, torch.device,
             slice, type(Ellipsis), torch.memory_format, torch.layout)
+# Library calls whose value is an object, not the tensors made inside them: the
+# constructor of a module (its initial weights) and nn.Module methods returning self.
+_BINDS_AN_OBJECT = frozenset({
+    "__init__", "__new__", "to", "to_empty", "cuda", "cpu", "xpu", "mps", "type", "float", "double",
+    "half", "bfloat16", "_apply", "apply", "share_memory", "train", "eval", "requires_grad_",
+    "load_state_dict", "reset_parameters",
+})
 _ALIASES = ("Tensor.data", "Tensor.detach", "torch.detach")
 _RANDOM = {"random": True}
 

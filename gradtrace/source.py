@@ -19,10 +19,21 @@ _TORCH = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _STDLIB = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
 _SITE = ("site-packages", "dist-packages")
 
-# code object -> True when its frames belong to torch, gradtrace or the stdlib
-_internal: dict[types.CodeType, bool] = {}
-# code object -> {instruction offset: name or tuple of names the result is stored to}
-_stores: dict[types.CodeType, dict[int, object]] = {}
+# Caches keyed by id(code), each entry holding its code object (so the id is not
+# reused while cached): hashing a code object hashes its constants, nested code
+# included, every time: tens of microseconds for a long script's module code.
+# id(code) -> (code, True when its frames belong to torch, gradtrace or the stdlib)
+_internal: dict[int, tuple] = {}
+# id(code) -> (code, {instruction offset: name or tuple of names the result is stored to})
+_stores: dict[int, tuple] = {}
+
+
+def _internal_code(code) -> bool:
+    """True when frames of ``code`` belong to torch, gradtrace or the stdlib (cached)."""
+    e = _internal.get(id(code))
+    if e is None or e[0] is not code:
+        e = _internal[id(code)] = (code, _is_internal(code.co_filename))
+    return e[1]
 
 _STORE_OPS = {"STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_DEREF", "STORE_ATTR"}
 
@@ -48,8 +59,8 @@ def user_frame(depth: int = 2):
 # Frames that only route a call to __torch_function__ (handle_torch_function and
 # Tensor's Python-level operator wrappers): they do not make an op indirect.
 _DISPATCH_FILES = (os.path.join(_TORCH, "overrides.py"), os.path.join(_TORCH, "_tensor.py"))
-# code object -> True when its frames only route a call to __torch_function__
-_dispatch: dict[types.CodeType, bool] = {}
+# id(code) -> (code, True when its frames only route a call to __torch_function__)
+_dispatch: dict[int, tuple] = {}
 
 
 def user_call(depth: int = 2):
@@ -64,20 +75,47 @@ def user_call(depth: int = 2):
     dispatched = False  # the op entered __torch_function__ through handle_torch_function
     while f is not None:
         code = f.f_code
-        r = internal.get(code)
-        if r is None:
-            r = internal[code] = _is_internal(code.co_filename)
-        if not r:
+        e = internal.get(id(code))
+        if e is None or e[0] is not code:
+            e = internal[id(code)] = (code, _is_internal(code.co_filename))
+        if not e[1]:
             return f, library == 0 or (library == 1 and dispatched)
-        d = _dispatch.get(code)
-        if d is None:
-            d = _dispatch[code] = os.path.abspath(code.co_filename).startswith(_DISPATCH_FILES)
-        if d:
+        e = _dispatch.get(id(code))
+        if e is None or e[0] is not code:
+            e = _dispatch[id(code)] = (code, os.path.abspath(code.co_filename).startswith(_DISPATCH_FILES))
+        if e[1]:
             dispatched = dispatched or library == 0
         else:
             library += 1
         f = f.f_back
     return None, False
+
+
+def callee_of(frame):
+    """Return the frame the user's ``frame`` called into (the outermost library frame
+    of the call in progress), or None when ``frame`` is not on the stack."""
+    f, prev = sys._getframe(1), None
+    while f is not None and f is not frame:
+        prev, f = f, f.f_back
+    return prev if f is not None else None
+
+
+# (id(code), instruction offset) -> (code, line): ``frame.f_lineno`` scans the code's
+# line table from its start on every read, ten microseconds deep into a long script.
+_lines: dict[tuple, tuple] = {}
+
+
+def line_of(frame) -> int:
+    """Return ``frame.f_lineno``, cached per instruction (a debugger's frame, whose
+    line may be set by hand, is read directly)."""
+    if frame.f_trace is not None:
+        return frame.f_lineno
+    code = frame.f_code
+    key = (id(code), frame.f_lasti)
+    e = _lines.get(key)
+    if e is None or e[0] is not code:
+        e = _lines[key] = (code, frame.f_lineno)
+    return e[1]
 
 
 def _build_stores(code: types.CodeType) -> dict[int, object]:
@@ -108,14 +146,14 @@ def bound_name(frame) -> object:
     before the assignment happens.
     """
     code = frame.f_code
-    table = _stores.get(code)
-    if table is None:
+    e = _stores.get(id(code))
+    if e is None or e[0] is not code:
         try:
             table = _build_stores(code)
         except Exception:  # unusual bytecode must never break tracing
             table = {}
-        _stores[code] = table
-    return table.get(frame.f_lasti)
+        e = _stores[id(code)] = (code, table)
+    return e[1].get(frame.f_lasti)
 
 
 _GRAD_MODE_FILES = ("grad_mode.py", "_contextlib.py", "contextlib.py")
@@ -135,22 +173,14 @@ def grad_mode_caller():
         f = f.f_back
     if f is None:
         return None
-    code = f.f_code
-    r = _internal.get(code)
-    if r is None:
-        r = _internal[code] = _is_internal(code.co_filename)
-    if r:
+    if _internal_code(f.f_code):
         return None
     return name or "torch.set_grad_enabled"
 
 
 def called_by_user(depth: int = 2) -> bool:
     """True when the caller's caller is user code (not torch, gradtrace or the stdlib)."""
-    code = sys._getframe(depth).f_code
-    r = _internal.get(code)
-    if r is None:
-        r = _internal[code] = _is_internal(code.co_filename)
-    return not r
+    return not _internal_code(sys._getframe(depth).f_code)
 
 
 _AUTOGRAD_DIR = os.path.join(_TORCH, "autograd") + os.sep
@@ -174,11 +204,12 @@ def call_as_user(frame, line: int, func, args, kwargs, callers: dict):
 
     ``callers`` caches one function per (code, line); it holds the user's module
     globals, so its owner empties it when tracing ends."""
-    key = (frame.f_code, line)
-    f = callers.get(key)
-    if f is None:
+    user_code = frame.f_code
+    key = (id(user_code), line)  # see _internal: a code object is slow to hash
+    e = callers.get(key)
+    if e is None or e[0] is not user_code:
         code = _trampoline.__code__.replace(
-            co_filename=frame.f_code.co_filename, co_firstlineno=max(line - 1, 0),
+            co_filename=user_code.co_filename, co_firstlineno=max(line - 1, 0),
             co_name="<traced by gradtrace>")
-        f = callers[key] = types.FunctionType(code, frame.f_globals, "<traced by gradtrace>")
-    return f(func, args, kwargs)
+        e = callers[key] = (user_code, types.FunctionType(code, frame.f_globals, "<traced by gradtrace>"))
+    return e[1](func, args, kwargs)

@@ -236,3 +236,20 @@ def test_every_write_is_also_an_edge_from_the_op_to_the_storage():
     writes = edges(G, "writes")  # `+=` on the slice, then Python's store back into x[1:3]
     assert {w[1] for w in writes} == {G.nodes[tensors(G, "x")[0]]["storage"]}
     assert [G.nodes[w[0]]["category"] for w in writes] == ["inplace", "setitem"]
+
+
+def test_requires_grad_is_a_metadata_op_not_a_compute_op():
+    with gradtrace.trace() as tr:
+        w = torch.ones(2)
+        w.requires_grad_(True)
+    (op,) = ops(tr.graph, "Tensor.requires_grad_")
+    assert op["category"] == "metadata"
+
+
+def test_requires_grad_is_not_a_write_invisible_to_autograd():
+    with gradtrace.trace() as tr:
+        w = torch.ones(2)
+        w.requires_grad_(True)
+    G = tr.graph
+    (e,) = edges(G, "next_version")
+    assert e[2]["metadata_only"] and e[2]["visible"] is True

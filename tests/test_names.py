@@ -1,0 +1,81 @@
+"""What each tensor is called: the name the user bound it to, told apart from other
+tensors bound to the same name, and names for parameters of modules never called."""
+
+import torch
+from helpers import edges, ops, outputs, tensors
+
+import gradtrace
+from gradtrace.names import display_name
+
+
+def test_every_loss_of_a_training_loop_keeps_the_name_loss():
+    model = torch.nn.Linear(3, 1)
+    crit = torch.nn.MSELoss()
+    x, y = torch.ones(4, 3), torch.zeros(4, 1)
+    with gradtrace.trace() as tr:
+        for _ in range(3):
+            loss = crit(model(x), y)
+            loss.backward()
+    G = tr.graph
+    roots = [v for _, v, _ in edges(G, "weights")]
+    assert [G.nodes[r]["label"] for r in roots] == ["loss"] * 3
+
+
+def test_every_output_of_a_module_called_in_a_loop_keeps_its_name():
+    model = torch.nn.Linear(3, 1)
+    x = torch.ones(4, 3)
+    with gradtrace.trace() as tr:
+        for _ in range(3):
+            out = model(x)
+            out.sum()
+    G = tr.graph
+    linears = ops(G, "torch.nn.functional.linear")
+    assert [G.nodes[outputs(G, d)[0]]["label"] for d in linears] == ["out"] * 3
+
+
+def test_input_and_result_bound_to_one_name_get_different_display_names():
+    with gradtrace.trace() as tr:
+        a = torch.ones(3)
+        a = (a * 3) / (a - 1)
+    G = tr.graph
+    first, second = tensors(G, "a")
+    assert (display_name(G, first), display_name(G, second)) == ("a#1", "a#2")
+
+
+def test_a_name_only_one_tensor_has_is_shown_as_it_is():
+    with gradtrace.trace() as tr:
+        a = torch.ones(3)
+        b = a * 2
+    G = tr.graph
+    assert display_name(G, tensors(G, "b")[0], version=True) == "b@v0"
+
+
+def test_a_tensor_with_a_name_of_its_own_has_no_label_n():
+    with gradtrace.trace() as tr:
+        a = torch.ones(3)
+        a = a * 2
+        b = a + 1
+    G = tr.graph
+    assert "label_n" not in G.nodes[tensors(G, "b")[0]]
+
+
+def test_parameters_of_a_module_never_called_are_named_from_their_module():
+    x = torch.ones(4, 3)
+    with gradtrace.trace() as tr:
+        called = torch.nn.Linear(3, 2)
+        unused = torch.nn.Linear(3, 2)
+        called(x)
+        torch.nn.functional.linear(x, unused.weight, unused.bias)
+    G = tr.graph
+    (f,) = [d for d in ops(G, "torch.nn.functional.linear") if d["module"] is None]
+    ins = {G.nodes[t]["shape"][0] if len(G.nodes[t]["shape"]) == 1 else "w": G.nodes[t]["label"]
+           for t in [u for u, _, k in G.in_edges(f"op:{f['seq']}", data="kind") if k == "input"][1:]}
+    assert ins == {"w": "Linear#2.weight", 2: "Linear#2.bias"}
+
+
+def test_a_temporary_inside_a_module_constructor_is_not_named_after_the_module():
+    with gradtrace.trace() as tr:
+        model = torch.nn.Linear(3, 2)
+    G = tr.graph
+    empties = ops(G, "torch.empty")
+    assert empties and all(G.nodes[outputs(G, d)[0]]["label"] != "model" for d in empties)
