@@ -14,6 +14,7 @@ from rich.text import Text
 from . import drawsize
 from .check import check_graph
 from .drawsize import forward_elements_at_least
+from .names import name_of
 from .progress import phase
 from .summary import (
     busiest_lines,
@@ -369,8 +370,7 @@ def _tensor_text(G, n):
     d = G.nodes[n]
     if d.get("kind") == "numpy":
         return f"ndarray{d.get('shape')}"
-    name = d.get("label") or f"t{d.get('tid')}"
-    return f"{name}@v{d.get('version')} {tuple(d.get('shape') or ())}"
+    return f"{name_of(d, version=True)} {tuple(d.get('shape') or ())}"
 
 
 def show_table(G, what: str, line=None, module=None, as_json=False):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import networkx as nx
 
+from .names import name_of
+
 MOVE_CATEGORIES = ("move", "convert")
 TEXT_MAX = 200  # characters of one label, name or source line in printed text
 _ESCAPES = {i: f"\\x{i:02x}" for i in (*range(9), *range(11, 32), 127)} | {10: "\\n", 13: "\\r"}
@@ -80,9 +82,10 @@ def _backward_entry(G, bw, d) -> dict:
                 repr(e["gradient_value"]) if "gradient_value" in e else "none")
         else:
             wd = G.nodes[w]
-            wtext = f"{wd.get('label') or w} {wd.get('shape')} ({_digest(wd.get('stats'))})"
+            wtext = f"{name_of(wd) if wd.get('label') else w} {wd.get('shape')} ({_digest(wd.get('stats'))})"
         rd = G.nodes[root]
-        roots.append({"root": root, "label": rd.get("label"), "shape": rd.get("shape"), "w": wtext})
+        roots.append({"root": root, "label": name_of(rd) if rd.get("label") else None, "shape": rd.get("shape"),
+                      "w": wtext})
     return {"id": bw, "api": d["api"], "roots": roots, "error": d.get("error"), "grads": grads}
 
 

@@ -326,3 +326,18 @@ def test_show_of_rank_folders_prints_a_folder_name_with_a_markup_tag_as_written(
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     assert f"{runs}: ranks 0, 1 of world size 2" in show(runs).output
+
+
+LOOP_LOSSES = """import torch
+for i in range(2):
+    w = torch.ones(2, requires_grad=True)
+    loss = (w * 2).sum()
+    loss.backward()
+"""
+
+
+def test_show_backward_tells_apart_the_losses_of_a_loop(tmp_path):
+    (tmp_path / "loop.py").write_text(LOOP_LOSSES)
+    gradtrace("run", "--no-svg", "-o", tmp_path / "out", tmp_path / "loop.py", capture_output=True)
+    r = gradtrace("show", tmp_path / "out", "--backward", capture_output=True, text=True)
+    assert "loss#1@v0" in r.stdout and "loss#2@v0" in r.stdout
