@@ -25,7 +25,7 @@ def _gt110(q):
     firsts = {}
     kept = q.G.graph.get("values", "stats") != "none"
     for what in ("nan", "inf") if kept else ():
-        for op in q.ops:
+        for op in _made_bad(q, what):
             d = q.N[op]
             if d.get("phase") == "backward" or d["category"] in ("backward", "grad_mode") \
                     or d["name"] in _UNINIT or what in (d.get("args") or "").lower():
@@ -70,6 +70,24 @@ def _gt110(q):
                      [(t, "bad gradient")], [bw], severity="error" if what == "nan" else "warning",
                      fix=_nan_fix(q, c) if c else None)
             break
+
+
+def _made_bad(q, what):
+    """The ops with an output whose statistics count ``what`` (``nan``/``inf``), in call
+    order: the only ops the forward search needs to look at, found from the few bad
+    tensors rather than by walking every op of a long trace."""
+    bad = getattr(q, "_bad_tensors", None)
+    if bad is None:  # one pass over the nodes for both kinds
+        bad = q._bad_tensors = {"nan": [], "inf": []}
+        for t, d in q.N.items():
+            s = d.get("stats")
+            if s and (s.get("nan") or s.get("inf")) and d.get("kind") == "tensor":
+                for w in ("nan", "inf"):
+                    if s.get(w):
+                        bad[w].append(t)
+    found = {op for t in bad[what] for op, keyed in q._pred[t].items()
+             if q.N[op].get("kind") == "op" and any(e.get("kind") == "output" for e in keyed.values())}
+    return sorted(found, key=q.seq)
 
 
 def _nan_fix(q, op):
