@@ -11,6 +11,7 @@ import click
 from .cli import (
     RANK_OPTION,
     SCRIPT_CONTEXT,
+    _check_out_dir,
     _check_script,
     _launcher_position,
     _load_ranks,
@@ -94,7 +95,14 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
 
         pos = _launcher_position()
         r, world = pos or (0, 1)
+        if out_dir:
+            from .ranks import rank_folder
+
+            _check_out_dir(rank_folder(out_dir, r) if pos else Path(out_dir))
         result = run_script(target, list(args), values=values, rank=r, world_size=world)
+        from .report import start_fresh_line
+
+        start_fresh_line()
         graphs = {r: result.trace.graph}
         labelled = pos is not None
         if result.exit_code:

@@ -149,3 +149,19 @@ def test_real_process_exit_codes_are_0_1_2(scripts, tmp_path):
     assert bad.returncode == 1 and "1 finding: 1 error" in bad.stdout
     missing = run(str(tmp_path / "missing.py"))
     assert missing.returncode == 2 and missing.stderr.startswith("gradtrace: error: script not found")
+
+
+def test_check_of_a_script_refuses_an_impossible_output_folder_before_running(tmp_path):
+    (tmp_path / "s.py").write_text("import torch\nopen(__file__ + '.ran', 'w').close()\n")
+    r = subprocess.run([sys.executable, "-m", "gradtrace", "check", "-o", "/proc/no/such", str(tmp_path / "s.py")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "cannot write the trace folder" in r.stderr
+    assert not (tmp_path / "s.py.ran").exists()
+
+
+def test_check_of_a_script_starts_its_findings_on_a_line_of_their_own(tmp_path):
+    (tmp_path / "s.py").write_text("import torch\ntorch.ones(1)\nprint('no newline', end='')\n")
+    with open(tmp_path / "stdout.txt", "w") as f:
+        subprocess.run([sys.executable, "-m", "gradtrace", "check", str(tmp_path / "s.py")], stdout=f,
+                       stderr=subprocess.PIPE, timeout=300)
+    assert (tmp_path / "stdout.txt").read_text().startswith("no newline\n0 findings")
