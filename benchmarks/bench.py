@@ -4,6 +4,7 @@
     python benchmarks/bench.py --tiny          # the smoke configuration (seconds)
     python benchmarks/bench.py --sections loop,models --reps 9
     python benchmarks/bench.py --max-ops 100000 --json out.json --markdown out.md
+    python benchmarks/bench.py --device cuda   # the GPU table (a few minutes on an H100)
 
 Sections:
 
@@ -18,6 +19,11 @@ models  forward+backward of a CIFAR ResNet-18 and a small GPT (benchmarks/models
 scale   traces of 10k, 100k and 1M ops (``--max-ops``): recording time and peak
         Python heap (tracemalloc, a separate pass) per op, graph build, ``save``,
         ``load``, and DOT export at the default module depth.
+gpu     the table of docs/gpu.md: GPT 4L d128 T64 b4, ResNet-18 b32, GPT 8L d512 T256 b8,
+        forward+backward untraced, under a no-op mode, torch.profiler and gradtrace
+        none / stats / all, and the synchronising CUDA calls of one step
+        (torch.cuda.set_sync_debug_mode). ``--device cuda`` runs it alone; on a
+        machine without a GPU that says so in one line and exits 2.
 run     ``gradtrace run`` against ``python`` on a generated 200k-op script, end to end,
         each run its own process: wall time and peak RSS (``run_scale.py``).
 
@@ -366,6 +372,98 @@ def section_memory(cfg) -> dict:
 # -- output -------------------------------------------------------------------------
 
 
+# -- the GPU table: the three models of the CUDA measurements, one row each ------------------
+
+GPU_MODELS = (  # (key, label, builder arguments)
+    ("gpt4", "GPT 4L d128 T64 b4", {"layers": 4, "d": 128, "block": 64, "batch": 4}),
+    ("resnet18", "ResNet-18 b32", {"batch": 32}),
+    ("gpt8", "GPT 8L d512 T256 b8", {"layers": 8, "d": 512, "block": 256, "batch": 8}),
+)
+
+
+def _gpu_model(key, spec, device, tiny):
+    """``step()`` (forward+backward of one batch) for a row of the GPU table."""
+    import torch.nn.functional as F  # noqa: F401  (models' steps use it)
+
+    if key == "resnet18":
+        _, step = models.make("resnet18", batch=2 if tiny else spec["batch"], device=device, tiny=tiny)
+        return step
+    torch.manual_seed(0)
+    layers, d, t, b = (1, 32, 8, 2) if tiny else (spec["layers"], spec["d"], spec["block"], spec["batch"])
+    model = models.gpt(layers=layers, d=d, block=t, vocab=64 if tiny else 512).to(device)
+    idx = torch.randint(0, model.wte.num_embeddings, (b, t), device=device)
+    tgt = torch.randint(0, model.wte.num_embeddings, (b, t), device=device)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        loss = model(idx, tgt)
+        loss.backward()
+        return loss
+
+    return step
+
+
+def count_syncs(fn, device) -> int | None:
+    """How many synchronising CUDA calls ``fn()`` makes (torch.cuda.set_sync_debug_mode
+    warns once per call); None on CPU."""
+    if device != "cuda":
+        return None
+    import warnings
+
+    _sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    _sync(device)
+    return sum(1 for w in caught if "synchroniz" in str(w.message).lower())
+
+
+def _syncs_per_mode(step, device) -> dict:
+    """Synchronising calls during one step, untraced and traced per values mode, and
+    those made when the trace ends (finalize) and its graph is built."""
+    out = {"untraced": count_syncs(step, device)}
+    for v in VALUES:
+        box = {}
+
+        def traced(v=v, box=box):
+            box["tr"] = gradtrace.trace(v)
+            box["tr"].__enter__()
+            step()
+
+        out[v] = count_syncs(traced, device)
+        out[f"{v} leaving"] = count_syncs(lambda box=box: (box["tr"].__exit__(None, None, None), box["tr"].graph),
+                                          device)
+        box.clear()
+    return out
+
+
+def section_gpu(cfg) -> dict:
+    device = cfg["device"]
+    rows = []
+    for key, label, spec in GPU_MODELS:
+        step = _gpu_model(key, spec, device, cfg["tiny"])
+        for _ in range(cfg["warmup"]):
+            step()
+        variants = {"untraced": timed_plain(step, device), "no-op mode": timed_plain(step, device, NoOpMode),
+                    "profiler": timed_profiler(step, device)}
+        for v in VALUES:
+            variants[v] = timed_trace(step, v, device)
+        res = run_interleaved(variants, cfg["reps"])
+        base = res["untraced"]["t"]
+        rows.append({"model": label + (" (tiny)" if cfg["tiny"] else ""), "device": device, "untraced_ms": base * 1e3,
+                     "ratios": {k: r["t"] / base for k, r in res.items() if k != "untraced"},
+                     "syncs": _syncs_per_mode(step, device)})
+        del step
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
+    return {"device": device, "gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda, "rows": rows}
+
+
 def _f(x, fmt):
     return "–" if x is None else format(x, fmt)
 
@@ -390,6 +488,20 @@ def tables(result) -> list:
             out.append((f"{t['model']} forward+backward on {t['device']}",
                         ["variant", "ms", "ratio", "graph build ms", "ratio incl. build",
                          "ops / note"], rows))
+    if "gpu" in result:
+        g = result["gpu"]
+        rows = []
+        for r in g["rows"]:
+            ra, sy = r["ratios"], r["syncs"]
+            rows.append([r["model"], _f(r["untraced_ms"], ".1f") + " ms"]
+                        + [_f(ra[k], ".2f") + "x" for k in ("no-op mode", "profiler", *VALUES)]
+                        + [" / ".join(_f(sy.get(k), "d") for k in ("untraced", *VALUES)),
+                           " / ".join(_f(sy.get(f"{k} leaving"), "d") for k in VALUES)])
+        where = f"{g['gpu']}, torch {g['torch']}, CUDA {g['cuda']}" if g["gpu"] else f"{g['device']}, torch {g['torch']}"
+        out.append((f"Forward+backward on {where} (medians, synchronised; ratios to untraced)",
+                    ["model", "untraced", "no-op TorchFunctionMode", "torch.profiler (shapes, stack)",
+                     "gradtrace none", "stats", "all", "syncs in a step (untraced/none/stats/all)",
+                     "syncs leaving the trace (none/stats/all)"], rows))
     if "scale" in result:
         rows = [[f"{r['ops']:,}", _f(r["record_us_per_op"], ".2f"), _f(r["time_vs_smallest"], ".2f") + "x",
                  _f(r["peak_bytes_per_op"], ".0f"), _f(r["kept_bytes_per_op"], ".0f"),
@@ -467,6 +579,7 @@ def config(args) -> dict:
         "memory_mib": 16 if tiny else 256,
         "run_ops": 2_000 if tiny else 200_000,
         "reps_run": 1 if tiny else 3,
+        "device": args.device,
     }
 
 
@@ -476,7 +589,7 @@ def main(argv=None) -> int:
                    help="the smoke configuration: tiny models, few ops, one repetition")
     p.add_argument("--reps", type=int, default=None, help="repetitions per measurement (median)")
     p.add_argument("--sections", default="loop,models,scale,run,memory",
-                   help="comma-separated: loop,models,scale,run,memory")
+                   help="comma-separated: loop,models,gpu,scale,run,memory")
     p.add_argument("--max-ops", type=int, default=None,
                    help="largest scale trace (default 1,000,000; 100000 skips the 1M row)")
     p.add_argument("--max-dot-ops", type=int, default=None,
@@ -486,10 +599,22 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-only", action="store_true", help="skip the CUDA rows even with a GPU")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--markdown", default=None, help="also write the tables as Markdown to this file")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="cuda: the GPU table alone (untraced, no-op mode, profiler, none, stats, all, "
+                        "synchronising calls) for three models; with --sections gpu, the device it runs on")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"bench.py: --device cuda needs a CUDA GPU; torch.cuda.is_available() is False here "
+              f"(torch {torch.__version__})", file=sys.stderr)
+        return 2
+    sections_given = any(a == "--sections" or a.startswith("--sections=") for a in (sys.argv[1:] if argv is None
+                                                                                    else argv))
+    if args.device == "cuda" and not sections_given:
+        args.sections = "gpu"
+    args.device = args.device or "cpu"
     cfg = config(args)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"loop", "models", "scale", "run", "memory"}
+    unknown = set(sections) - {"loop", "models", "gpu", "scale", "run", "memory"}
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")
     info = machine()
@@ -498,7 +623,7 @@ def main(argv=None) -> int:
           flush=True)
     result: dict = {"machine": info, "config": cfg}
     started = time.perf_counter()
-    for s in ("loop", "models", "scale", "run", "memory"):
+    for s in ("loop", "models", "gpu", "scale", "run", "memory"):
         if s in sections:
             t0 = time.perf_counter()
             result[s] = globals()[f"section_{s}"](cfg)

@@ -47,12 +47,19 @@ def main(argv=None):
     p.add_argument("--rng", default="seeded")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--switch-off", action="append", default=[], metavar="CAUSE",
+                   help="turn a cause of divergence off before the script runs (gradtrace.causes.SWITCHES)")
+    p.add_argument("--name", default=None, help="the target as the report names it (cpu-2)")
+    p.add_argument("--backend", default=None, help="the process-group backend ranks use (nccl, gloo)")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs the ranks are placed on (0: the script's own)")
     a = p.parse_args(opts)
     script, sargv = rest[0], rest[1:]
 
     from .replay import parse_target, setup_child
 
     target = parse_target(a.target)
+    # a script may ask which target it runs on, named as the report names it (cpu-2)
+    os.environ["GRADTRACE_TARGET"] = a.name or target.name
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     out = Path(a.out) / f"rank{rank}" if target.kind == "ddp" else Path(a.out)
@@ -66,11 +73,18 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, on_term)
 
+    from .causes import apply_switches
     from .dot import DEFAULT_DEPTH
     from .report import write_run_outputs
     from .runner import run_script
 
-    mode = setup_child(target, a.rng, a.seed, a.timeout)
+    if target.kind == "ddp" and a.gpus:
+        target.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % a.gpus}"
+        import torch
+
+        torch.cuda.set_device(target.device)  # NCCL uses the current device
+    mode = setup_child(target, a.rng, a.seed, a.timeout, backend=a.backend)
+    switched = apply_switches(a.switch_off)
     t0 = time.time()
     if mode is not None:
         with mode:
@@ -84,6 +98,10 @@ def main(argv=None):
     tr = result.trace
     tr.meta["replay"] = {"target": target.name, "kind": target.kind, "device": target.device,
                          "rng": a.rng, "seed": a.seed if a.rng == "seeded" else None}
+    if switched:
+        tr.meta["replay"]["switched_off"] = switched
+    if a.backend:
+        tr.meta["replay"]["backend"] = a.backend
     status = tr.meta.get("status")
     if result.exit_code != 0 and status == "ok":
         status = "error"

@@ -35,9 +35,11 @@ def _print_md(text: str):
               help="Seconds a target (all its ranks) may run before it is stopped.")
 @click.option("--dot", "dot_file", type=click.Path(dir_okay=False), default=None,
               help="Write the region around the first divergence (of the first diverging target) as DOT.")
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="For a diverging target, name the likely cause and re-run it with that cause switched off.")
 @click.argument("script", type=click.Path(dir_okay=True))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def replay(targets, baseline, out_dir, rtol, atol, values, rng, seed, timeout, dot_file, script, args):
+def replay(targets, baseline, out_dir, rtol, atol, values, rng, seed, timeout, dot_file, explain, script, args):
     """Run SCRIPT [ARGS]... once per target, each in its own process, traced, and diff
     every target against the baseline down to the first op that diverges.
 
@@ -45,7 +47,9 @@ def replay(targets, baseline, out_dir, rtol, atol, values, rng, seed, timeout, d
     Each run is written under OUT/<target>/ (OUT/<target>/rank<k>/ for ddp:N),
     the report to OUT/report.md and OUT/report.json. Exit code: 0 when every
     target agrees within tolerance, 1 when one diverges or fails, 2 for usage
-    errors.
+    errors. A diverging target's report names the likely cause (TF32, autocast,
+    non-deterministic kernels, cudnn.benchmark, a summed loss across ranks, ...)
+    and re-runs that target with the cause switched off to confirm it.
 
     \b
     Example:
@@ -59,7 +63,7 @@ def replay(targets, baseline, out_dir, rtol, atol, values, rng, seed, timeout, d
 
     try:
         rep = run_replay(script, list(args), targets or ("cpu",), baseline=baseline, out=out_dir, rtol=rtol,
-                         atol=atol, values=values, rng=rng, seed=seed, timeout=timeout)
+                         atol=atol, values=values, rng=rng, seed=seed, timeout=timeout, explain=explain)
     except TargetError as e:
         fail(str(e))
     out = Path(rep["out"])

@@ -394,7 +394,8 @@ class _Comparer:
             if xa is not None and xb is not None and tuple(xa.shape) == tuple(xb.shape):
                 res.update(basis="values", **compare_values(xb, xa, r, a))
             elif sa and sb:
-                res.update(basis="stats", **compare_stats(sb, sa, _numel(shape_b), r, a))
+                # symmetric in its figures; A first so its note reads "A's counts vs B's"
+                res.update(basis="stats", **compare_stats(sa, sb, _numel(shape_b), r, a))
             else:
                 res.update(basis="none", agree=True)
         elif self._split(shape_a, shape_b):
@@ -1323,6 +1324,12 @@ def format_report_md(report: dict, title: str | None = None) -> str:
             L.append(f"\ninputs that still agreed: {', '.join(agreed) if agreed else 'none'}"
                      + (f"; inputs that did not: {', '.join(i['label'] for i in f['inputs'] if not i['agree'])}"
                         if any(not i["agree"] for i in f["inputs"]) else ""))
+    ex = report.get("explanation")
+    if ex and ex.get("text"):
+        L += ["", "### Likely cause", "", ex["text"]]
+        if ex.get("tried"):
+            L.append(f"\nre-run: {ex['tried']['target']} with {ex['tried']['switch_text']}, "
+                     f"written to {ex['tried']['folder']}")
     dp = report.get("data_parallel")
     if dp:
         L += ["", "### 4. Data parallel against one device", "",
@@ -1387,6 +1394,9 @@ def format_replay_md(rep: dict) -> str:
         status = ", ".join(f"rank{r['rank']} {r['status']}" for r in run["ranks"]) if run["kind"] == "ddp" \
             else run["ranks"][0]["status"]
         L.append(f"| {name} | {verdict} | {status} | {run['seconds']} | {run['folder']} |")
+    for name, run in rep["runs"].items():
+        if run.get("placement"):
+            L.append(f"\n{name}: {run['placement']['text']}.")
     for e in rep["errors"]:
         L.append(f"\n**error**: {e['text']}" + (" (timed out)" if e.get("timed_out") else "")
                  + (f"; traces kept: {', '.join(e['traces_kept'])}" if e.get("traces_kept") else ""))

@@ -70,7 +70,7 @@ def check_target(t: Target):
         if not torch.cuda.is_available():
             raise TargetError(f"target {t.name} needs a CUDA GPU, and torch.cuda.is_available() is "
                               f"False on this machine (torch {torch.__version__})")
-        idx = int(t.device.split(":")[1])
+        idx = int(t.device.split(":")[1]) if ":" in t.device else 0
         if idx >= torch.cuda.device_count():
             raise TargetError(f"target {t.name}: this machine has {torch.cuda.device_count()} GPU(s)")
     if t.kind == "ddp":
@@ -94,6 +94,39 @@ def parse_targets(names) -> list:
     if not out:
         raise TargetError("no target: give at least one --on (cpu, cpu64, cuda, ddp:N)")
     return out
+
+
+# -- where data-parallel ranks run -------------------------------------------------------
+
+
+def ddp_placement(target: Target, gpus: int) -> dict:
+    """Where the ranks of a ``ddp:N`` target run on a machine with ``gpus`` GPUs:
+    ``{backend, gpus, shared, devices, text}``. N GPUs or more (and no ``:cpu``): one
+    rank per GPU over NCCL; fewer: the ranks share the GPUs over gloo (NCCL refuses
+    two ranks on one GPU); none, or ``ddp:N:cpu``: gloo on CPU."""
+    n = target.world_size
+    if target.device == "cpu" or gpus <= 0:
+        return {"backend": "gloo", "gpus": 0, "shared": False, "devices": ["cpu"] * n,
+                "text": f"{n} ranks on CPU, gloo"}
+    if gpus >= n:
+        devices = [f"cuda:{k}" for k in range(n)]
+        return {"backend": "nccl", "gpus": gpus, "shared": False, "devices": devices,
+                "text": f"{n} ranks, one per GPU ({', '.join(devices)}), NCCL"}
+    devices = [f"cuda:{k % gpus}" for k in range(n)]
+    return {"backend": "gloo", "gpus": gpus, "shared": True, "devices": devices,
+            "text": f"{n} ranks share {_plural_gpus(gpus)} ({', '.join(sorted(set(devices)))}), gloo: "
+                    f"fewer GPUs than ranks, so ranks share a device"}
+
+
+def _plural_gpus(n):
+    return "1 GPU" if n == 1 else f"{n} GPUs"
+
+
+def _gpu_count() -> int:
+    try:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0
 
 
 # -- the child's environment: device mapping and seeded random numbers ------------------
@@ -131,7 +164,9 @@ class DeviceMap(TorchFunctionMode):
         self.target = target
         self.device = torch.device(target.device) if target.device else None
         self.cuda_to_cpu = self.device is not None and self.device.type == "cpu"
-        self.default = self.device if self.device is not None and self.device.type != "cpu" else None
+        # a ddp rank's GPU takes the script's "cuda" requests only: its CPU tensors stay CPU
+        self.default = (self.device if self.device is not None and self.device.type != "cpu"
+                        and target.kind != "ddp" else None)
         self.seeded = rng == "seeded"
         self.f64 = target.kind == "cpu64"
         self._ctors = _constructors()
@@ -268,8 +303,10 @@ def _patch_cuda_queries(target: Target):
     torch.cuda.set_device = lambda *a, **k: None
 
 
-def _patch_process_group_timeout(seconds: float):
-    """A rank blocked in a collective gives up after the replay's timeout."""
+def _patch_process_group(seconds: float | None, backend: str | None):
+    """A rank blocked in a collective gives up after the replay's timeout; with
+    ``backend``, every process group uses it (the placement's choice: NCCL with one
+    GPU per rank, gloo when ranks share a device)."""
     try:
         import datetime
 
@@ -279,21 +316,26 @@ def _patch_process_group_timeout(seconds: float):
     orig = dist.init_process_group
 
     def init_process_group(*args, **kwargs):
-        if kwargs.get("timeout") is None:
+        if seconds and kwargs.get("timeout") is None:
             kwargs["timeout"] = datetime.timedelta(seconds=seconds)
+        if backend and args:
+            args = (backend, *args[1:])
+        elif backend:
+            kwargs["backend"] = backend
         return orig(*args, **kwargs)
 
     dist.init_process_group = init_process_group
 
 
-def setup_child(target: Target, rng: str, seed: int, timeout: float | None = None) -> DeviceMap | None:
+def setup_child(target: Target, rng: str, seed: int, timeout: float | None = None,
+                backend: str | None = None) -> DeviceMap | None:
     """Prepare this process to run a script on ``target``; return the mode to enter
     (under the recorder), or None."""
     if target.kind == "cpu64":
         torch.set_default_dtype(torch.float64)
     _patch_cuda_queries(target)
-    if timeout:
-        _patch_process_group_timeout(timeout)
+    if timeout or backend:
+        _patch_process_group(timeout, backend)
     if rng == "seeded":
         torch.manual_seed(seed)
     if target.device is None and rng == "native":
@@ -320,16 +362,21 @@ class RunResult:
     timed_out: bool = False
     seconds: float = 0.0
     log: str = ""
+    placement: dict | None = None  # ddp: where the ranks ran (ddp_placement)
 
     @property
     def failed(self):
         return self.timed_out or any(r.get("status") != "ok" for r in self.ranks)
 
 
-def _child_cmd(target: Target, out: Path, script, argv, values, rng, seed, timeout):
-    return ["-m", "gradtrace._replay_child", "--target", target.name, "--out", str(out),
+def _child_cmd(target: Target, out: Path, script, argv, values, rng, seed, timeout, switches=(),
+               placement=None):
+    extra = [x for s in switches for x in ("--switch-off", s)]
+    if placement is not None:
+        extra += ["--backend", placement["backend"], "--gpus", str(placement["gpus"])]
+    return ["-m", "gradtrace._replay_child", "--target", target.name, "--name", target.folder, "--out", str(out),
             "--values", values, "--rng", rng, "--seed", str(seed), "--timeout", str(timeout),
-            "--script", str(script), *argv]
+            *extra, "--script", str(script), *argv]
 
 
 def _env():
@@ -369,15 +416,18 @@ def _kill_group(p, sig):
 
 
 def run_target(target: Target, out: Path, script, argv, values="stats", rng="seeded", seed=0,
-               timeout=DEFAULT_TIMEOUT) -> RunResult:
-    """Run ``script`` once on ``target`` (N ranks for ``ddp:N``), traced, into ``out``."""
-    folder = out / target.folder
+               timeout=DEFAULT_TIMEOUT, switches=(), folder=None) -> RunResult:
+    """Run ``script`` once on ``target`` (N ranks for ``ddp:N``), traced, into
+    ``out/<target folder>`` (or ``out/<folder>``), with the causes named in
+    ``switches`` turned off (``gradtrace.causes``)."""
+    folder = out / (folder or target.folder)
     if folder.exists():
         import shutil
 
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    child = _child_cmd(target, folder, script, argv, values, rng, seed, timeout)
+    placement = ddp_placement(target, _gpu_count()) if target.kind == "ddp" else None
+    child = _child_cmd(target, folder, script, argv, values, rng, seed, timeout, switches, placement)
     if target.kind == "ddp":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
                "--nproc-per-node", str(target.world_size), "--master-addr", "127.0.0.1",
@@ -387,7 +437,7 @@ def run_target(target: Target, out: Path, script, argv, values="stats", rng="see
         cmd = [sys.executable, *child]
     log_path = folder / "output.log"
     rc, timed_out, secs = _run_proc(cmd, timeout, log_path)
-    res = RunResult(target, folder, returncode=rc, timed_out=timed_out, seconds=secs)
+    res = RunResult(target, folder, returncode=rc, timed_out=timed_out, seconds=secs, placement=placement)
     res.log = log_path.read_text(encoding="utf-8", errors="replace")
     n = target.world_size if target.kind == "ddp" else 1
     for k in range(n):
@@ -452,13 +502,14 @@ def failure_text(run: RunResult, r: dict) -> str:
 
 
 def replay(script, argv=(), targets=("cpu",), baseline=None, out=None, rtol=None, atol=None,
-           values="stats", rng="seeded", seed=0, timeout=DEFAULT_TIMEOUT, parallel=True) -> dict:
+           values="stats", rng="seeded", seed=0, timeout=DEFAULT_TIMEOUT, parallel=True, explain=True) -> dict:
     """Run ``script`` on every target, diff each against the baseline, write
     ``report.json`` and ``report.md`` into ``out``; return the report (``exit_code``
-    0 when every target agrees, 1 otherwise). Raises :class:`TargetError` for a
-    usage error."""
+    0 when every target agrees, 1 otherwise). With ``explain``, each diverging
+    target's comparison gets an ``explanation`` (likely causes, and a re-run with the
+    most likely switchable one turned off, see :func:`explain_divergence`). Raises
+    :class:`TargetError` for a usage error."""
     from .diff import accuracy_vs_reference, diff_graphs
-    from .trace import load
 
     if rng not in RNG_MODES:
         raise TargetError(f"--rng must be one of {', '.join(RNG_MODES)}")
@@ -485,17 +536,7 @@ def replay(script, argv=(), targets=("cpu",), baseline=None, out=None, rtol=None
         for t in tlist:
             results[t.folder] = run_target(t, out, script, list(argv), values, rng, seed, timeout)
 
-    def load_run(run):
-        graphs = []
-        for r in run.ranks:
-            if r.get("trace"):
-                tr = load(r["folder"])
-                graphs.append((tr.graph, tr.values, r))
-            else:
-                graphs.append((None, {}, r))
-        return graphs
-
-    loaded = {t.folder: load_run(results[t.folder]) for t in tlist}
+    loaded = {t.folder: _load_graphs(results[t.folder]) for t in tlist}
     base_runs = loaded[base_t.folder]
     base_G, base_vals, _ = base_runs[0]
     ref_t = next((t for t in tlist if t.kind == "cpu64" and t is not base_t), None)
@@ -517,6 +558,7 @@ def replay(script, argv=(), targets=("cpu",), baseline=None, out=None, rtol=None
             "seconds": round(run.seconds, 2), "timed_out": run.timed_out, "returncode": run.returncode,
             "ranks": [{k: r.get(k) for k in ("rank", "status", "exit_code", "error", "folder", "trace")}
                       for r in run.ranks],
+            "placement": run.placement,
         }
         rf = root_failure(run)
         if rf is not None:
@@ -548,9 +590,79 @@ def replay(script, argv=(), targets=("cpu",), baseline=None, out=None, rtol=None
         report["verdicts"][t.folder] = _verdict(results[base_t.folder], results[t.folder], rep)
     if results[base_t.folder].failed:
         report["verdicts"][base_t.folder] = "failed"
+    if explain:
+        for t in tlist:
+            if report["verdicts"].get(t.folder) == "diverges":
+                report["comparisons"][t.folder]["explanation"] = explain_divergence(
+                    report["comparisons"][t.folder], base_t, loaded[base_t.folder], t, loaded[t.folder], out,
+                    script, list(argv), values=values, rng=rng, seed=seed, timeout=timeout, rtol=rtol, atol=atol)
     report["exit_code"] = 0 if all(v == "agrees" for v in report["verdicts"].values()) else 1
     _write(report, out)
     return report
+
+
+def _load_graphs(run: RunResult) -> list:
+    """Per rank of ``run``: ``(graph, values, run.json dict)``; graph None where no trace was written."""
+    from .trace import load
+
+    graphs = []
+    for r in run.ranks:
+        if r.get("trace"):
+            tr = load(r["folder"])
+            graphs.append((tr.graph, tr.values, r))
+        else:
+            graphs.append((None, {}, r))
+    return graphs
+
+
+def _diff_runs(base_runs, runs, kind, names, rtol, atol):
+    from .diff import diff_graphs
+
+    (ga, va, _), (gb, vb, _) = base_runs[0], runs[0]
+    ranks = [(g, v) for g, v, _ in runs if g is not None] if kind == "ddp" else None
+    return diff_graphs(ga, gb, rtol=rtol, atol=atol, values_a=va, values_b=vb, ranks=ranks, names=names)
+
+
+def explain_divergence(rep, base_t, base_runs, t, runs, out, script, argv, values="stats", rng="seeded",
+                       seed=0, timeout=DEFAULT_TIMEOUT, rtol=None, atol=None) -> dict:
+    """Why target ``t`` diverges from the baseline (``rep`` is their diff): the likely
+    causes (``gradtrace.causes.candidates``) and, for the most likely one a re-run
+    can turn off, that re-run (the run the cause acts in, written to
+    ``OUT/<folder>-without-<cause>``) diffed again. Returns ``{candidates, tried,
+    text}``; ``tried`` is None when no candidate can be switched off, else
+    ``{cause, side, switch_text, folder, result: {status, text}}``."""
+    from . import causes
+
+    cands = causes.candidates(rep, base_runs[0][0], runs[0][0])
+    top = causes.first_switchable(cands)
+    tried = None
+    if top is not None:
+        who = t if top["side"] == "b" else base_t
+        folder = f"{who.folder}-without-{top['cause']}"
+        res = run_target(who, out, script, argv, values, rng, seed, timeout, switches=[top["cause"]], folder=folder)
+        graphs = _load_graphs(res)
+        rf = root_failure(res)
+        names = (base_t.folder, t.folder)
+        if rf is not None or graphs[0][0] is None:
+            result = causes.confirmation(rep, None, failure_text(res, rf) if rf else "no trace")
+        elif top["side"] == "b":
+            result = causes.confirmation(rep, _diff_runs(base_runs, graphs, t.kind, names, rtol, atol))
+        else:
+            result = causes.confirmation(rep, _diff_runs(graphs, runs, t.kind, names, rtol, atol))
+        tried = {"cause": top, "side": top["side"], "switch_text": _switch_text(top["cause"]),
+                 "folder": str(res.folder), "target": who.folder, "result": result}
+    text = causes.explanation_text(rep.get("first_divergence"), cands, tried)
+    if tried is not None:
+        tried = {**tried, "cause": top["cause"]}
+    return {"candidates": cands, "tried": tried, "text": text}
+
+
+_SWITCH_WORDS = {"tf32": "TF32 off", "autocast": "autocast off", "nondeterministic": "deterministic algorithms",
+                 "cudnn_benchmark": "cudnn.benchmark off", "loss_reduction": "the ranks' gradients summed"}
+
+
+def _switch_text(cause) -> str:
+    return _SWITCH_WORDS.get(cause, f"{cause} off")
 
 
 def _verdict(base: RunResult, run: RunResult, rep: dict) -> str:
