@@ -23,9 +23,10 @@ def fail(message: str, code: int = 2):
 def _load(folder, rank=None):
     """One trace: a trace folder, or rank ``rank`` of a multi-rank folder."""
     from .ranks import load_rank
-    from .tracefile import TraceError
+    from .tracefile import TraceError, check_path
 
     try:
+        check_path(folder)  # a looping link or an empty path, named as such
         return load_rank(folder, rank)
     except TraceError as e:
         fail(str(e))
@@ -37,9 +38,10 @@ def _load_ranks(folder, rank=None) -> dict:
     if rank is not None:
         return {rank: _load(folder, rank)}
     from .ranks import load_ranks
-    from .tracefile import TraceError
+    from .tracefile import TraceError, check_path
 
     try:
+        check_path(folder)
         return load_ranks(folder)
     except TraceError as e:
         fail(str(e))
@@ -110,7 +112,7 @@ def run(out_dir, values, depth, no_svg, script, args):
     """
     _check_script(script)
     from .dot import DEFAULT_DEPTH
-    from .report import print_run_report, write_run_outputs
+    from .report import print_run_report, start_fresh_line, write_run_outputs
     from .runner import run_script
 
     pos = _launcher_position()
@@ -124,10 +126,34 @@ def run(out_dir, values, depth, no_svg, script, args):
             clear_single_trace(base)
     else:
         rank, world, out = 0, 1, base
+    _check_out_dir(out)
     result = run_script(script, list(args), values=values, rank=rank, world_size=world)
-    write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg)
-    print_run_report(result.trace, out, all_ranks=base if pos is not None else None)
+    start_fresh_line()
+    try:
+        written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg)
+    except Exception as e:  # the script ran: its exit code stands, whatever the disk says
+        fail(f"the trace was not written to {out}: {_reason(e)}", result.exit_code)
+    print_run_report(result.trace, out, all_ranks=base if pos is not None else None, written=written)
     sys.exit(result.exit_code)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f": {e.filename}" if e.filename else "")
+    return f"{type(e).__name__}: {e}"
+
+
+def _check_out_dir(out: Path):
+    """Make the trace folder now and check that a file can be written in it, so a run
+    that could not be saved is refused before the script runs."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".gradtrace-probe-"):
+            pass
+    except OSError as e:
+        fail(f"cannot write the trace folder {out}: {_reason(e)}")
 
 
 @main.command(context_settings=CONTEXT)
@@ -192,11 +218,20 @@ def show(folder, what, line, module, as_json, rank):
               help="File to write [default: standard output for DOT].")
 @click.option("--view", type=click.Choice(["forward", "autograd", "memory", "all"]), default="forward",
               show_default=True)
-@click.option("--depth", type=int, default=None, help="Collapse modules deeper than this.  [default: 3]")
+@click.option("--depth", type=int, default=None,
+              help="Collapse modules more levels deep than this (containers add no level); runs of 3 or more "
+                   "repeated blocks fold unless it is raised.  [default: 3]")
 @click.option("--format", "fmt", type=click.Choice(["dot", "svg", "png"]), default=None,
               help="Output format [default: from the -o suffix, else dot].")
+@click.option("--step", default=None, metavar="N|all",
+              help="Which step of a training loop to draw  [default: the last complete one].")
+@click.option("--phase", default=None, metavar="PHASE",
+              help="init, forward, backward, optimizer or all (several: forward,optimizer)  "
+                   "[default: forward,backward].")
+@click.option("--tensors", is_flag=True, help="Draw tensors as nodes (default: edges labelled with their shape).")
+@click.option("--saved", is_flag=True, help="Autograd view: draw the tensors each grad_fn saved for backward.")
 @RANK_OPTION
-def dot(folder, out, view, depth, fmt, rank):
+def dot(folder, out, view, depth, fmt, step, phase, tensors, saved, rank):
     """Draw a saved trace FOLDER as DOT, SVG or PNG; the nodes of `gradtrace check`
     findings are outlined in red.
 
@@ -207,10 +242,10 @@ def dot(folder, out, view, depth, fmt, rank):
     Example:
       gradtrace dot gradtrace-out/autograd --view autograd -o autograd.svg
       gradtrace dot gradtrace-out/train --depth 2 --format png -o model.png
+      gradtrace dot gradtrace-out/train --step 1 --phase all --tensors -o step1.svg
       gradtrace dot runs/ddp --rank 1 -o rank1.dot
     """
-    from .check import finding_nodes
-    from .dot import DEFAULT_DEPTH, GraphvizMissing, render, to_dot
+    from .dot import DEFAULT_DEPTH, GraphvizMissing, RenderError, render_to_file, to_dot
     from .ranks import rank_folders
 
     if rank is None:
@@ -222,22 +257,39 @@ def dot(folder, out, view, depth, fmt, rank):
     tr = _load(folder, rank)
     if fmt is None:
         fmt = Path(out).suffix.lstrip(".").lower() if out and Path(out).suffix.lower() in (".svg", ".png") else "dot"
-    text = to_dot(tr.graph, view=view, depth=depth if depth is not None else DEFAULT_DEPTH,
-                  highlight=finding_nodes(tr.graph))
+    if fmt != "dot" and not out:
+        fail(f"--format {fmt} needs -o FILE")
+    try:
+        text = to_dot(tr.graph, view=view, depth=depth if depth is not None else DEFAULT_DEPTH,
+                      step=step, phase=phase, tensors=tensors, saved=saved, findings=_findings(tr.graph))
+    except ValueError as e:
+        fail(str(e))
     if fmt == "dot":
-        if out:
-            Path(out).write_text(text, encoding="utf-8")
-        else:
+        if not out:
             click.echo(text)
+            return
+        try:
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as e:
+            fail(f"cannot write {out} ({e.strerror or e})")
         return
     try:
-        data = render(text, fmt)
-    except GraphvizMissing as e:
+        render_to_file(text, fmt, out)
+    except (GraphvizMissing, RenderError) as e:
         fail(str(e))
-    if not out:
-        fail(f"--format {fmt} needs -o FILE")
-    Path(out).write_bytes(data)
     click.echo(f"wrote {out}")
+
+
+def _findings(G) -> list:
+    """The findings of `gradtrace check` to mark in a drawing; none when checking fails
+    (a drawing must not be lost to a check's error)."""
+    from .check import check  # gradtrace.check, the public API
+
+    try:
+        return list(check(G))
+    except Exception as e:  # noqa: BLE001
+        click.echo(f"gradtrace: note: findings not marked ({type(e).__name__}: {e})", err=True)
+        return []
 
 
 # Commands that live in their own modules register themselves on `main`.

@@ -1,0 +1,106 @@
+"""Which drawn element each op belongs to: itself, a collapsed module, a run of
+repeated blocks (``12 × GPTBlock``) or one node for a line of library work.
+
+Module depth counts the modules a person thinks of as levels: containers
+(``Sequential``, ``ModuleList``, ``ModuleDict``) add no level, so at the default depth a
+2-layer ``nn.TransformerEncoder`` shows its two layers."""
+
+from __future__ import annotations
+
+import re
+
+CONTAINERS = {"Sequential", "ModuleList", "ModuleDict"}
+FOLD_AT_LEAST = 3  # runs of two stay drawn: a 2-layer encoder shows both layers
+
+
+def mod_type(G, path) -> str:
+    return (G.nodes.get(f"mod:{path}") or {}).get("type") or "module"
+
+
+def prefixes(path: str) -> list[str]:
+    parts = path.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def level(G, path: str) -> int:
+    """How many levels deep module ``path`` is (the root is 1; containers add none)."""
+    ps = prefixes(path)
+    return 1 + sum(1 for p in ps[1:] if mod_type(G, p) not in CONTAINERS)
+
+
+def has_children(G, path: str) -> bool:
+    return any(k == "parent" for _, _, k in G.out_edges(f"mod:{path}", data="kind")) if f"mod:{path}" in G else False
+
+
+def collapsed_at(G, path: str, depth: int):
+    """The module an op of module ``path`` collapses into at ``depth``, or None when
+    the op is drawn on its own: its module is less than ``depth`` levels deep, or
+    exactly ``depth`` and a leaf (a ``Conv2d`` shows its op; a block at that level is
+    one box, its own ops included)."""
+    for p in prefixes(path):
+        if level(G, p) >= depth and mod_type(G, p) not in CONTAINERS:
+            return p if (p != path or has_children(G, p)) else None
+    return None
+
+
+_INDEX = re.compile(r"^(.*)\.(\d+)$")
+
+
+def repeated_runs(G, collapsed: set) -> dict:
+    """Return {collapsed module path: run key} for runs of at least FOLD_AT_LEAST
+    numbered siblings of one type (``blocks.0`` ... ``blocks.11``); the run key is
+    ``run:PARENT:TYPE:FIRST:LAST``."""
+    groups: dict = {}
+    for p in collapsed:
+        m = _INDEX.match(p)
+        if m:
+            groups.setdefault((m.group(1), mod_type(G, p)), []).append(int(m.group(2)))
+    out = {}
+    for (parent, typ), idx in groups.items():
+        idx.sort()
+        run = [idx[0]]
+        for i in idx[1:] + [None]:
+            if i is not None and i == run[-1] + 1:
+                run.append(i)
+                continue
+            if len(run) >= FOLD_AT_LEAST:
+                key = f"run:{parent}:{typ}:{run[0]}:{run[-1]}"
+                for j in run:
+                    out[f"{parent}.{j}"] = key
+            if i is not None:
+                run = [i]
+    return out
+
+
+def relative(name: str, module: str | None) -> str:
+    """``name`` (a dotted path) shortened relative to ``module``: a parameter of the
+    op's own module shows as ``weight``, a sibling's as ``fc.weight``."""
+    if not name:
+        return "?"
+    if module:
+        if name.startswith(module + "."):
+            return name[len(module) + 1:]
+        parent = module.rsplit(".", 1)[0]
+        if "." in module and name.startswith(parent + "."):
+            return name[len(parent) + 1:]
+    return name.split(".", 1)[1] if "." in name and module else name
+
+
+def runs_among(G, modules) -> dict:
+    """{module path: run key} for every numbered module, at any depth above the
+    modules in ``modules``, that is part of a run of repeated blocks."""
+    paths = {p for m in modules if m for p in prefixes(m)}
+    return repeated_runs(G, paths)
+
+
+def element_of(G, mod: str | None, depth: int, runs: dict):
+    """The folded element an op of module ``mod`` is drawn in: a run key
+    (``run:...``), ``mod:PATH`` of the module it collapses into, or None when it is
+    drawn on its own."""
+    if not mod:
+        return None
+    for p in prefixes(mod):
+        if p in runs:
+            return runs[p]
+    top = collapsed_at(G, mod, depth)
+    return f"mod:{top}" if top else None
