@@ -66,7 +66,7 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
       gradtrace check gradtrace-out/train --ignore GT108 --json
       gradtrace check runs/ddp --rank 1
     """
-    from .check import CHECKS, check_graph, finding_nodes, format_finding
+    from .check import CHECKS, check_graph, format_finding
 
     if list_codes:
         for c in CHECKS.values():
@@ -123,7 +123,7 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
 
         k0, G0 = next(iter(graphs.items()))
         mine = [f for k, f in findings if k == k0]
-        Path(dot_out).write_text(to_dot(G0, view="all", highlight=finding_nodes(G0, mine)), encoding="utf-8")
+        Path(dot_out).write_text(to_dot(G0, view="all", step="all", findings=mine), encoding="utf-8")
         if len(graphs) > 1:
             click.echo(f"note: --dot drew rank {k0}; pick another with --rank N", err=True)
     if exit_note:

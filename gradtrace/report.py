@@ -13,7 +13,6 @@ from rich.text import Text
 
 from . import drawsize
 from .check import check_graph
-from .drawsize import forward_elements_at_least
 from .names import name_of
 from .progress import phase
 from .summary import (
@@ -107,7 +106,7 @@ def _stats_text(s) -> str:
 
 def _too_big_note(G, out: Path, what: str, size: str) -> str:
     """The note for a drawing too big to lay out, with a next step that can help this trace."""
-    if any(True for _ in nodes_of(G, "module")) and forward_elements_at_least(G, 1) <= drawsize.SVG_MAX_LINES:
+    if any(True for _ in nodes_of(G, "module")) and drawsize.drawn_elements(G, 1) <= drawsize.SVG_MAX_LINES:
         hint = f"try `gradtrace dot {out} --depth 1 -o g.svg`"
     else:
         top = _busiest_line(G)
@@ -143,11 +142,11 @@ def write_run_outputs(trace, out: Path, depth: int, svg: bool = True) -> dict:
     written = {"trace": out / "trace.json"}
     if (out / "values.safetensors").exists():
         written["values"] = out / "values.safetensors"
-    size = forward_elements_at_least(G, depth)
+    size = drawsize.drawn_elements(G, depth)
     if size > drawsize.SVG_MAX_LINES:
         _forget(out / "graph.dot")
         _forget(out / "graph.svg")
-        print(_too_big_note(G, out, "graph.dot and graph.svg", f"at least {size} elements"), file=sys.stderr)
+        print(_too_big_note(G, out, "graph.dot and graph.svg", f"{size} elements"), file=sys.stderr)
         return written
     written.update(_draw(G, out, depth, svg))
     return written

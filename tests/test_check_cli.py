@@ -122,6 +122,12 @@ def test_dot_output_marks_the_finding_nodes(scripts, tmp_path):
     assert "#cc0000" in dot.read_text()
 
 
+def test_dot_output_names_the_finding_code_on_its_node(scripts, tmp_path):
+    dot = tmp_path / "g.dot"
+    invoke("--dot", str(dot), scripts["bad"])
+    assert "GT102" in dot.read_text()
+
+
 def test_missing_target_and_folder_without_trace_exit_2(tmp_path):
     r = invoke(str(tmp_path / "nope.py"))
     assert r.exit_code == 2 and "not found" in r.output

@@ -341,3 +341,25 @@ def test_show_backward_tells_apart_the_losses_of_a_loop(tmp_path):
     gradtrace("run", "--no-svg", "-o", tmp_path / "out", tmp_path / "loop.py", capture_output=True)
     r = gradtrace("show", tmp_path / "out", "--backward", capture_output=True, text=True)
     assert "loss#1@v0" in r.stdout and "loss#2@v0" in r.stdout
+
+
+TRAINING_STEPS = """import torch
+model = torch.nn.Linear(3, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for i in range(12):
+    opt.zero_grad()
+    loss = model(torch.ones(2, 3)).pow(2).mean()
+    loss.backward()
+    opt.step()
+"""
+
+
+def test_a_long_loop_whose_one_step_drawing_is_small_still_gets_its_graph_dot(tmp_path, monkeypatch):
+    from gradtrace.dot import count_elements
+
+    tr = traced(tmp_path, TRAINING_STEPS)
+    one_step = count_elements(tr.graph, 3)
+    assert drawsize.forward_elements_at_least(tr.graph, 3) > 2 * one_step
+    monkeypatch.setattr(drawsize, "SVG_MAX_LINES", one_step + 1)  # every step together would be too big
+    written = report.write_run_outputs(tr, tmp_path / "out", depth=3, svg=False)
+    assert "dot" in written and (tmp_path / "out" / "graph.dot").exists()
