@@ -21,7 +21,7 @@ h = torch.tanh(h)
 scale = h * 2.0
 loss = scale.pow(2).mean()
 loss.backward()
-print(float(loss))
+print(loss.item())
 '''
 
 
