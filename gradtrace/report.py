@@ -16,6 +16,8 @@ from .check import check_graph
 from .names import name_of
 from .progress import phase
 from .summary import (
+    MOVE_CATEGORIES,
+    _move_ops,
     busiest_lines,
     edges_of,
     format_summary,
@@ -129,11 +131,12 @@ def _forget(path: Path):
         pass
 
 
-def write_run_outputs(trace, out: Path, depth: int, svg: bool = True) -> dict:
+def write_run_outputs(trace, out: Path, depth: int, svg: bool = True, html: bool | None = None) -> dict:
     """Save a finished trace into ``out``, with its graph.dot (and graph.svg when
-    Graphviz is installed) when the drawing is small enough to lay out; return the
-    paths written, by name. The DOT text is made at most once, and not at all for a
-    drawing too big to draw."""
+    Graphviz is installed) when the drawing is small enough to lay out, and graph.html
+    (the interactive viewer; ``html`` None: when ``svg`` is asked for, so replay and
+    check runs, which draw nothing, skip it); return the paths written, by name. The
+    DOT text is made at most once, and not at all for a drawing too big to draw."""
     out = Path(out)
     with phase("building the graph"):
         G = trace.graph
@@ -142,6 +145,8 @@ def write_run_outputs(trace, out: Path, depth: int, svg: bool = True) -> dict:
     written = {"trace": out / "trace.json"}
     if (out / "values.safetensors").exists():
         written["values"] = out / "values.safetensors"
+    if svg if html is None else html:
+        written.update(_write_html(G, out, depth))
     size = drawsize.drawn_elements(G, depth)
     if size > drawsize.SVG_MAX_LINES:
         _forget(out / "graph.dot")
@@ -150,6 +155,27 @@ def write_run_outputs(trace, out: Path, depth: int, svg: bool = True) -> dict:
         return written
     written.update(_draw(G, out, depth, svg))
     return written
+
+
+def _write_html(G, out: Path, depth: int) -> dict:
+    """graph.html, the interactive viewer: written also when the SVG is too big to lay
+    out (the page folds and opens modules itself), skipped with a note past
+    :data:`~gradtrace.views.html.HTML_MAX_OPS` ops."""
+    from .views.html import HTML_MAX_OPS, write_html
+
+    _forget(out / "graph.html")
+    ops = sum(1 for _ in nodes_of(G, "op"))
+    if ops > HTML_MAX_OPS:
+        print(f"gradtrace: note: graph.html not written: the trace has {ops} ops, more than the viewer opens "
+              f"quickly ({HTML_MAX_OPS}); see `gradtrace show {out} --summary`", file=sys.stderr)
+        return {}
+    try:
+        with phase("writing graph.html"):
+            write_html(G, out / "graph.html", findings=check_graph(G), depth=depth)
+    except Exception as e:  # a viewer problem must not lose the trace
+        print(f"gradtrace: note: graph.html not written ({type(e).__name__}: {e})", file=sys.stderr)
+        return {}
+    return {"html": out / "graph.html"}
 
 
 def _draw(G, out: Path, depth: int, svg: bool) -> dict:
@@ -236,7 +262,7 @@ def print_run_report(trace, out: Path, console: Console | None = None, all_ranks
 
 
 def _files_in(out: Path) -> dict:
-    names = {"trace": "trace.json", "dot": "graph.dot", "values": "values.safetensors", "svg": "graph.svg"}
+    names = {"trace": "trace.json", "dot": "graph.dot", "values": "values.safetensors", "svg": "graph.svg", "html": "graph.html"}
     return {k: out / f for k, f in names.items() if (out / f).exists()}
 
 
@@ -426,8 +452,14 @@ def show_table(G, what: str, line=None, module=None, as_json=False):
                              "op": op.get("name", "external (numpy)"), "line": op.get("line", "")})
         cols = ["what", "tensor", "of", "op", "line"]
     elif what == "moves":
+        pairs = None
         for u, v, e in edges_of(G, "moved_to"):
-            op = next((G.nodes[o] for o, _, k in G.in_edges(v, data="kind") if k == "output"), {})
+            op = G.nodes.get(e["op"]) if isinstance(e.get("op"), str) else None
+            if op is None:  # traces whose moved_to edges do not name their op
+                if pairs is None:
+                    pairs = _move_ops(G, [(n, d) for n, d in ops_in_order(G)
+                                          if d.get("category") in MOVE_CATEGORIES])
+                op = next(iter(pairs.get((u, v), ())), {})
             rows.append({"from": _tensor_text(G, u), "to": _tensor_text(G, v),
                          "device": f"{e['src_device']} → {e['dst_device']}",
                          "dtype": f"{e['src_dtype']} → {e['dst_dtype']}", "copy": e["copy"],

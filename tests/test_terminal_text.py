@@ -363,3 +363,20 @@ def test_a_long_loop_whose_one_step_drawing_is_small_still_gets_its_graph_dot(tm
     monkeypatch.setattr(drawsize, "SVG_MAX_LINES", one_step + 1)  # every step together would be too big
     written = report.write_run_outputs(tr, tmp_path / "out", depth=3, svg=False)
     assert "dot" in written and (tmp_path / "out" / "graph.dot").exists()
+
+
+SAME_TENSOR_MOVE = """import torch
+x = torch.tensor([1.0, 2.0])
+y = x + 1
+z = x.to("cpu")
+"""
+
+
+def test_show_moves_gives_the_line_of_a_to_that_returned_the_same_tensor(tmp_path):
+    (tmp_path / "m.py").write_text(SAME_TENSOR_MOVE)
+    gradtrace("run", "--no-svg", "-o", tmp_path / "out", tmp_path / "m.py", capture_output=True)
+    r = gradtrace("show", tmp_path / "out", "--moves", "--json", capture_output=True, text=True)
+    import json
+
+    (row,) = json.loads(r.stdout)
+    assert (row["line"], row["copy"]) == (4, False)
