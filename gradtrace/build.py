@@ -15,13 +15,22 @@ FORMAT = "gradtrace/1"
 
 
 def _args_text(scalars) -> str:
+    """The text of an op's non-tensor arguments, from the record's flat
+    ``(position, value, ...)`` tuple."""
     parts = []
-    for pos, v in scalars:
+    for pos, v in zip(scalars[0::2], scalars[1::2]):
         text = str(v) if isinstance(v, Opaque) else repr(v)
         if len(text) > 60:
             text = text[:57] + "..."
         parts.append(text if isinstance(pos, int) else f"{pos}={text}")
     return ", ".join(parts)
+
+
+def _type_key(v):
+    """The types of ``v`` and, for a tuple, of everything in it."""
+    if type(v) is tuple:
+        return tuple(_type_key(x) for x in v)
+    return type(v)
 
 
 def _edge_stats(attrs: dict) -> dict:
@@ -140,8 +149,9 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     add_node, add_edge = f.add_node, f.add_edge
     release = _released(rec, meta)
 
+    variables = rec.modules.vars
     for path, typ in rec.modules.modules.items():
-        add_node(f"mod:{path}", {"kind": "module", "path": path, "type": typ})
+        add_node(f"mod:{path}", {"kind": "module", "path": path, "type": typ, "var": variables.get(path)})
     for child, parent in rec.modules.parents.items():
         add_edge(f"mod:{parent}", f"mod:{child}", {"kind": "parent"})
 
@@ -238,9 +248,12 @@ def _add_ops(rec: Recorder, add_node, add_edge):
         if code is None and key not in codes:
             code = codes[key] = (linecache.getline(file, line).strip() or None) if file and line else None
         try:
-            text = args.get(scalars)
+            # 1 == 1.0 == True: the key tells them apart by type, or `a + 1.0` would
+            # show the text of an earlier `a + 1`.
+            akey = (scalars, _type_key(scalars))
+            text = args.get(akey)
             if text is None:
-                text = args[scalars] = _args_text(scalars)
+                text = args[akey] = _args_text(scalars)
         except TypeError:  # an unhashable argument (a slice, before Python 3.12)
             text = _args_text(scalars)
         attrs = {
@@ -268,7 +281,12 @@ def _add_edges(edges, f: _Filler):
             attrs = {"kind": kind} if pos is None else {"kind": kind, "pos": pos}
         else:
             u, v, attrs = e
-            attrs = dict(attrs) if type(attrs) is tuple else dict(_edge_stats(attrs))
+            if type(attrs) is not tuple:
+                attrs = dict(_edge_stats(attrs))
+            elif type(attrs[0]) is str:  # flat: key, value, key, value, ...
+                attrs = dict(zip(attrs[0::2], attrs[1::2]))
+            else:
+                attrs = dict(attrs)
         nbrs = succ.get(u)
         back = pred.get(v)
         if nbrs is None or back is None:

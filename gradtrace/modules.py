@@ -15,6 +15,7 @@ import torch
 from torch.nn.modules import module as _module
 from torch.utils.weak import WeakIdKeyDictionary
 
+from . import source
 from .compat import torch_is_busy
 
 # Wrappers whose `module` child is the user's model: they add no path component,
@@ -22,19 +23,38 @@ from .compat import torch_is_busy
 _WRAPPERS = ("DistributedDataParallel", "DataParallel")
 
 
+def _variable_of(mod):
+    """The name of a variable of the user's code that called ``mod`` and refers to it
+    (``q`` for ``q(x)``), or None: another module's forward, an attribute (``self.q``)
+    or an expression called it."""
+    try:
+        frame = source.module_caller(3)
+        if frame is None:
+            return None
+        for scope in (frame.f_locals, frame.f_globals):
+            for name, value in scope.items():
+                if value is mod and name != "self":
+                    return name
+    except Exception:  # a frame whose locals cannot be read
+        return None
+    return None
+
+
 class ModuleStack:
     """Tracks the module path of the forward call in progress on one thread."""
 
-    def __init__(self, on_first_call=None, on_registered=None):
+    def __init__(self, on_first_call=None, on_registered=None, on_output=None):
         self.stack: list[str] = []
         self.modules: dict[str, str] = {}  # path -> type name, each tree in named_modules order
         self.parents: dict[str, str] = {}  # path -> parent path
+        self.vars: dict[str, str] = {}  # root path -> the user's variable the root was called through
         self.other_threads = 0  # forwards seen on threads the recorder cannot see
         self._paths = WeakIdKeyDictionary()  # module -> path
         self._mods: dict[str, weakref.ref] = {}  # path -> module
         self._thread = threading.get_ident()
         self._on_first_call = on_first_call
         self._on_registered = on_registered
+        self._on_output = on_output
         self._handles = []
 
     def install(self):
@@ -71,6 +91,9 @@ class ModuleStack:
         inner = getattr(root, "module", None)
         wrapper = type(root).__name__ in _WRAPPERS and isinstance(inner, torch.nn.Module)
         base = self._unique(type(root).__name__, root)
+        var = _variable_of(root)
+        if var is not None:
+            self.vars[base] = var
         self._register(root, base, None)
         if wrapper:
             # The wrapped model keeps the paths it has without the wrapper.
@@ -127,4 +150,6 @@ class ModuleStack:
             return None
         if self.stack:
             self.stack.pop()
+        if self._on_output is not None and output is not None:
+            self._on_output(mod, output)
         return None

@@ -103,8 +103,9 @@ class Recorder(TorchFunctionMode):
         self.fns: dict = {}  # "fn:N" -> dict
         self.backwards: dict = {}  # "bw:N" -> dict
         self.collectives: dict = {}  # "c:N" -> dict
-        # (u, v, kind, pos) or (u, v, attrs): attrs a tuple of pairs, or a dict where
-        # it is filled in later; tuples of plain values are not tracked by the GC.
+        # (u, v, kind, pos) or (u, v, attrs): attrs a tuple of pairs, a flat tuple
+        # (key, value, key, value, ...), or a dict where it is filled in later; tuples
+        # of plain values are not tracked by the GC.
         self.edges: list = []
         self.labels: dict = {}  # tid -> variable name
         self.params: dict = {}  # tid -> (module path, attribute name, "parameter" | "buffer")
@@ -112,7 +113,8 @@ class Recorder(TorchFunctionMode):
         self._last_indirect: dict = {}  # (id(frame), f_lasti) -> tid holding that statement's name
         self.grad_reads: list = []  # reads of .grad on non-leaf tensors
         self.saved_values: dict = {}  # key -> CPU tensor, values="all" only
-        self.modules = ModuleStack(on_first_call=self._label_parameters, on_registered=self._param_registered)
+        self.modules = ModuleStack(on_first_call=self._label_parameters, on_registered=self._param_registered,
+                                   on_output=self._module_output)
         # Parameters and buffers given to a module while tracing, named from that
         # module's type where no module path names them (a module never called).
         self.registered: dict = {}  # tid -> (module number, module type, attribute name)
@@ -333,9 +335,10 @@ class Recorder(TorchFunctionMode):
             info.tv = tv
             info.ver += 1
             new = self._snapshot(u, info)
-            attrs = (("kind", "next_version"), ("op", op_node), ("visible", visible))
+            # Flat (key, value, key, value, ...): see _scan on why records stay two levels deep.
+            attrs = ("kind", "next_version", "op", op_node, "visible", visible)
             if external:
-                attrs += (("external", True), ("seen_at", external))
+                attrs += ("external", True, "seen_at", external)
             self.edges.append((old, new, attrs))
             if s.numpy:
                 info.crc = _crc(u)
@@ -370,7 +373,7 @@ class Recorder(TorchFunctionMode):
                 if cid is None:
                     cid = self._new_fn(nxt)
                     stack.append((nxt, cid))
-                self.edges.append((nid, cid, (("kind", "next"), ("input_nr", nr), ("pos", pos))))
+                self.edges.append((nid, cid, ("kind", "next", "input_nr", nr, "pos", pos)))
         return root
 
     def _new_fn(self, fn):
@@ -430,27 +433,47 @@ class Recorder(TorchFunctionMode):
             done = set()
             for t in tensors:
                 info = self.lookup(t)
-                node = info.node if info is not None else self._match(t)
-                if node is not None and node not in done:
-                    done.add(node)
+                node, via = (info.node, None) if info is not None else self._match(t)
+                if node is None or node in done:
+                    continue
+                done.add(node)
+                if via is None:
                     self.edges.append((fid, node, "saves", None))
+                elif via == "view":
+                    self.edges.append((fid, node, (("kind", "saves"), ("via", "view"))))
+                else:  # a storage no live tensor of the trace is on
+                    self.fns[fid].setdefault("saved_storages", []).append(node)
 
     def _match(self, t):
+        """For a saved tensor the recorder has no record of: ``(node, None)`` for the
+        tensor node with its storage, offset, shape and stride (a saved output comes
+        back as a new object); ``(node, "view")`` for the base tensor node current on
+        its storage, when autograd saved a view made inside the op (``weight.t()``
+        in ``F.linear``); ``(sid, "storage")`` when no known tensor is on that storage;
+        ``(None, None)`` for a tensor autograd made for itself (a wrapped scalar)."""
         try:
             st = t.untyped_storage()
         except Exception:
-            return None
+            return None, None
         s = self._smap.get(id(st))  # a storage the trace does not know holds no known tensor
         if s is None or s.ref() is not st:
-            return None
+            return None, None
         key = (t.storage_offset(), tuple(t.shape), t.stride())
+        base = None
         for ref in s.tensors:
             u = ref()
-            if u is not None and (u.storage_offset(), tuple(u.shape), u.stride()) == key:
-                info = self.lookup(u)
-                if info is not None:
-                    return info.node
-        return None  # a tensor autograd made for itself (a wrapped scalar)
+            if u is None:
+                continue
+            info = self.lookup(u)
+            if info is None:
+                continue
+            if (u.storage_offset(), tuple(u.shape), u.stride()) == key:
+                return info.node, None
+            if base is None or base[0]:
+                base = (_is_view(u), info.node)  # the first non-view tensor on it
+        if base is not None:
+            return base[1], "view"
+        return s.sid, "storage"
 
     # -- the mode ---------------------------------------------------------------------
 
@@ -671,6 +694,8 @@ class Recorder(TorchFunctionMode):
         if written:
             for s in written:
                 self._write(s, op_node)
+        if spec.kind == ops.DATA_SET and pre:
+            self._data_swapped(pre[0][1], pre[0][2], op_node)
         if spec.meta:
             for _, t, info, _ in pre:
                 if t.requires_grad != info.rg:
@@ -738,7 +763,7 @@ class Recorder(TorchFunctionMode):
             edges.append((src.node, oinfo.node, (
                 ("kind", "moved_to"), ("src_device", str(src_t.device)), ("dst_device", str(o.device)),
                 ("src_dtype", dtype_name(src_t.dtype)), ("dst_dtype", dtype_name(o.dtype)),
-                ("copy", o is not src_t),
+                ("copy", o is not src_t), ("op", op_node),
             )))
         elif out_arrays or (arrays and spec.name in ("torch.from_numpy", "torch.as_tensor", "torch.asarray")
                             and any(_shares_numpy(o, arrays) for _, o, _ in out_infos)):
@@ -782,6 +807,24 @@ class Recorder(TorchFunctionMode):
             if info.crc is not None:
                 info.crc = _crc(t)
         return cat, _RANDOM if spec.random else None
+
+    def _data_swapped(self, t, info, op_node):
+        """``t.data = other`` put ``t`` on other memory (``model.double()`` does it for
+        each parameter): ``t`` keeps its identity, name and module, and gets a new
+        version on the new storage, possibly of another dtype or device."""
+        s = self._storage_of(t)
+        if s is None or s is info.s:
+            return
+        if info.s is not None:  # a later write into the old memory is not a write into t
+            info.s.tensors = [r for r in info.s.tensors if r is not info.ref]
+        info.s, info.sid = s, s.sid
+        s.tensors.append(info.ref)
+        old = info.node
+        info.tv = _version(t)
+        info.ver += 1
+        # No version counter moved: autograd cannot see the swap.
+        self.edges.append((old, self._snapshot(t, info), (
+            ("kind", "next_version"), ("op", op_node), ("visible", False), ("data_set", True))))
 
     def _autocast(self):
         """The autocast regions enabled now, as ``{device_type: dtype name}``: one
@@ -833,7 +876,7 @@ class Recorder(TorchFunctionMode):
         if info.ver != 0:  # an existing tensor handed back (x.to on its own device)
             return
         callee = source.callee_of(frame)
-        if callee is not None and callee.f_code.co_name in _BINDS_AN_OBJECT:
+        if callee is not None and _binds_an_object(callee):
             return
         key = (id(frame), frame.f_lasti)
         prev = self._last_indirect.get(key)
@@ -889,7 +932,7 @@ class Recorder(TorchFunctionMode):
         self.ops.append((
             len(self.ops), name, "grad_mode", f.f_code.co_filename if f else None,
             source.line_of(f) if f else None, self.modules.current, torch.is_grad_enabled(),
-            ((0, arg),), self._bw,
+            (0, arg), self._bw,
             _with(self._autocast() if any_autocast() else None, {"inference": torch.is_inference_mode_enabled()}),
             True,
         ))
@@ -912,6 +955,33 @@ class Recorder(TorchFunctionMode):
             self._unknown("module parameters", e)
         finally:
             self._busy = False
+
+    def _module_output(self, mod, output):
+        """A module returned: when the user's line called it and binds the result
+        (``out = model(x)``), that name is the output's fallback label (the result of
+        a forward written in user code is made by a direct op, which no name reaches)."""
+        if self._busy or self._closed or threading.get_ident() != self.thread or torch_is_busy():
+            return
+        try:
+            frame = source.module_caller(3)
+            if frame is None:
+                return
+            name = source.bound_name(frame)
+            if name is None:
+                return
+            with no_function_modes():
+                if isinstance(output, torch.Tensor) and isinstance(name, str):
+                    pairs = ((output, name),)
+                elif isinstance(output, (tuple, list)) and isinstance(name, tuple):
+                    pairs = zip(output, name)
+                else:
+                    return
+                for t, nm in pairs:
+                    info = self.lookup(t) if isinstance(t, torch.Tensor) and nm else None
+                    if info is not None:
+                        self.fallback_labels[info.tid] = nm
+        except Exception as e:
+            self._unknown("module output", e)
 
     def _param_registered(self, mod, name, tensor, kind):
         """``mod.name = tensor`` registered a parameter or buffer: remember which
@@ -1223,7 +1293,7 @@ def _array_shares(a, t):
 
 
 def _names_device(scalars):
-    return any(isinstance(v, (torch.device, str)) and not isinstance(v, bool) for _, v in scalars)
+    return any(isinstance(v, (torch.device, str)) and not isinstance(v, bool) for v in scalars[1::2])
 
 
 _SIGS: dict = {}
@@ -1253,26 +1323,52 @@ _BINDS_AN_OBJECT = frozenset({
     "half", "bfloat16", "_apply", "apply", "share_memory", "train", "eval", "requires_grad_",
     "load_state_dict", "reset_parameters",
 })
+# copy.copy / copy.deepcopy: their value is the copy of their argument, a tensor only
+# when the argument is one (the clones inside ``deepcopy(model)`` are not the model).
+_COPIES = frozenset({"deepcopy", "copy"})
+
+
+def _binds_an_object(callee) -> bool:
+    """True when the library call ``callee`` (the frame the user's line called into)
+    returns an object other than the last tensor made inside it."""
+    name = callee.f_code.co_name
+    if name in _BINDS_AN_OBJECT:
+        return True
+    if name in _COPIES and callee.f_code.co_filename.endswith("copy.py"):
+        return not isinstance(callee.f_locals.get("x"), torch.Tensor)
+    return False
+
+
+def _is_view(t) -> bool:
+    try:
+        return t._base is not None
+    except Exception:
+        return True
+
+
 _ALIASES = ("Tensor.data", "Tensor.detach", "torch.detach")
 _RANDOM = {"random": True}
 
 
 def _scan(args, kwargs):
     """Split call arguments into tensors, numpy arrays and short non-tensor values;
-    return the three as ``(position, value)`` sequences."""
+    return the first two as ``(position, value)`` lists, the values as one flat tuple
+    ``(position, value, position, value, ...)``: an op record holding it is a tuple of
+    two levels, which the garbage collector stops tracking before it reaches the
+    oldest generation (every full collection would walk each record again)."""
     tensors, arrays, scalars = [], [], []
     Tensor = torch.Tensor
     for i, a in chain(enumerate(args), kwargs.items()) if kwargs else enumerate(args):
         if isinstance(a, Tensor):
             tensors.append((i, a))
         elif isinstance(a, _SCALARS):
-            scalars.append((i, a))
+            scalars += (i, a)
         elif isinstance(a, (list, tuple)):
             _scan_seq(a, i, tensors, arrays, scalars)
         elif isinstance(a, np.ndarray):
             arrays.append((i, a))
         else:
-            scalars.append((i, _opaque(a)))
+            scalars += (i, _opaque(a))
     return tensors, arrays, tuple(scalars)
 
 
@@ -1290,9 +1386,9 @@ def _scan_seq(seq, pos, tensors, arrays, scalars):
             _scan_seq(a, f"{pos}.{j}", tensors, arrays, scalars)
             simple = False
     if simple:
-        scalars.append((pos, _opaque(seq) if len(seq) > 16 else tuple(seq)))
+        scalars += (pos, _opaque(seq) if len(seq) > 16 else tuple(seq))
     else:
-        scalars.append((pos, _opaque(seq)))
+        scalars += (pos, _opaque(seq))
 
 
 class Opaque(str):

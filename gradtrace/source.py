@@ -91,6 +91,22 @@ def user_call(depth: int = 2):
     return None, False
 
 
+_MODULE_CALL = os.path.join(_TORCH, "nn", "modules", "module.py")
+
+
+def module_caller(depth: int = 2):
+    """For a module's forward hook: return the frame that called the module, when it
+    is user code (``out = model(x)``), else None (a container's forward calling its
+    children, or any other library code)."""
+    f = sys._getframe(depth)
+    while f is not None:
+        name = f.f_code.co_filename
+        if not (name.startswith(_HERE) or name == _MODULE_CALL):
+            return None if _internal_code(f.f_code) else f
+        f = f.f_back
+    return None
+
+
 def callee_of(frame):
     """Return the frame the user's ``frame`` called into (the outermost library frame
     of the call in progress), or None when ``frame`` is not on the stack."""

@@ -104,14 +104,23 @@ def _move_ops(G, move_ops) -> dict:
 
 
 def _moves(G, move_ops, moved) -> list:
-    by_pair = _move_ops(G, move_ops) if moved else {}
+    """One entry per ``moved_to`` edge: source and destination, and the file and line
+    of the op that made the move (the edge's ``op``; for traces whose edges do not
+    name it, the move or convert op between the two tensors)."""
+    by_pair = None
     taken = Counter()
     moves = []
+    nodes = G._node
     for u, v, d in moved:
-        cands = by_pair.get((u, v), ())
-        i = taken[(u, v)]
-        taken[(u, v)] += 1
-        op = cands[i] if i < len(cands) else (cands[-1] if cands else {})
+        op_id = d.get("op")
+        op = nodes.get(op_id) if isinstance(op_id, str) else None
+        if op is None:
+            if by_pair is None:
+                by_pair = _move_ops(G, move_ops)
+            cands = by_pair.get((u, v), ())
+            i = taken[(u, v)]
+            taken[(u, v)] += 1
+            op = cands[i] if i < len(cands) else (cands[-1] if cands else {})
         moves.append({"src": f"{d['src_device']}/{d['src_dtype']}", "dst": f"{d['dst_device']}/{d['dst_dtype']}",
                       "copy": d["copy"], "file": op.get("file"), "line": op.get("line")})
     return moves
