@@ -52,12 +52,12 @@ NODE_ATTRS = {
            "inference": BN, "direct": BN, "autocast": DN},
     "tensor": {"tid": I, "version": I, "shape": _DIMS, "dtype": SN, "device": SN, "stride": _DIMS,
                "storage": SN, "storage_offset": IN, "requires_grad": BN, "is_leaf": BN, "grad_fn": SN,
-               "label": SN, "stats": _STATS, "param_of": SN, "param_kind": SN},
+               "label": SN, "label_n": IN, "stats": _STATS, "param_of": SN, "param_kind": SN},
     "storage": {"device": SN, "nbytes": IN, "origin": SN},
     "numpy": {"shape": _DIMS, "dtype": SN},
-    "grad_fn": {"name": S, "op": SN, "saved": SN},
+    "grad_fn": {"name": S, "op": SN, "saved": SN, "saved_storages": LN},
     "backward": {"seq": I, "api": S, "implicit": BN, "op": SN},
-    "module": {"path": S, "type": SN},
+    "module": {"path": S, "type": SN, "var": SN},
     "collective": {"op": SN, "bucket": IN, "numel": IN, "params": LN, "world_size": IN, "dtype": SN,
                    "rank": IN, "hook": SN, "during": SN, "local": _STATS, "reduced": _STATS},
 }
@@ -68,9 +68,11 @@ NODE_REQUIRED = {"op": ("name", "seq"), "tensor": ("tid", "version"), "grad_fn":
 EDGE_ATTRS = {
     "input": {"pos": _opt(I, S)},
     "output": {"pos": _opt(I, S)},
-    "next_version": {"op": SN, "visible": BN, "external": BN, "seen_at": SN, "metadata_only": BN},
+    "next_version": {"op": SN, "visible": BN, "external": BN, "seen_at": SN, "metadata_only": BN, "data_set": BN},
     "view_of": {"alias": SN},
-    "moved_to": {"src_device": SN, "dst_device": SN, "src_dtype": SN, "dst_dtype": SN, "copy": BN},
+    "moved_to": {"src_device": SN, "dst_device": SN, "src_dtype": SN, "dst_dtype": SN, "copy": BN, "op": SN,
+                 "autocast": BN},
+    "saves": {"via": SN},
     "next": {"input_nr": IN},
     "weights": {"gradient": SN, "received": _RECEIVED, "gradient_value": SN},
     "grad": {"stats": _STATS, "value": SN},
@@ -78,7 +80,7 @@ EDGE_ATTRS = {
 }
 _EDGE_REQUIRED = {None: ("source", "target"), **{k: ("source", "target") for k in EDGE_ATTRS}}
 # Edge attributes that name a node, which consumers look up in the graph.
-EDGE_REFS = {"next_version": ("op",), "weights": ("gradient",)}
+EDGE_REFS = {"next_version": ("op",), "moved_to": ("op",), "weights": ("gradient",)}
 
 
 class FormatViolation(ValueError):

@@ -334,3 +334,30 @@ def test_a_graphviz_failure_in_dot_is_a_one_line_error(small_trace, tmp_path, mo
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     r = _cli("dot", small_trace, "-o", tmp_path / "x.svg")
     assert _one_line_exit_2(r) and "syntax error" in r.output
+
+
+def test_a_trace_with_every_newer_attribute_saves_and_loads_back_the_same(tmp_path):
+    # autocast per op and its casts, saves via a view, a parameter's data swapped,
+    # a root module's variable, two tensors bound to one name
+    model = torch.nn.Linear(3, 2)
+    with gradtrace.trace() as tr:
+        net = torch.nn.Linear(3, 2)
+        x = torch.ones(4, 3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = net(x)
+        y.float().sum().backward()
+        net(x.requires_grad_()).sum().backward()
+        model.double()
+        x = x * 2
+    back = gradtrace.load(tr.save(tmp_path / "t", dot=False)).graph
+    G = tr.graph
+    assert sorted(map(str, G.nodes(data=True))) == sorted(map(str, back.nodes(data=True)))
+    assert sorted(map(str, G.edges(data=True))) == sorted(map(str, back.edges(data=True)))
+    assert any(d.get("via") == "view" for _, _, d in G.edges(data=True))
+    assert any(d.get("autocast") for _, _, d in G.edges(data=True))
+
+
+def test_a_label_number_of_the_wrong_type_is_refused(small_trace):
+    _edit(small_trace, lambda d: _first(d, "tensor").update(label_n="two"))
+    with pytest.raises(gradtrace.TraceError, match="label_n"):
+        gradtrace.load(small_trace)
