@@ -860,3 +860,15 @@ def test_gt108_stale_step_is_found_when_no_values_were_kept():
             opt.step()
     f = only(check_graph(tr.graph), "GT108")
     assert f.severity == "warning" and "stale" in f.message
+
+
+def test_an_info_on_a_line_with_an_error_of_the_same_code_is_left_out():
+    critic = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    x = torch.randn(8, 4, requires_grad=True)
+    with gradtrace.trace() as tr:
+        score = critic(x).mean()
+        for p in critic.parameters():
+            p.data.clamp_(-0.01, 0.01)
+        score.backward()
+    found = [(f.code, f.severity) for f in gradtrace.check(tr)]
+    assert found == [("GT102", "error")]

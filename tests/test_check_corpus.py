@@ -36,10 +36,7 @@ CORRECT_INFOS = {
 }
 
 # hazard program -> why its expected findings cannot be found from what the trace records
-NEEDS_RECORDER = {
-    "gt102_clip_before_backward": "needs recorder fact: a `saves` edge for a saved tensor the trace has no node "
-                                  "for (F.linear's AddmmBackward0 saves weight.t()), see /tmp/h5-requests.md",
-}
+NEEDS_RECORDER: dict = {}
 
 _EXPECT = re.compile(r"#\s*expect:\s*((?:GT\d{3}(?::info)?\s*)+)")
 _NODE_ID = re.compile(r"\b(?:t|op|fn|bw|s):\d+(?:\.\d+)?\b")

@@ -88,6 +88,10 @@ def _run(G, sel, ign, suppress):
                 continue
             index[key] = f
             found.append(f)
+    # An info on a line that already has a warning or error of the same code adds nothing
+    # the user must act on: the line is being fixed anyway.
+    serious = {(f.code, f.file, f.line) for f in found if f.severity != "info"}
+    found = [f for f in found if f.severity != "info" or (f.code, f.file, f.line) not in serious]
     found.sort(key=lambda f: _order(q, f))
     return found
 
