@@ -280,6 +280,34 @@ def dot(folder, out, view, depth, fmt, step, phase, tensors, saved, rank):
     click.echo(f"wrote {out}")
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path())
+@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False),
+              help="HTML file to write  [default: FOLDER/graph.html].")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="Module depth folded when the page opens (modules expand in the page).")
+@RANK_OPTION
+def html(folder, out, depth, rank):
+    """Write the interactive viewer of a saved trace FOLDER: one self-contained HTML
+    file (open it in a browser, from disk; nothing is fetched).
+
+    \b
+    Example:
+      gradtrace html gradtrace-out/train            # writes gradtrace-out/train/graph.html
+      gradtrace html gradtrace-out/train -o train.html
+    """
+    from .views.html import DEFAULT_DEPTH, write_html
+
+    tr = _load(folder, rank)
+    target = Path(out) if out else Path(folder) / "graph.html"
+    try:
+        write_html(tr.graph, target, findings=_findings(tr.graph),
+                   depth=depth if depth is not None else DEFAULT_DEPTH)
+    except OSError as e:
+        fail(f"cannot write {target} ({e.strerror or e})")
+    click.echo(f"wrote {target}")
+
+
 def _findings(G) -> list:
     """The findings of `gradtrace check` to mark in a drawing; none when checking fails
     (a drawing must not be lost to a check's error)."""

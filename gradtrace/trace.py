@@ -187,6 +187,20 @@ class Trace:
 
         return render_svg(self.graph)
 
+    def _repr_html_(self):
+        """The interactive viewer (:mod:`gradtrace.views.html`) in an iframe, for notebooks;
+        None while recording, so the notebook falls back to the text form."""
+        if self.meta.get("status") == "running" or (self._graph is None and self._rec is None):
+            return None
+        from .check import check
+        from .views.html import notebook_html
+
+        try:
+            findings = list(check(self.graph))
+        except Exception:  # noqa: BLE001 - a failing check must not hide the picture
+            findings = []
+        return notebook_html(self.graph, findings)
+
     def _repr_pretty_(self, p, cycle):
         p.text(self.summary())
 

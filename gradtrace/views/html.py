@@ -1,0 +1,177 @@
+"""The interactive viewer: one self-contained HTML page per trace.
+
+The page holds the trace's ops, tensors, modules, autograd nodes and findings as
+JSON, and the vendored cytoscape.js (with its dagre layout) inlined, so it opens
+from disk with nothing fetched. Pan, zoom, folding of modules, search, the step and
+phase selector and the panel of a clicked node all run in the browser from that
+JSON; the layout is dagre's, never gradtrace's.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import json
+import math
+import re
+from importlib import resources
+from pathlib import Path
+
+from ..names import name_of
+from . import fold
+from .static import CATEGORY_COLORS, DEFAULT_DEPTH, op_name, shape_text
+from .steps import PHASES, find_steps
+
+VENDOR_FILES = ("cytoscape.min.js", "cytoscape-dagre.min.js")
+FOLD_LINES_PAST = 1000  # drawn elements past which ops of one source line fold into one node
+HTML_MAX_OPS = 50_000  # past this the page is too slow to open; `gradtrace run` skips it
+
+
+def _vendor_js() -> str:
+    pkg = resources.files(__package__).joinpath("vendor")
+    return "\n".join(pkg.joinpath(f).read_text(encoding="utf-8") for f in VENDOR_FILES)
+
+
+def _tensor(G, n) -> dict:
+    d = G.nodes[n]
+    grads = []
+    for bw, _, e in G.in_edges(n, data=True):
+        if e.get("kind") in ("grad", "leaf_grad"):
+            grads.append({"bw": bw, "kind": e["kind"], "stats": e.get("stats"),
+                          "accumulated": bool(e.get("accumulated"))})
+    return {"name": name_of(d), "tid": d.get("tid"), "version": d.get("version"),
+            "shape": shape_text(d.get("shape")), "dtype": d.get("dtype"), "device": d.get("device"),
+            "requires_grad": d.get("requires_grad"), "param": bool(d.get("param_of")),
+            "stats": d.get("stats"), "grads": grads}
+
+
+def _ops(G, steps) -> tuple[list, set]:
+    ops, tensors = [], set()
+    for n, d in sorted(((n, d) for n, d in G.nodes(data=True) if d.get("kind") == "op"),
+                       key=lambda t: t[1].get("seq", 0)):
+        ins = [u for u, _, k in G.in_edges(n, data="kind") if k == "input" and G.nodes[u].get("kind") == "tensor"]
+        outs = [v for _, v, k in G.out_edges(n, data="kind") if k == "output" and G.nodes[v].get("kind") == "tensor"]
+        fn = next((G.nodes[t].get("grad_fn") for t in outs if G.nodes[t].get("grad_fn")), None)
+        tensors.update(ins)
+        tensors.update(outs)
+        ops.append({"id": n, "name": d.get("name"), "short": op_name(d), "cat": d.get("category"),
+                    "module": d.get("module"), "file": d.get("file"), "line": d.get("line"),
+                    "code": d.get("code"), "args": d.get("args"), "step": steps.step_of.get(n),
+                    "phase": steps.phase_of.get(n), "ins": ins, "outs": outs, "fn": fn,
+                    "error": d.get("error")})
+    return ops, tensors
+
+
+def _versions(G, tensors) -> dict:
+    """{tid: [tensor node of each version]} for the tensors the ops touch."""
+    tids = {G.nodes[t].get("tid") for t in tensors}
+    out: dict = {}
+    for n, d in G.nodes(data=True):
+        if d.get("kind") == "tensor" and d.get("tid") in tids:
+            out.setdefault(str(d.get("tid")), []).append(n)
+    for v in out.values():
+        v.sort(key=lambda n: G.nodes[n].get("version") or 0)
+    return out
+
+
+def _fns(G) -> list:
+    fns = []
+    for n, d in G.nodes(data=True):
+        if d.get("kind") != "grad_fn":
+            continue
+        nxt = [v for _, v, k in G.out_edges(n, data="kind") if k == "next"]
+        leaf = next((v for _, v, k in G.out_edges(n, data="kind") if k == "accumulates"), None)
+        fns.append({"id": n, "name": d.get("name"), "op": d.get("op"), "next": nxt, "leaf": leaf})
+    return fns
+
+
+def _modules(G, ops) -> dict:
+    paths = {p for o in ops if o["module"] for p in fold.prefixes(o["module"])}
+    parents = {p.rsplit(".", 1)[0] for p in paths if "." in p}
+    return {p: {"type": fold.mod_type(G, p), "level": fold.level(G, p), "leaf": p not in parents,
+                "container": fold.mod_type(G, p) in fold.CONTAINERS} for p in sorted(paths)}
+
+
+def _findings(findings) -> list:
+    out = []
+    for f in findings or ():
+        get = (lambda k, f=f: getattr(f, k, None)) if not isinstance(f, dict) else f.get
+        out.append({"code": get("code") or "finding", "severity": get("severity") or "",
+                    "message": get("message") or "", "fix": get("fix") or "",
+                    "nodes": [str(n) for n in (get("nodes") or ())]})
+    return out
+
+
+def page_data(G, findings=None, depth: int = DEFAULT_DEPTH) -> dict:
+    """Return the JSON-ready data of the viewer page for trace ``G``: ops (in order,
+    with step, phase, tensors in and out and grad_fn), tensors, versions, autograd
+    nodes, modules, ``findings`` (from ``gradtrace.check``) and the modules folded
+    when the page opens (those deeper than ``depth``, as in the static views)."""
+    steps = find_steps(G)
+    ops, touched = _ops(G, steps)
+    versions = _versions(G, touched)
+    tensor_nodes = touched | {t for v in versions.values() for t in v}
+    fns = _fns(G)
+    for f in fns:
+        if f["leaf"]:
+            tensor_nodes.add(f["leaf"])
+    modules = _modules(G, ops)
+    folded = sorted({fold.collapsed_at(G, o["module"], depth) for o in ops if o["module"]} - {None})
+    runs = fold.runs_among(G, {o["module"] for o in ops})
+    return {
+        "title": str(G.graph.get("script") or "trace"),
+        "steps": {"count": steps.count, "complete": steps.complete, "default": steps.last_complete},
+        "phases": list(PHASES),
+        "ops": ops,
+        "tensors": {t: _tensor(G, t) for t in sorted(tensor_nodes)},
+        "versions": versions,
+        "fns": fns,
+        "backward": {n: {"api": d.get("api"), "seq": d.get("seq")} for n, d in G.nodes(data=True)
+                     if d.get("kind") == "backward"},
+        "modules": modules,
+        "folded": folded + sorted(set(runs.values())),
+        "runs": runs,
+        "budget": FOLD_LINES_PAST,
+        "findings": _findings(findings),
+        "colors": CATEGORY_COLORS,
+    }
+
+
+def _finite(x):
+    # JSON has no NaN or Infinity, and statistics of a broken tensor hold them: the page shows them as text.
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan" if x != x else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _json_for_script(data) -> str:
+    # A "</script>" inside the trace (source code, a message) must not end the script element.
+    return json.dumps(_finite(data), separators=(",", ":"), default=str, allow_nan=False).replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def to_html(G, findings=None, depth: int = DEFAULT_DEPTH) -> str:
+    """Return the viewer page of trace ``G`` as one self-contained HTML text (scripts
+    and data inlined; nothing is fetched when it is opened)."""
+    data = page_data(G, findings, depth)
+    template = resources.files(__package__).joinpath("viewer.html").read_text(encoding="utf-8")
+    parts = {"TITLE": _html.escape(Path(data["title"]).name), "VENDOR": _vendor_js(),
+             "DATA": _json_for_script(data)}
+    # One pass, so a marker inside the inlined script or data is left as it is.
+    return re.sub(r"/\*(TITLE|VENDOR|DATA)\*/", lambda m: parts[m.group(1)], template)
+
+
+def write_html(G, path, findings=None, depth: int = DEFAULT_DEPTH) -> Path:
+    """Write the viewer page of ``G`` into ``path``; return the path. Raises
+    ``OSError`` when the file cannot be written."""
+    Path(path).write_text(to_html(G, findings, depth), encoding="utf-8")
+    return Path(path)
+
+
+def notebook_html(G, findings=None, height: int = 640) -> str:
+    """Return the viewer inside an ``<iframe srcdoc>``: a notebook cell shows it with
+    its scripts kept apart from the notebook's own."""
+    return (f'<iframe srcdoc="{_html.escape(to_html(G, findings), quote=True)}" '
+            f'style="width:100%;height:{int(height)}px;border:1px solid #ccc"></iframe>')

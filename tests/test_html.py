@@ -1,0 +1,343 @@
+"""The interactive viewer (issue 14): one self-contained HTML page per trace, tested
+in a real headless chromium (selenium + Debian's chromium-driver) where they are
+installed, and by what the page holds everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import gradtrace
+from gradtrace.cli import main
+from gradtrace.report import write_run_outputs
+from gradtrace.runner import run_script
+from gradtrace.views import html as viewer
+from gradtrace.views.steps import find_steps
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(__file__).parent / "views_corpus"
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(3, 5)
+        self.block = nn.Sequential(nn.Linear(5, 5), nn.ReLU())
+        self.fc2 = nn.Linear(5, 2)
+
+    def forward(self, x):
+        hidden = torch.relu(self.fc1(x))
+        hidden = self.block(hidden)
+        return self.fc2(hidden)
+
+
+def _train_step():
+    with gradtrace.trace() as tr:
+        net = Net()
+        x = torch.randn(4, 3)
+        out = net(x)
+        loss = out.pow(2).mean()
+        loss.backward()
+    return tr
+
+
+@pytest.fixture(scope="module")
+def small():
+    return _train_step()
+
+
+def _op(tr, name, module=None):
+    return next(n for n, d in tr.graph.nodes(data=True) if d.get("kind") == "op" and d.get("name") == name
+                and (module is None or d.get("module") == module))
+
+
+# -- the page, without a browser ---------------------------------------------------------
+
+
+def test_page_loads_no_script_or_style_from_elsewhere(small):
+    text = viewer.to_html(small.graph)
+    assert "<script src" not in text and "<link" not in text and "@import" not in text
+
+
+def test_page_inlines_the_vendored_layout_library(small):
+    assert "cytoscape-dagre" in viewer.to_html(small.graph)
+
+
+def test_nan_statistics_make_valid_json():
+    with gradtrace.trace() as tr:
+        x = torch.tensor([0.0, 1.0])
+        y = x / x  # 0/0 is NaN
+    data = viewer._json_for_script(viewer.page_data(tr.graph))
+    stats = json.loads(data)["tensors"][next(n for n, d in tr.graph.nodes(data=True) if d.get("label") == "y")]["stats"]
+    assert stats["mean"] == "nan"
+    del y
+
+
+def test_script_end_tag_in_source_does_not_end_the_data():
+    with gradtrace.trace() as tr:
+        a = torch.ones(2) * 2  # </script><b>
+    text = viewer.to_html(tr.graph)
+    # the vendored scripts, the data and the viewer: three script elements, three ends
+    assert text.count("</script>") == 3
+    del a
+
+
+def test_forward_op_carries_its_grad_fn(small):
+    data = viewer.page_data(small.graph)
+    op = next(o for o in data["ops"] if o["id"] == _op(small, "torch.nn.functional.linear", "Net.fc2"))
+    assert {f["id"]: f["name"] for f in data["fns"]}[op["fn"]] == "AddmmBackward0"
+
+
+def test_at_depth_one_the_model_opens_folded_into_one_box(small):
+    assert viewer.page_data(small.graph, depth=1)["folded"] == ["Net"]
+
+
+def test_findings_reach_the_page():
+    with gradtrace.trace() as tr:
+        w = torch.ones(3, requires_grad=True)
+        y = (w * 2).sum()
+        y.backward()
+        w.data.mul_(2)  # a write autograd cannot see
+    codes = {f["code"] for f in viewer.page_data(tr.graph, gradtrace.check(tr))["findings"]}
+    assert codes == {f.code for f in gradtrace.check(tr)} and codes
+
+
+def test_cli_html_writes_the_page(small, tmp_path):
+    small.save(tmp_path / "t")
+    r = CliRunner().invoke(main, ["html", str(tmp_path / "t"), "-o", str(tmp_path / "v.html")])
+    assert r.exit_code == 0 and (tmp_path / "v.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_cli_html_writes_graph_html_in_the_folder_by_default(small, tmp_path):
+    small.save(tmp_path / "t")
+    CliRunner().invoke(main, ["html", str(tmp_path / "t")])
+    assert (tmp_path / "t" / "graph.html").exists()
+
+
+def test_cli_html_on_a_missing_folder_is_a_one_line_error(tmp_path):
+    r = CliRunner().invoke(main, ["html", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_run_outputs_include_graph_html(small, tmp_path):
+    written = write_run_outputs(small, tmp_path / "t", depth=3, svg=False, html=True)
+    assert written["html"].read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_run_outputs_skip_graph_html_past_the_limit(small, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(viewer, "HTML_MAX_OPS", 3)
+    write_run_outputs(small, tmp_path / "t", depth=3, svg=False, html=True)
+    assert not (tmp_path / "t" / "graph.html").exists() and "graph.html not written" in capsys.readouterr().err
+
+
+def test_notebook_shows_the_viewer_in_an_iframe(small):
+    assert small._repr_html_().startswith("<iframe srcdoc=\"&lt;!DOCTYPE html&gt;")
+
+
+# -- in a real browser -------------------------------------------------------------------
+
+
+def _browser_or_skip():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install -e .[browser])")
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None)
+    if not chrome or not driver:
+        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        opts.add_argument(a)
+    opts.binary_location = chrome
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # Selenium Manager would try to download a driver: name the installed one.
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    d = _browser_or_skip()
+    yield d
+    d.quit()
+
+
+def _open(browser, path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(Path(path).resolve().as_uri())
+    WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.body.dataset.ready === '1'"))
+    return browser
+
+
+@pytest.fixture(scope="module")
+def small_page(small, browser, tmp_path_factory):
+    path = tmp_path_factory.mktemp("viewer") / "small.html"
+    viewer.write_html(small.graph, path, gradtrace.check(small))
+    return path
+
+
+def _js(b, script, *args):
+    return b.execute_script("const V = window.gradtraceViewer, cy = V.cy;\n" + script, *args)
+
+
+def _click_node(b, node_id):
+    """A real mouse click at the node's place on the canvas."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    box = b.find_element(By.ID, "cy")
+    x, y, w, h = _js(b, "const p = cy.getElementById(arguments[0]).renderedPosition();"
+                        "const r = document.getElementById('cy').getBoundingClientRect();"
+                        "return [p.x, p.y, r.width, r.height];", node_id)
+    ActionChains(b).move_to_element_with_offset(box, int(x - w / 2), int(y - h / 2)).click().perform()
+
+
+def _severe(b):
+    return [e for e in b.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def test_browser_draws_every_forward_op_of_the_step(small, small_page, browser):
+    _open(browser, small_page)
+    drawn = set(_js(browser, "return cy.nodes('[kind = \"op\"]').map(n => n.id());"))
+    phase = find_steps(small.graph).phase_of
+    expected = {n for n, p in phase.items() if p in ("forward", "backward")}
+    assert drawn == expected
+
+
+def test_browser_opens_fitted(small_page, browser):
+    _open(browser, small_page)
+    outside = _js(browser, "const r = document.getElementById('cy').getBoundingClientRect();"
+                           "return cy.nodes().filter(n => { const b = n.renderedBoundingBox();"
+                           "return b.x1 < -1 || b.y1 < -1 || b.x2 > r.width + 1 || b.y2 > r.height + 1; }).length;")
+    assert outside == 0
+
+
+def test_browser_click_on_an_op_shows_its_shape_and_source(small, small_page, browser):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, small_page)
+    _click_node(browser, _op(small, "torch.nn.functional.linear", "Net.fc2"))
+    panel = browser.find_element(By.ID, "panel").text
+    assert "4×2" in panel and "return self.fc2(hidden)" in panel
+
+
+def test_browser_search_for_a_variable_marks_the_ops_that_bind_or_read_it(small, small_page, browser):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, small_page)
+    browser.find_element(By.ID, "search").send_keys("hidden")
+    marked = set(_js(browser, "return cy.nodes('.match').map(n => n.id());"))
+    G = small.graph
+    expected = {o for t, d in G.nodes(data=True) if d.get("label") == "hidden"
+                for o in set(G.predecessors(t)) | set(G.successors(t)) if G.nodes[o].get("kind") == "op"}
+    assert marked == expected
+
+
+def test_browser_collapse_folds_a_module_into_one_node(small, small_page, browser):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, small_page)
+    _js(browser, "cy.getElementById('m:Net.block').emit('tap');")
+    browser.find_element(By.ID, "toggle-module").click()
+    after = _js(browser, "const m = cy.getElementById('m:Net.block');"
+                         "return [m.hasClass('folded'), cy.getElementById(arguments[0]).length];",
+                _op(small, "torch.nn.functional.linear", "Net.block.0"))
+    assert after == [True, 0]
+
+
+def test_browser_forward_op_links_to_its_grad_fn(small, small_page, browser):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, small_page)
+    _click_node(browser, _op(small, "torch.nn.functional.linear", "Net.fc2"))
+    browser.find_element(By.ID, "goto-fn").click()
+    selected = _js(browser, "return [V.state.view, cy.nodes(':selected').map(n => n.data('label'))];")
+    assert selected == ["autograd", ["AddmmBackward0\nF.linear"]]
+
+
+def test_browser_step_selector_draws_that_step(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    with gradtrace.trace() as tr:
+        w = torch.ones(2, requires_grad=True)
+        for _ in range(2):
+            loss = (w * 3).sum()
+            loss.backward()
+    viewer.write_html(tr.graph, tmp_path / "steps.html")
+    _open(browser, tmp_path / "steps.html")
+    Select(browser.find_element(By.ID, "step")).select_by_value("1")
+    first = _js(browser, "return cy.nodes('[kind = \"op\"]').map(n => V.data.ops.find(o => o.id === n.id()).step);")
+    assert set(first) == {1}
+
+
+@pytest.fixture
+def loop_page(tmp_path, monkeypatch):
+    monkeypatch.setattr(viewer, "FOLD_LINES_PAST", 10)
+    with gradtrace.trace() as tr:
+        x = torch.ones(3, requires_grad=True)
+        y = x
+        for _ in range(15):
+            y = torch.tanh(y * 1.5)
+        y.sum().backward()
+    viewer.write_html(tr.graph, tmp_path / "loop.html")
+    return tmp_path / "loop.html"
+
+
+def test_browser_past_the_budget_a_loop_line_opens_as_one_node(browser, loop_page):
+    _open(browser, loop_page)
+    assert _js(browser, "return cy.nodes('[kind = \"line\"]').map(n => n.data('n'));") == [30]
+
+
+def test_browser_expanding_a_folded_line_draws_its_ops(browser, loop_page):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, loop_page)
+    _js(browser, "cy.nodes('[kind = \"line\"]').emit('tap');")
+    browser.find_element(By.ID, "toggle-module").click()
+    assert _js(browser, "return cy.nodes('[kind = \"op\"]').length;") == 30 + 3  # the loop, ones, sum, backward
+
+
+def test_browser_console_has_no_errors_after_use(small, small_page, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get_log("browser")  # start clean
+    _open(browser, small_page)
+    _click_node(browser, _op(small, "torch.nn.functional.linear", "Net.fc2"))
+    browser.find_element(By.ID, "search").send_keys("fc1")
+    _js(browser, "document.getElementById('expand-all').click(); document.getElementById('view').value = 'autograd';"
+                 "document.getElementById('view').dispatchEvent(new Event('change'));")
+    assert _severe(browser) == []
+
+
+def test_browser_screenshot_of_resnet18(browser, tmp_path):
+    """The README's picture of the viewer: ResNet-18's training step, an op's panel open.
+    Written into docs/img when GRADTRACE_SCREENSHOTS=1."""
+    r = run_script(str(CORPUS / "resnet18_sgd.py"), print_traceback=False)
+    assert r.exit_code == 0
+    viewer.write_html(r.trace.graph, tmp_path / "resnet.html", gradtrace.check(r.trace))
+    _open(browser, tmp_path / "resnet.html")
+    conv = _js(browser, "const o = V.data.ops.find(o => o.module === 'ResNet18.conv1' && o.phase === 'forward'"
+                        " && String(o.step) === V.state.step); return o.id;")
+    _js(browser, "cy.zoom({level: 1.0, renderedPosition: cy.getElementById(arguments[0]).renderedPosition()});"
+                 "cy.center(cy.getElementById(arguments[0]).closedNeighborhood());", conv)
+    _click_node(browser, conv)
+    _js(browser, "return new Promise(r => setTimeout(r, 400));")
+    # the model's top at a readable zoom, the clicked op's panel open
+    _js(browser, "const p = cy.getElementById(arguments[0]).position(), w = cy.width(); cy.zoom(0.95);"
+                 "cy.pan({x: w / 2 - p.x * 0.95, y: 90 - p.y * 0.95});", conv)
+    _js(browser, "return new Promise(r => setTimeout(r, 600));")  # let the canvas redraw sharp
+    shot = tmp_path / "viewer-resnet18.png"
+    browser.save_screenshot(str(shot))
+    if os.environ.get("GRADTRACE_SCREENSHOTS") == "1":
+        shutil.copyfile(shot, ROOT / "docs" / "img" / "viewer-resnet18.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and _severe(browser) == []
