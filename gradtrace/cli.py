@@ -97,8 +97,8 @@ def run(out_dir, values, depth, no_svg, script, args):
 
     gradtrace's options go before SCRIPT; everything after it is the script's.
     The folder gets trace.json, values.safetensors (when values were kept),
-    graph.dot, and graph.svg when Graphviz is installed. The exit code is the
-    script's.
+    graph.dot, graph.svg when Graphviz is installed, and graph.html (the
+    interactive viewer, also with --no-svg). The exit code is the script's.
 
     Under a launcher (torchrun, python -m torch.distributed.run: RANK and
     WORLD_SIZE set) each rank writes its own folder, OUT/rank<k>, with its rank
@@ -130,7 +130,7 @@ def run(out_dir, values, depth, no_svg, script, args):
     result = run_script(script, list(args), values=values, rank=rank, world_size=world)
     start_fresh_line()
     try:
-        written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg)
+        written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)
     except Exception as e:  # the script ran: its exit code stands, whatever the disk says
         fail(f"the trace was not written to {out}: {_reason(e)}", result.exit_code)
     print_run_report(result.trace, out, all_ranks=base if pos is not None else None, written=written)

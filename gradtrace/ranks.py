@@ -26,7 +26,7 @@ from .tracefile import DOT_FILE, TRACE_FILE, VALUES_FILE, TraceError, check_path
 
 _RANK_DIR = re.compile(r"^rank(\d+)$")
 # What ``gradtrace run`` writes into a trace folder (report.write_run_outputs).
-RUN_FILES = (TRACE_FILE, VALUES_FILE, DOT_FILE, "graph.svg")
+RUN_FILES = (TRACE_FILE, VALUES_FILE, DOT_FILE, "graph.svg", "graph.html")
 
 
 def launcher_position(environ=None) -> tuple[int, int] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import weakref
 from pathlib import Path
 
 from rich.console import Console
@@ -157,6 +158,18 @@ def write_run_outputs(trace, out: Path, depth: int, svg: bool = True, html: bool
     return written
 
 
+_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _findings(G) -> list:
+    """The findings of ``G``, checked once per graph: the viewer and the report of one
+    run both show them."""
+    found = _checked.get(G)
+    if found is None:
+        found = _checked[G] = check_graph(G)
+    return found
+
+
 def _write_html(G, out: Path, depth: int) -> dict:
     """graph.html, the interactive viewer: written also when the SVG is too big to lay
     out (the page folds and opens modules itself), skipped with a note past
@@ -171,7 +184,7 @@ def _write_html(G, out: Path, depth: int) -> dict:
         return {}
     try:
         with phase("writing graph.html"):
-            write_html(G, out / "graph.html", findings=check_graph(G), depth=depth)
+            write_html(G, out / "graph.html", findings=_findings(G), depth=depth)
     except Exception as e:  # a viewer problem must not lose the trace
         print(f"gradtrace: note: graph.html not written ({type(e).__name__}: {e})", file=sys.stderr)
         return {}
@@ -247,7 +260,7 @@ def print_run_report(trace, out: Path, console: Console | None = None, all_ranks
     pos = _rank_of(G) if all_ranks is not None else None
     s = summarize(G)
     with phase("checking"):
-        findings = check_graph(G)
+        findings = _findings(G)
     files = list((written or _files_in(out)).values())
     with c.capture() as cap:
         if pos is not None and pos[0] != 0:

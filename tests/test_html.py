@@ -149,7 +149,7 @@ def _browser_or_skip():
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        pytest.skip("selenium is not installed (pip install -e .[browser])")
+        pytest.skip("selenium is not installed (pip install -e .[test])")
     chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None)
     if not chrome or not driver:

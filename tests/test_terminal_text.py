@@ -380,3 +380,10 @@ def test_show_moves_gives_the_line_of_a_to_that_returned_the_same_tensor(tmp_pat
 
     (row,) = json.loads(r.stdout)
     assert (row["line"], row["copy"]) == (4, False)
+
+
+def test_run_with_no_svg_still_writes_the_viewer(tmp_path):
+    (tmp_path / "s.py").write_text("import torch\ny = torch.ones(2) * 2\n")
+    r = gradtrace("run", "--no-svg", "-o", tmp_path / "out", tmp_path / "s.py", capture_output=True, text=True)
+    assert (tmp_path / "out" / "graph.html").exists() and "graph.html" in r.stdout
+    assert not (tmp_path / "out" / "graph.svg").exists()
