@@ -239,8 +239,8 @@ def _gt107(q):
         if tid in got or (tid in acc and acc[tid] in reached):
             continue
         leaves = [n for n in vs if q.N[n].get("is_leaf") and q.N[n].get("requires_grad")]
-        if leaves and not q.out["view_of"].get(vs[0]):  # a view's gradient goes to its base
-            todo.append((tid, vs, leaves))
+        if leaves and not q.out["view_of"].get(vs[0]) and not _empty(q, vs[0]):
+            todo.append((tid, vs, leaves))  # (a view's gradient goes to its base)
     if not todo:
         return
     feeds = _feeding(q, bws)
@@ -291,6 +291,13 @@ def _gt107(q):
     custom = any(_CUSTOM_FN.search(q.N[fn].get("name") or "") for fn in reached)
     if quiet and not custom:
         yield _quiet_summary(q, quiet)
+
+
+def _empty(q, t) -> bool:
+    """True for a tensor with no elements: nothing in it could learn (checkpoint's
+    ``torch.empty((0,), requires_grad=True)`` that only links its autograd node)."""
+    shape = q.N[t].get("shape")
+    return isinstance(shape, list) and 0 in shape
 
 
 _CUSTOM_FN = re.compile(r"[a-z]Backward$")

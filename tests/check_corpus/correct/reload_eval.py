@@ -15,7 +15,7 @@ buf = io.BytesIO()
 torch.save(model.state_dict(), buf)
 buf.seek(0)
 fresh = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-fresh.load_state_dict(torch.load(buf))
+fresh.load_state_dict(torch.load(buf, weights_only=True))
 fresh.eval()
 with torch.inference_mode():
     pred = fresh(x).argmax(1)
