@@ -257,7 +257,8 @@ import torch.distributed as dist
 dist.init_process_group("nccl")
 x = torch.ones(2) * (dist.get_rank() + 1)
 dist.all_reduce(x)
-print("backend", dist.get_backend(), x.tolist())
+if dist.get_rank() == 0:  # one writer: the ranks share output.log
+    print("backend", dist.get_backend(), x.tolist())
 dist.destroy_process_group()
 """
 
