@@ -2,6 +2,7 @@
 
     python benchmarks/run_scale.py              # 200,000 ops, values none, 3 runs each
     python benchmarks/run_scale.py --ops 2000 --reps 1
+    python benchmarks/run_scale.py --phases     # the same loop in this process, phase by phase
 
 The script is a loop of two small ops (``y = x + 1; x = y * 0.5`` on 8 elements), the shape
 of a long training loop without modules. Each run is its own process; wall time and peak
@@ -73,13 +74,54 @@ def measure(ops: int, reps: int, values: str = "none") -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def phases(ops: int, values: str = "none") -> dict:
+    """Time the same loop in this process, phase by phase: recording, building the graph,
+    ``save`` (no DOT), ``load`` (validated), ``check``; with the peak RSS (MiB) after each."""
+    import resource
+
+    import torch
+
+    import gradtrace
+    from gradtrace.check import check_graph
+
+    def peak():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    out, tmp = {"ops": ops, "values": values}, Path(tempfile.mkdtemp(prefix="gradtrace-phases-"))
+    try:
+        t0 = time.perf_counter()
+        with gradtrace.trace(values) as tr:
+            x = torch.ones(8)
+            for _ in range(ops // 2):
+                y = x + 1
+                x = y * 0.5
+        t1 = time.perf_counter()
+        G = tr.graph
+        t2 = time.perf_counter()
+        out.update(record_s=t1 - t0, build_s=t2 - t1, peak_after_build_mib=peak())
+        tr.save(tmp / "t", dot=False)
+        t3 = time.perf_counter()
+        back = gradtrace.load(tmp / "t").graph
+        t4 = time.perf_counter()
+        check_graph(back)
+        t5 = time.perf_counter()
+        out.update(save_s=t3 - t2, load_s=t4 - t3, check_s=t5 - t4, peak_mib=peak(), nodes=G.number_of_nodes())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ops", type=int, default=200_000, help="ops the script runs (default 200,000)")
     p.add_argument("--reps", type=int, default=3, help="runs of each command (median)")
     p.add_argument("--values", default="none", choices=["none", "stats", "all"])
+    p.add_argument("--phases", action="store_true", help="time the loop's phases in this process instead")
     args = p.parse_args(argv)
-    print(json.dumps(measure(args.ops, args.reps, args.values)))
+    if args.phases:
+        print(json.dumps(phases(args.ops, args.values)))
+    else:
+        print(json.dumps(measure(args.ops, args.reps, args.values)))
     return 0
 
 
