@@ -35,3 +35,11 @@ def test_benchmark_runs_on_the_tiny_configuration(tmp_path):
     for key in ("record_us_per_op", "peak_bytes_per_op", "save_s", "load_s", "dot_s", "build_s"):
         assert first[key] is not None and first[key] >= 0
     assert "| variant |" in md.read_text()
+
+
+def test_run_scale_times_each_phase_of_the_loop_in_process():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_scale.py"), "--phases", "--ops", "200"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["nodes"] > 200 and all(result[k] > 0 for k in ("record_s", "build_s", "save_s", "load_s"))
