@@ -342,13 +342,19 @@ def _off_tf32():
     _pin(torch._C, "_set_float32_matmul_precision", lambda f: (lambda v: f("highest")))
     _pin(torch._C, "_set_fp32_precision_setter",
          lambda f: (lambda backend, op, v: f(backend, op, "ieee" if v == "tf32" else v)))
+    _pin_cudnn("allow_tf32", torch._C._set_cudnn_allow_tf32, False)
+
+
+def _pin_cudnn(name: str, setter, value):
+    """Keep ``torch.backends.cudnn.<name>`` at ``value`` whatever the script assigns to it."""
+    import torch
+
     cls = type(torch.backends.cudnn)
-    prop = cls.__dict__.get("allow_tf32")
+    prop = cls.__dict__.get(name)
     if prop is not None and hasattr(prop, "getter"):
         from torch.backends import ContextProp
 
-        setter = torch._C._set_cudnn_allow_tf32
-        cls.allow_tf32 = ContextProp(prop.getter, lambda v: setter(False))
+        setattr(cls, name, ContextProp(prop.getter, lambda v: setter(value)))
 
 
 def _off_autocast():
@@ -388,13 +394,7 @@ def _off_cudnn_benchmark():
     import torch
 
     torch.backends.cudnn.benchmark = False
-    cls = type(torch.backends.cudnn)
-    prop = cls.__dict__.get("benchmark")
-    if prop is not None and hasattr(prop, "getter"):
-        from torch.backends import ContextProp
-
-        setter = torch._C._set_cudnn_benchmark
-        cls.benchmark = ContextProp(prop.getter, lambda v: setter(False))
+    _pin_cudnn("benchmark", torch._C._set_cudnn_benchmark, False)
 
 
 def _off_loss_reduction():

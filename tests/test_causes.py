@@ -213,6 +213,17 @@ def test_the_tf32_switch_keeps_tf32_off_when_the_script_turns_it_on():
     assert out == "False False highest"
 
 
+def test_the_cudnn_benchmark_switch_keeps_benchmark_off_when_the_script_turns_it_on():
+    out = _in_child("""
+        import torch
+        from gradtrace.causes import apply_switches
+        apply_switches(["cudnn_benchmark"])
+        torch.backends.cudnn.benchmark = True
+        print(torch.backends.cudnn.benchmark)
+    """)
+    assert out == "False"
+
+
 def test_the_autocast_switch_leaves_a_bf16_region_in_float32():
     out = _in_child("""
         import torch
