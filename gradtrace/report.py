@@ -18,11 +18,11 @@ from .names import name_of
 from .progress import phase
 from .summary import (
     MOVE_CATEGORIES,
-    _move_ops,
     busiest_lines,
     edges_of,
     format_summary,
     move_groups,
+    move_op_attrs,
     nodes_of,
     ops_in_order,
     plain,
@@ -465,14 +465,9 @@ def show_table(G, what: str, line=None, module=None, as_json=False):
                              "op": op.get("name", "external (numpy)"), "line": op.get("line", "")})
         cols = ["what", "tensor", "of", "op", "line"]
     elif what == "moves":
-        pairs = None
-        for u, v, e in edges_of(G, "moved_to"):
-            op = G.nodes.get(e["op"]) if isinstance(e.get("op"), str) else None
-            if op is None:  # traces whose moved_to edges do not name their op
-                if pairs is None:
-                    pairs = _move_ops(G, [(n, d) for n, d in ops_in_order(G)
-                                          if d.get("category") in MOVE_CATEGORIES])
-                op = next(iter(pairs.get((u, v), ())), {})
+        moved = list(edges_of(G, "moved_to"))
+        move_ops = [(n, d) for n, d in ops_in_order(G) if d.get("category") in MOVE_CATEGORIES]
+        for (u, v, e), op in zip(moved, move_op_attrs(G, move_ops, moved)):
             rows.append({"from": _tensor_text(G, u), "to": _tensor_text(G, v),
                          "device": f"{e['src_device']} → {e['dst_device']}",
                          "dtype": f"{e['src_dtype']} → {e['dst_dtype']}", "copy": e["copy"],

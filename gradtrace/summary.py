@@ -103,13 +103,14 @@ def _move_ops(G, move_ops) -> dict:
     return out
 
 
-def _moves(G, move_ops, moved) -> list:
-    """One entry per ``moved_to`` edge: source and destination, and the file and line
-    of the op that made the move (the edge's ``op``; for traces whose edges do not
-    name it, the move or convert op between the two tensors)."""
+def move_op_attrs(G, move_ops, moved) -> list:
+    """The attrs of the op behind each ``moved_to`` edge of ``moved`` (``(u, v, attrs)``),
+    in order: the edge's ``op``; for traces whose edges do not name it, the move or
+    convert op between the two tensors (``move_ops``: ``(node, attrs)`` in call order);
+    ``{}`` where none is found."""
     by_pair = None
     taken = Counter()
-    moves = []
+    found = []
     nodes = G._node
     for u, v, d in moved:
         op_id = d.get("op")
@@ -121,9 +122,16 @@ def _moves(G, move_ops, moved) -> list:
             i = taken[(u, v)]
             taken[(u, v)] += 1
             op = cands[i] if i < len(cands) else (cands[-1] if cands else {})
-        moves.append({"src": f"{d['src_device']}/{d['src_dtype']}", "dst": f"{d['dst_device']}/{d['dst_dtype']}",
-                      "copy": d["copy"], "file": op.get("file"), "line": op.get("line")})
-    return moves
+        found.append(op)
+    return found
+
+
+def _moves(G, move_ops, moved) -> list:
+    """One entry per ``moved_to`` edge: source and destination, and the file and line
+    of the op that made the move."""
+    return [{"src": f"{d['src_device']}/{d['src_dtype']}", "dst": f"{d['dst_device']}/{d['dst_dtype']}",
+             "copy": d["copy"], "file": op.get("file"), "line": op.get("line")}
+            for (_, _, d), op in zip(moved, move_op_attrs(G, move_ops, moved))]
 
 
 _TENSOR_EDGES = frozenset(("view_of", "next_version", "moved_to"))
