@@ -177,7 +177,7 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     _add_tensors(rec, f)
     if release:
         rec.tensors = []
-    _add_ops(rec, add_node, add_edge)
+    _add_ops(rec, f)
     if release:
         rec.ops = []
     _add_edges(rec.edges, f)
@@ -236,7 +236,9 @@ def _add_tensors(rec: Recorder, f: _Filler):
                 out[fid] = back[node] = {0: {"kind": "grad_fn"}}
 
 
-def _add_ops(rec: Recorder, add_node, add_edge):
+def _add_ops(rec: Recorder, f: _Filler):
+    add_node, add_edge = f.add_node, f.add_edge
+    nodes, succ, pred = f.node, f.succ, f.pred
     codes: dict = {}  # (file, line) -> the source line, one string for all its ops
     args: dict = {}  # scalars -> text
     for r in rec.ops:
@@ -250,7 +252,8 @@ def _add_ops(rec: Recorder, add_node, add_edge):
         try:
             # 1 == 1.0 == True: the key tells them apart by type, or `a + 1.0` would
             # show the text of an earlier `a + 1`.
-            akey = (scalars, _type_key(scalars))
+            types = tuple(map(type, scalars))
+            akey = (scalars, _type_key(scalars) if tuple in types else types)
             text = args.get(akey)
             if text is None:
                 text = args[akey] = _args_text(scalars)
@@ -268,7 +271,12 @@ def _add_ops(rec: Recorder, add_node, add_edge):
             if "autocast" in extra:  # shared by the records of one autocast state
                 attrs["autocast"] = dict(extra["autocast"])
         node = f"op:{seq}"
-        add_node(node, attrs)
+        if node in nodes:
+            add_node(node, attrs)
+        else:  # the common case, inline: a new node
+            nodes[node] = attrs
+            succ[node] = {}
+            pred[node] = {}
         if module is not None:
             add_edge(node, f"mod:{module}", {"kind": "in_module"})
 
@@ -287,15 +295,16 @@ def _add_edges(edges, f: _Filler):
                 attrs = dict(zip(attrs[0::2], attrs[1::2]))
             else:
                 attrs = dict(attrs)
-        nbrs = succ.get(u)
-        back = pred.get(v)
-        if nbrs is None or back is None:
+        try:  # both ends are nodes already: the common case, inline
+            nbrs = succ[u]
+            back = pred[v]
+        except KeyError:
             add_edge(u, v, attrs)
             continue
-        keydict = nbrs.get(v)
-        if keydict is None:  # the common case, inline: the first edge between u and v
+        if v not in nbrs:  # the first edge between u and v
             nbrs[v] = back[u] = {0: attrs}
         else:
+            keydict = nbrs[v]
             k = len(keydict)
             while k in keydict:
                 k += 1

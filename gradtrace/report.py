@@ -18,7 +18,6 @@ from .names import name_of
 from .progress import phase
 from .summary import (
     MOVE_CATEGORIES,
-    busiest_lines,
     edges_of,
     format_summary,
     move_groups,
@@ -112,15 +111,16 @@ def _too_big_note(G, out: Path, what: str, size: str) -> str:
     if any(True for _ in nodes_of(G, "module")) and drawsize.drawn_elements(G, 1) <= drawsize.SVG_MAX_LINES:
         hint = f"try `gradtrace dot {out} --depth 1 -o g.svg`"
     else:
-        top = _busiest_line(G)
+        top = _busiest_line(_summary(G))
         hint = (f"list one line's ops with `gradtrace show {out} --line {top}`" if top
                 else f"see `gradtrace show {out} --summary`")
     return f"gradtrace: note: {what} not written: the drawing has {size}, too many to lay out quickly; {hint}"
 
 
-def _busiest_line(G):
-    """``FILE:LINE`` (file name only) of the source line with the most ops, or None."""
-    top = busiest_lines([d for _, d in ops_in_order(G)], 1)
+def _busiest_line(s: dict):
+    """``FILE:LINE`` (file name only) of the source line with the most ops (of a
+    :func:`summarize` dict), or None."""
+    top = s["top_lines"]
     return f"{Path(top[0]['file']).name}:{top[0]['line']}" if top else None
 
 
@@ -161,6 +161,18 @@ def write_run_outputs(trace, out: Path, depth: int, svg: bool = True, html: bool
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+_summaries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _summary(G) -> dict:
+    """:func:`summarize` of ``G``, once per graph: the run report, its notes and the
+    viewer's size check all read it (each pass over a 200k-op trace costs a second)."""
+    s = _summaries.get(G)
+    if s is None:
+        s = _summaries[G] = summarize(G)
+    return s
+
+
 def _findings(G) -> list:
     """The findings of ``G``, checked once per graph: the viewer and the report of one
     run both show them."""
@@ -177,7 +189,7 @@ def _write_html(G, out: Path, depth: int) -> dict:
     from .views.html import HTML_MAX_OPS, write_html
 
     _forget(out / "graph.html")
-    ops = sum(1 for _ in nodes_of(G, "op"))
+    ops = _summary(G)["ops"]
     if ops > HTML_MAX_OPS:
         print(f"gradtrace: note: graph.html not written: the trace has {ops} ops, more than the viewer opens "
               f"quickly ({HTML_MAX_OPS}); see `gradtrace show {out} --summary`", file=sys.stderr)
@@ -258,7 +270,7 @@ def print_run_report(trace, out: Path, console: Console | None = None, all_ranks
     G = trace.graph
     out = Path(out)
     pos = _rank_of(G) if all_ranks is not None else None
-    s = summarize(G)
+    s = _summary(G)
     with phase("checking"):
         findings = _findings(G)
     files = list((written or _files_in(out)).values())
