@@ -283,7 +283,8 @@ def dot(folder, out, view, depth, fmt, step, phase, tensors, saved, rank):
 @main.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path())
 @click.option("-o", "--out", default=None, type=click.Path(dir_okay=False),
-              help="HTML file to write  [default: FOLDER/graph.html].")
+              help="HTML file to write  [default: graph.html beside the trace: FOLDER/graph.html, "
+                   "or FOLDER/rank<N>/graph.html with --rank].")
 @click.option("--depth", type=click.IntRange(min=1), default=None,
               help="Module depth folded when the page opens (modules expand in the page).")
 @RANK_OPTION
@@ -299,7 +300,8 @@ def html(folder, out, depth, rank):
     from .views.html import DEFAULT_DEPTH, write_html
 
     tr = _load(folder, rank)
-    target = Path(out) if out else Path(folder) / "graph.html"
+    here = Path(getattr(tr, "path", folder))  # a rank's own folder when --rank picked one
+    target = Path(out) if out else (here if here.is_dir() else here.parent) / "graph.html"
     try:
         write_html(tr.graph, target, findings=_findings(tr.graph),
                    depth=depth if depth is not None else DEFAULT_DEPTH)

@@ -121,6 +121,14 @@ def test_cli_html_writes_graph_html_in_the_folder_by_default(small, tmp_path):
     assert (tmp_path / "t" / "graph.html").exists()
 
 
+def test_cli_html_with_rank_writes_graph_html_in_that_ranks_folder(small, tmp_path):
+    small.save(tmp_path / "ddp" / "rank0")
+    small.save(tmp_path / "ddp" / "rank1")
+    r = CliRunner().invoke(main, ["html", str(tmp_path / "ddp"), "--rank", "1"])
+    assert r.exit_code == 0 and (tmp_path / "ddp" / "rank1" / "graph.html").exists()
+    assert not (tmp_path / "ddp" / "graph.html").exists()
+
+
 def test_cli_html_on_a_missing_folder_is_a_one_line_error(tmp_path):
     r = CliRunner().invoke(main, ["html", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "Traceback" not in r.output
