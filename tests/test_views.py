@@ -13,6 +13,7 @@ import pydot
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 import gradtrace
 from gradtrace.cli import main
@@ -176,7 +177,7 @@ def test_tensors_are_edges_labelled_with_their_shape(cnn):
 
 def test_tensors_flag_draws_tensor_nodes_inside_the_module_that_made_them(cnn):
     clusters = _clusters(_parse(to_dot(cnn, tensors=True)))
-    model = next(inner for label, inner in clusters if label == "SmallCNN · SmallCNN")
+    model = next(inner for label, inner in clusters if label == "model · SmallCNN")
     assert "x#1\\n4×8×14×14 float32" in model
 
 
@@ -261,8 +262,44 @@ def test_a_no_grad_region_is_framed():
         with torch.no_grad():
             b = a * 3
         c = b + 1  # noqa: F841
-    framed = [inner for label, inner in _clusters(_parse(to_dot(tr.graph))) if label == "no_grad"]
+    framed = [inner for label, inner in _clusters(_parse(to_dot(tr.graph))) if label.startswith("no_grad")]
     assert len(framed) == 1 and any(lb.startswith(".mul") for lb in framed[0])
+
+
+def _teacher_student():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    teacher = nn.Sequential(nn.Linear(4, 2))
+    x = torch.randn(3, 4)
+    with gradtrace.trace() as tr:
+        with torch.no_grad():
+            target = teacher(x)
+        out = model(x)
+        loss = ((out - target) ** 2).mean()
+        loss.backward()
+    return to_dot(tr.graph)
+
+
+def test_a_module_called_under_no_grad_is_drawn_inside_the_no_grad_frame():
+    g = _parse(_teacher_student())
+    frames = [sub for sub in g.get_subgraphs() if str(sub.get_label()).strip('"').startswith("no_grad")]
+    assert [str(s.get_label()).strip('"') for f in frames for s in f.get_subgraphs()] == ["teacher · Sequential"]
+
+
+def test_a_root_module_is_labelled_with_the_variable_it_was_called_through():
+    labels = [label for label, _ in _clusters(_parse(_teacher_student()))]
+    assert "model · Sequential" in labels
+
+
+def test_the_with_no_grad_statement_is_drawn_as_its_frame_and_not_as_boxes():
+    text = _teacher_student()
+    frame = [label for label, _ in _clusters(_parse(text)) if label.startswith("no_grad")]
+    assert frame == [f"no_grad · line {_teacher_student.__code__.co_firstlineno + 5}"]
+    assert not [lb for lb in _labels(text) if lb.startswith("no_grad")]
+
+
+def test_a_module_output_is_named_where_it_leaves_the_module():
+    edges = [str(e.get_label()).strip('"') for e in _parse(_teacher_student()).get_edges()]
+    assert "out\\n3×2" in edges and "target\\n3×2" in edges
 
 
 def test_a_finding_puts_its_code_on_the_outlined_node():

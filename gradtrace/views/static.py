@@ -101,6 +101,8 @@ class Picture:
         self.ops, self.step = select_ops(G, self.steps, step, self.phases)
         files = {d.get("file") for n in self.ops for d in [G.nodes[n]] if d.get("file")}
         self.several_files = len(files) > 1
+        # no_grad regions (set by regions() for the forward view; other views have none)
+        self.mode_region, self.region_label, self.module_region = {}, {}, {}
         self.ids: dict = {}
         self.dot = pydot.Dot("gradtrace", graph_type="digraph", rankdir="TB", fontname="Helvetica",
                              fontsize="11", compound="true", newrank="true", ranksep="0.3", nodesep="0.25")
@@ -127,8 +129,9 @@ class Picture:
         c = self.clusters.get(path)
         if c is None:
             parent = path.rsplit(".", 1)[0] if "." in path else None
-            name = path.rsplit(".", 1)[-1] if parent else path
-            outer = self.cluster(parent)
+            # a root module by the variable the user called it through (`model`, `teacher`)
+            name = path.rsplit(".", 1)[-1] if parent else (self.G.nodes.get(f"mod:{path}") or {}).get("var") or path
+            outer = self.cluster(parent) if parent else self.module_frame(path)
             c = pydot.Cluster(self.cluster_name(), **_quoted(dict(
                 label=esc(f"{name} · {fold.mod_type(self.G, path)}"), style="rounded", color="#aaaaaa",
                 fontsize="9", fontcolor="#555555", labeljust="l")))
@@ -248,6 +251,8 @@ class Picture:
         return f"{fold.relative(d.get('label') or name_of(d), module)} {shape_text(d.get('shape'))}"
 
     def op_element(self, n, d):
+        if n in self.mode_region:  # `with torch.no_grad():` is drawn as the frame it opens
+            return
         mod = d.get("module")
         extra = [a for a, h in self.absorbed.items() if h == n]
         params = self.params_used([n])
@@ -278,26 +283,67 @@ class Picture:
         """The dashed frame around a user's ``no_grad`` region the op is in, or None."""
         if d.get("grad_enabled", True) or d.get("category") == "grad_mode":
             return None
-        key = self.no_grad_region.get(n)
+        return self.region_frame(self.no_grad_region.get(n))
+
+    def region_frame(self, key):
+        if key is None:
+            return None
         c = self.clusters.get(key)
         if c is None:
             c = pydot.Cluster(self.cluster_name(), **_quoted(dict(
-                label="no_grad", style="dashed", color="#777777", fontsize="9", fontcolor="#777777")))
+                label=esc(self.region_label.get(key, "no_grad")), style="dashed", color="#777777", fontsize="9",
+                fontcolor="#777777", labeljust="l")))
             self.dot.add_subgraph(c)
             self.clusters[key] = c
         return c
 
+    def module_frame(self, root):
+        """The ``no_grad`` frame a root module's cluster sits in: every op of its call
+        ran inside one region of the user's (``with torch.no_grad(): target = teacher(x)``)."""
+        return self.region_frame(self.module_region.get(root)) or self.dot
+
     def regions(self):
-        """Number each run of top-level ops under no_grad (in program order)."""
+        """Number each run of ops under no_grad (in program order): ``{op: region}``.
+        Also sets ``module_region`` (root module -> the one region all its ops ran in),
+        and, for the grad-mode ops that open and close a region (``with
+        torch.no_grad():``), ``mode_region`` (their frame stands for them) and
+        ``region_label``."""
+        G = self.G
         out, region, open_ = {}, 0, False
-        for n in sorted(self.ops, key=lambda o: self.G.nodes[o].get("seq", 0)):
-            d = self.G.nodes[n]
-            off = not d.get("grad_enabled", True) and not d.get("module")
+        self.mode_region, self.region_label = {}, {}
+        modes = []  # grad-mode ops since the last other op
+        roots: dict = {}  # root module -> regions of its ops (None: grad enabled)
+        for n in sorted(self.ops, key=lambda o: G.nodes[o].get("seq", 0)):
+            d = G.nodes[n]
+            if d.get("category") == "grad_mode":
+                modes.append((n, d))
+                continue
+            off = not d.get("grad_enabled", True)
             if off and not open_:
                 region += 1
+                key = f"nograd:{region}"
+                if modes:  # the user's `with torch.no_grad():` that opened it
+                    first = modes[0][1]
+                    self.region_label[key] = (f"{op_name(first)} · {self.where_loc(first)}".rstrip(" ·")
+                                              if first.get("line") else op_name(first))
+            if off != open_:  # the grad-mode ops just before this op opened or closed the region
+                for m, _ in modes:
+                    self.mode_region[m] = f"nograd:{region}"
+            modes = []
             open_ = off
             if off:
                 out[n] = f"nograd:{region}"
+            mod = d.get("module")
+            if mod:
+                roots.setdefault(mod.split(".", 1)[0], set()).add(out.get(n))
+        if open_:
+            for m, _ in modes:
+                self.mode_region[m] = f"nograd:{region}"
+        self.module_region = {r: next(iter(keys)) for r, keys in roots.items() if len(keys) == 1 and None not in keys}
+        # A region's grad-mode ops are drawn as its frame only where the frame is drawn:
+        # it holds a top-level op or a whole module call.
+        framed = {k for n, k in out.items() if not G.nodes[n].get("module")} | set(self.module_region.values())
+        self.mode_region = {m: k for m, k in self.mode_region.items() if k in framed}
         return out
 
     def folded_element(self, key, kind, what, count):
@@ -421,7 +467,10 @@ class Picture:
                 if (src, c) in pairs:
                     continue
                 pairs.add((src, c))
-                top = not G.nodes.get(self.op_of(src), {}).get("module")
+                # named where it crosses out of a module (`out = model(x)`) or between
+                # top-level ops; inside a module the forward's own names would crowd it
+                top = not G.nodes.get(self.op_of(src), {}).get("module") or \
+                    not G.nodes.get(self.op_of(c), {}).get("module")
                 name = name_of(d) if d.get("label") and top else ""
                 label = lines(name, shape_text(d.get("shape")))
                 attrs = {"label": label}
