@@ -262,6 +262,15 @@ def test_browser_collapse_folds_a_module_into_one_node(small, small_page, browse
     assert after == [True, 0]
 
 
+def test_page_names_modules_by_the_variable_the_model_was_called_through(small):
+    assert viewer.page_data(small.graph)["modules"]["Net.block"]["name"] == "net.block"
+
+
+def test_browser_module_box_is_labelled_with_the_users_variable(small_page, browser):
+    _open(browser, small_page)
+    assert _js(browser, "return cy.getElementById('m:Net').data('label');") == "net\nNet"
+
+
 def test_browser_forward_op_links_to_its_grad_fn(small, small_page, browser):
     from selenium.webdriver.common.by import By
 

@@ -88,7 +88,16 @@ def _modules(G, ops) -> dict:
     paths = {p for o in ops if o["module"] for p in fold.prefixes(o["module"])}
     parents = {p.rsplit(".", 1)[0] for p in paths if "." in p}
     return {p: {"type": fold.mod_type(G, p), "level": fold.level(G, p), "leaf": p not in parents,
-                "container": fold.mod_type(G, p) in fold.CONTAINERS} for p in sorted(paths)}
+                "container": fold.mod_type(G, p) in fold.CONTAINERS, "name": _module_name(G, p)}
+            for p in sorted(paths)}
+
+
+def _module_name(G, path: str) -> str:
+    """The path as the user knows it: the root by the variable it was called through
+    (``model.conv1`` rather than ``SmallCNN.conv1``)."""
+    root, _, rest = path.partition(".")
+    var = (G.nodes.get(f"mod:{root}") or {}).get("var")
+    return (var + ("." + rest if rest else "")) if var else path
 
 
 def _findings(findings) -> list:
