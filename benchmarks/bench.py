@@ -26,6 +26,8 @@ gpu     the table of docs/gpu.md: GPT 4L d128 T64 b4, ResNet-18 b32, GPT 8L d512
         machine without a GPU that says so in one line and exits 2.
 run     ``gradtrace run`` against ``python`` on a generated 200k-op script, end to end,
         each run its own process: wall time and peak RSS (``run_scale.py``).
+viewer  (only when asked for) how long graph.html takes to open in headless Chromium:
+        loops of 1k, 10k, 50k ops and ResNet-18 (``viewer_open.py``).
 
 Every figure is the median of ``--reps`` runs, the variants of one row interleaved
 run by run so that drift on a shared machine hits them alike.
@@ -355,6 +357,15 @@ def section_run(cfg) -> dict:
     return run_scale.measure(cfg["run_ops"], cfg["reps_run"])
 
 
+def section_viewer(cfg) -> dict:
+    """How long graph.html takes to open in headless Chromium (viewer_open.py)."""
+    import viewer_open
+
+    sizes = [200] if cfg["tiny"] else [1000, 10000, 50000]
+    rows = viewer_open.measure(sizes, 1 if cfg["tiny"] else min(cfg["reps"], 5), resnet=not cfg["tiny"])
+    return {"rows": rows, "note": None if rows else "no headless Chromium / selenium here: skipped"}
+
+
 def section_memory(cfg) -> dict:
     """Peak memory of one backward call of MIB MiB of Linear weights, each variant in
     a fresh process (``peak_memory.py``)."""
@@ -519,6 +530,11 @@ def tables(result) -> list:
                  _f(r["time_ratio"], ".2f") + "x", _f(r["memory_ratio"], ".2f") + "x"]]
         out.append((f"End to end: a {r['ops']:,}-op script (values='{r['values']}', {r['reps']} runs)",
                     ["command", "s", "peak RSS MiB", "time ratio", "memory ratio"], rows))
+    if "viewer" in result and result["viewer"]["rows"]:
+        rows = [[r["page"], f"{r['ops']:,}", f"{r['bytes'] / 1e6:.1f}", _f(r["ready_ms"], ".0f"),
+                 _f(r["layout_ms"], ".0f")] for r in result["viewer"]["rows"]]
+        out.append(("Opening graph.html in headless Chromium (medians, fresh load each)",
+                    ["page", "ops", "file MB", "ready ms", "of which layout ms"], rows))
     if "memory" in result:
         base = result["memory"]["rows"][0]["backward_peak_rise_mib"]
         rows = [[r["mode"], _f(r["weights_mib"], ".0f"), _f(r["backward_peak_rise_mib"], ".1f"),
@@ -589,7 +605,7 @@ def main(argv=None) -> int:
                    help="the smoke configuration: tiny models, few ops, one repetition")
     p.add_argument("--reps", type=int, default=None, help="repetitions per measurement (median)")
     p.add_argument("--sections", default="loop,models,scale,run,memory",
-                   help="comma-separated: loop,models,gpu,scale,run,memory")
+                   help="comma-separated: loop,models,gpu,scale,run,memory,viewer")
     p.add_argument("--max-ops", type=int, default=None,
                    help="largest scale trace (default 1,000,000; 100000 skips the 1M row)")
     p.add_argument("--max-dot-ops", type=int, default=None,
@@ -614,7 +630,7 @@ def main(argv=None) -> int:
     args.device = args.device or "cpu"
     cfg = config(args)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"loop", "models", "gpu", "scale", "run", "memory"}
+    unknown = set(sections) - {"loop", "models", "gpu", "scale", "run", "memory", "viewer"}
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")
     info = machine()
@@ -623,7 +639,7 @@ def main(argv=None) -> int:
           flush=True)
     result: dict = {"machine": info, "config": cfg}
     started = time.perf_counter()
-    for s in ("loop", "models", "gpu", "scale", "run", "memory"):
+    for s in ("loop", "models", "gpu", "scale", "run", "memory", "viewer"):
         if s in sections:
             t0 = time.perf_counter()
             result[s] = globals()[f"section_{s}"](cfg)

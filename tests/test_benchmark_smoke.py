@@ -43,3 +43,18 @@ def test_run_scale_times_each_phase_of_the_loop_in_process():
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["nodes"] > 200 and all(result[k] > 0 for k in ("record_s", "build_s", "save_s", "load_s"))
+
+
+def test_viewer_open_reports_when_the_page_was_ready_in_a_real_browser():
+    import shutil
+
+    import pytest
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
+        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e .[test])")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "viewer_open.py"), "--ops", "200", "--reps", "1",
+                           "--no-resnet"], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(proc.stdout.splitlines()[0])
+    assert row["ops"] == 200 and row["ready_ms"] > 0 and row["layout_ms"] > 0
