@@ -172,7 +172,11 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     for bw, attrs in rec.backwards.items():
         add_node(bw, {"kind": "backward", **attrs})
     for cid, attrs in rec.collectives.items():
-        add_node(cid, {"kind": "collective", **attrs})
+        attrs = {"kind": "collective", **attrs}
+        for k in ("local", "reduced"):
+            if k in attrs and not isinstance(attrs[k], dict):
+                attrs[k] = _stats.finalize(attrs[k])
+        add_node(cid, attrs)
 
     _add_tensors(rec, f)
     if release:

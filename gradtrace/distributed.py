@@ -96,7 +96,8 @@ def _make_hook(rec_ref):
             if r is not None:
                 try:
                     t = value[0] if isinstance(value, (list, tuple)) else value
-                    r.collectives[cid]["reduced"] = _stats.finalize(_stats.compute(t))
+                    # read when the graph is built: reading it here would wait for the device
+                    r.collectives[cid]["reduced"] = _stats.compute(t)
                 except Exception:
                     pass
             return value
@@ -131,7 +132,7 @@ def _record_bucket(rec, state, bucket):
             "rank": int(rank),
             "hook": getattr(state["hook"], "__name__", repr(state["hook"])),
             "during": rec._bw,
-            "local": _stats.finalize(_stats.compute(buf)),
+            "local": _stats.compute(buf),  # finalized when the graph is built
         }
         for p in params:
             info = rec.tensor(p)
