@@ -92,6 +92,10 @@ echo "== likely causes (expected: tf32 names TF32 and confirms it; index-add nam
 echo "   kernel; dp-sum names the summed loss and confirms it):"
 for c in "${causes[@]}"; do echo "$c"; done
 echo
+echo "== device statistics and value copies on CUDA (tests/test_device_stats.py, tests/test_devicecopy.py)"
+timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_device_stats.py tests/test_devicecopy.py -k "cuda" \
+  2>&1 | tail -3
+echo
 echo "== benchmarks/bench.py --device cuda"
 timeout 300 "$PY" benchmarks/bench.py --device cuda --reps 5 --json "$OUT/bench-cuda.json" \
   --markdown "$OUT/bench-cuda.md" 2>&1 | grep -v 'profiler_st'
