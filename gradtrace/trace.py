@@ -6,6 +6,7 @@ import platform
 import sys
 import threading
 import traceback
+import weakref
 from pathlib import Path
 
 import torch
@@ -78,6 +79,7 @@ class Trace:
         if self._rec is not None:
             raise RuntimeError("this gradtrace.trace() has already run; start a new one")
         modestack.sweep(_ended)  # recorders torch put back after their trace ended
+        self._named_before = _tensors_named_in(sys._getframe(1))
         rec = self._rec = Recorder(self.values_mode)
         self.meta["math_start"] = math_settings()
         patches.attach(rec)
@@ -105,6 +107,11 @@ class Trace:
             except Exception as e:
                 problems.append(f"{type(e).__name__}: {e}")
         _active.trace = None
+        try:
+            _label_tensors_named_before(rec, self._named_before)
+        except Exception as e:
+            problems.append(f"{type(e).__name__}: {e}")
+        self._named_before = ()
         try:
             self.meta["math"] = math_settings()
         except Exception as e:
@@ -203,6 +210,32 @@ class Trace:
 
     def _repr_pretty_(self, p, cycle):
         p.text(self.summary())
+
+
+def _tensors_named_in(frame) -> list:
+    """``[(weak reference, name)]`` of the tensors bound to names in ``frame`` (its
+    locals, then its module's globals) as a trace starts: a tensor made before the
+    trace has no assignment in it to be named by."""
+    found, seen = [], set()
+    try:
+        for scope in (frame.f_locals, frame.f_globals):
+            for name, v in list(scope.items()):
+                if isinstance(v, torch.Tensor) and not name.startswith("_") and id(v) not in seen:
+                    seen.add(id(v))
+                    found.append((weakref.ref(v), name))
+    except Exception:  # an odd frame or a tensor without weak references: no names
+        return found
+    return found
+
+
+def _label_tensors_named_before(rec: Recorder, named: list) -> None:
+    """Name the tensors the trace saw that the user had bound to a name before it
+    started, unless the trace already names them (an assignment, a module path)."""
+    for ref, name in named:
+        t = ref()
+        info = rec.lookup(t) if t is not None else None
+        if info is not None and info.tid not in rec.labels and info.tid not in rec.params:
+            rec.labels[info.tid] = name
 
 
 def _ended(mode) -> bool:

@@ -2,7 +2,7 @@
 tensors bound to the same name, and names for parameters of modules never called."""
 
 import torch
-from helpers import edges, ops, outputs, tensors
+from helpers import edges, inputs, ops, outputs, tensors
 
 import gradtrace
 from gradtrace.names import display_name
@@ -79,3 +79,31 @@ def test_a_temporary_inside_a_module_constructor_is_not_named_after_the_module()
     G = tr.graph
     empties = ops(G, "torch.empty")
     assert empties and all(G.nodes[outputs(G, d)[0]]["label"] != "model" for d in empties)
+
+
+def test_a_tensor_made_before_the_trace_is_named_by_its_variable():
+    x = torch.ones(2, requires_grad=True)
+    with gradtrace.trace() as tr:
+        y = x * 2  # noqa: F841
+    G = tr.graph
+    (mul,) = ops(G, "Tensor.__mul__") or ops(G, "Tensor.mul")
+    assert [G.nodes[t]["label"] for t in inputs(G, mul)] == ["x"]
+
+
+def test_a_parameter_bound_to_a_name_before_the_trace_keeps_its_module_name():
+    model = torch.nn.Linear(3, 1)
+    w = model.weight  # noqa: F841
+    with gradtrace.trace() as tr:
+        model(torch.ones(2, 3))
+    G = tr.graph
+    (linear,) = ops(G, "torch.nn.functional.linear")
+    assert G.nodes[inputs(G, linear)[1]]["label"] != "w"
+
+
+def test_a_name_bound_before_the_trace_does_not_replace_a_name_given_inside_it():
+    a = torch.ones(2)
+    with gradtrace.trace() as tr:
+        b = a  # the same tensor, bound again by an op's result below
+        b = b.add_(1)  # noqa: F841
+    G = tr.graph
+    assert {G.nodes[n]["label"] for n in G.nodes if G.nodes[n].get("kind") == "tensor"} == {"b"}
