@@ -23,13 +23,17 @@ import gradtrace  # noqa: E402
 from gradtrace import recorder as R  # noqa: E402
 
 
-def _median_ms(f, reps):
-    times = []
+def _median_ratio(f, base, reps):
+    """Median time of ``base`` (ms) and the median of ``f``'s time over it, the two
+    run alternately so that a busy moment slows both."""
+    tb, tf = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[reps // 2] * 1000
+        for g, times in ((base, tb), (f, tf)):
+            t0 = time.perf_counter()
+            g()
+            times.append(time.perf_counter() - t0)
+    mb, mf = sorted(tb)[reps // 2], sorted(tf)[reps // 2]
+    return mb * 1000, mf / mb
 
 
 def ablate(name: str, reps: int) -> dict:
@@ -42,8 +46,8 @@ def ablate(name: str, reps: int) -> dict:
         with gradtrace.trace(values="none"):
             step()
 
-    base = _median_ms(step, reps)
-    out = {"untraced_ms": base, "none": _median_ms(traced, reps) / base}
+    base, ratio = _median_ratio(traced, step, reps)
+    out = {"untraced_ms": base, "none": ratio}
     switches = {
         "without saved-tensor reads": ("_saved_of", lambda self, fn: []),
         "without backward pre-hooks": ("_hook_graph", lambda self, roots, bw, seen: ([], {})),
@@ -52,7 +56,7 @@ def ablate(name: str, reps: int) -> dict:
         orig = getattr(R.Recorder, attr)
         setattr(R.Recorder, attr, stub)
         try:
-            out[label] = _median_ms(traced, reps) / base
+            out[label] = _median_ratio(traced, step, reps)[1]
         finally:
             setattr(R.Recorder, attr, orig)
     return out

@@ -70,6 +70,7 @@ except AttributeError:  # pragma: no cover - older releases
 
 jit_tracing_state = torch._C._get_tracing_state
 
+_fast_tls = None  # the compile context's thread-local, where it can be read directly
 try:
     from torch._guards import CompileContext as _CompileContext
 
@@ -77,27 +78,41 @@ try:
     from torch._guards import _TLS as _guards_tls
 
     if isinstance(_guards_tls, threading.local) and "try_get" in vars(_CompileContext):
+        # CompileContext.try_get() is getattr(_TLS, "compile_context", None): the
+        # AttributeError it raises and swallows outside compilation costs a
+        # microsecond on every op. The thread's own dict answers the same.
+        _fast_tls = _guards_tls
 
         def _compile_context():
-            # CompileContext.try_get() is getattr(_TLS, "compile_context", None): the
-            # AttributeError it raises and swallows outside compilation costs a
-            # microsecond on every op. The thread's own dict answers the same.
             return _guards_tls.__dict__.get("compile_context")
 except Exception:  # pragma: no cover - a torch without Dynamo
     def _compile_context():
         return None
 
 
-def torch_is_building() -> bool:
-    """True while a compile context is open (AOT autograd on fake tensors: before 2.5
-    its calls reach function modes) or ``torch.jit.trace`` records."""
-    return _compile_context() is not None or jit_tracing_state() is not None
+if _fast_tls is not None:
+    # The recorder asks on every op, module call and backward hook: one Python call each.
+    def torch_is_building() -> bool:
+        """True while a compile context is open (AOT autograd on fake tensors: before 2.5
+        its calls reach function modes) or ``torch.jit.trace`` records."""
+        return _fast_tls.__dict__.get("compile_context") is not None or jit_tracing_state() is not None
 
+    def torch_is_busy() -> bool:
+        """True while torch compiles or JIT-traces: the recorder must do nothing then, or
+        its own calls would become part of what torch builds."""
+        return (is_compiling() or _fast_tls.__dict__.get("compile_context") is not None
+                or jit_tracing_state() is not None)
+else:  # pragma: no cover - older releases
+    def torch_is_building() -> bool:
+        """True while a compile context is open (AOT autograd on fake tensors: before 2.5
+        its calls reach function modes) or ``torch.jit.trace`` records."""
+        return _compile_context() is not None or jit_tracing_state() is not None
 
-def torch_is_busy() -> bool:
-    """True while torch compiles or JIT-traces: the recorder must do nothing then, or
-    its own calls would become part of what torch builds."""
-    return is_compiling() or torch_is_building()
+    def torch_is_busy() -> bool:
+        """True while torch compiles or JIT-traces: the recorder must do nothing then, or
+        its own calls would become part of what torch builds."""
+        return is_compiling() or torch_is_building()
+
 
 _top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
 

@@ -13,7 +13,6 @@ from functools import partial
 
 import torch
 from torch.nn.modules import module as _module
-from torch.utils.weak import WeakIdKeyDictionary
 
 from . import source
 from .compat import torch_is_busy
@@ -49,7 +48,9 @@ class ModuleStack:
         self.parents: dict[str, str] = {}  # path -> parent path
         self.vars: dict[str, str] = {}  # root path -> the user's variable the root was called through
         self.other_threads = 0  # forwards seen on threads the recorder cannot see
-        self._paths = WeakIdKeyDictionary()  # module -> path
+        # id(module) -> (weak reference to it, path): a plain dict answers each forward
+        # faster than a weak-keyed one; the reference tells a reused id apart.
+        self._paths: dict[int, tuple] = {}
         self._mods: dict[str, weakref.ref] = {}  # path -> module
         self._thread = threading.get_ident()
         self._on_first_call = on_first_call
@@ -72,17 +73,19 @@ class ModuleStack:
         for h in self._handles:
             h.remove()
         self._handles = []
+        # The callbacks are the recorder's bound methods: dropped, the recorder and its
+        # records are freed when the trace is, not at the next cyclic collection
+        # (which would walk them all while they wait).
+        self._on_first_call = self._on_registered = self._on_output = None
 
     @property
     def current(self):
         """The dotted path of the innermost module running, or None."""
         return self.stack[-1] if self.stack else None
 
-    def _path_of(self, mod: torch.nn.Module) -> str:
-        path = self._paths.get(mod)
-        if path is None:
-            path = self._add_tree(mod)
-        return path
+    def _known(self, mod) -> bool:
+        e = self._paths.get(id(mod))
+        return e is not None and e[0]() is mod
 
     def _add_tree(self, root: torch.nn.Module) -> str:
         """Name ``root`` (a module called outside every tree seen so far) and each
@@ -97,11 +100,11 @@ class ModuleStack:
         self._register(root, base, None)
         if wrapper:
             # The wrapped model keeps the paths it has without the wrapper.
-            if inner not in self._paths:
+            if not self._known(inner):
                 self.parents[self._add_tree(inner)] = base
             return base
         for name, m in root.named_modules(remove_duplicate=True):
-            if name and m not in self._paths:
+            if name and not self._known(m):
                 parent = f"{base}.{name.rsplit('.', 1)[0]}" if "." in name else base
                 self._register(m, f"{base}.{name}", parent)
         return base
@@ -114,8 +117,9 @@ class ModuleStack:
         return path
 
     def _register(self, mod, path: str, parent: str | None):
-        self._paths[mod] = path
-        self._mods[path] = weakref.ref(mod)
+        ref = weakref.ref(mod)
+        self._paths[id(mod)] = (ref, path)
+        self._mods[path] = ref
         self.modules[path] = type(mod).__name__
         if parent is not None:
             self.parents[path] = parent
@@ -131,7 +135,9 @@ class ModuleStack:
         ``__init__``): tell the recorder, which names it if no module path ever does."""
         if torch_is_busy() or threading.get_ident() != self._thread or tensor is None:
             return None
-        self._on_registered(mod, name, tensor, kind)
+        on_registered = self._on_registered
+        if on_registered is not None:
+            on_registered(mod, name, tensor, kind)
         return None
 
     def _pre(self, mod, args):
@@ -140,7 +146,8 @@ class ModuleStack:
         if threading.get_ident() != self._thread:
             self.other_threads += 1
             return None
-        self.stack.append(self._path_of(mod))
+        e = self._paths.get(id(mod))  # the module's path, or its tree is new
+        self.stack.append(e[1] if e is not None and e[0]() is mod else self._add_tree(mod))
         return None
 
     def _post(self, mod, args, output):

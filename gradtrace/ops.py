@@ -3,6 +3,8 @@ callable's qualified name and how it is handled, cached on first sight."""
 
 from __future__ import annotations
 
+import types
+
 import torch
 from torch.overrides import resolve_name as _resolve_name
 
@@ -124,6 +126,37 @@ def spec_of(func) -> Spec:
         if isinstance(prop, property) or type(prop).__name__ == "getset_descriptor":
             return Spec(name, OP if attr in _VIEW_PROPERTIES else PASS)
     return Spec(name, OP)
+
+
+_SPECS: dict = {}  # callable -> Spec, for the whole process (see cached_spec)
+_SPECS_MAX = 8192
+_FUNCTION_TYPES = (type(torch.add), type(torch.Tensor.add), type(torch.Tensor.__add__),
+                   type(torch.Tensor.shape.__get__))
+
+
+def lasting(func) -> bool:
+    """True when ``func`` lives as long as torch does and holds nothing of the
+    program's: a C function or method of torch, a property's getter or setter, a
+    module-level Python function of torch. Its spec may then be kept for the whole
+    process; a bound method or a closure could keep the program's objects alive."""
+    if isinstance(func, _FUNCTION_TYPES):
+        owner = getattr(func, "__self__", None)
+        return owner is None or isinstance(owner, (type, types.ModuleType)) or type(owner).__name__ in (
+            "getset_descriptor", "property", "member_descriptor")
+    return (isinstance(func, types.FunctionType) and func.__closure__ is None
+            and (getattr(func, "__module__", None) or "").startswith("torch"))
+
+
+def cached_spec(func) -> Spec:
+    """Return ``spec_of(func)``, computed once per process for a lasting callable
+    (the spec is a function of the callable alone); None for any other callable,
+    which the caller classifies and caches for itself."""
+    spec = _SPECS.get(func)
+    if spec is None and lasting(func):
+        if len(_SPECS) >= _SPECS_MAX:
+            _SPECS.clear()
+        spec = _SPECS[func] = spec_of(func)
+    return spec
 
 
 # Build torch's table of overridable functions now, at import, rather than at the

@@ -39,6 +39,8 @@ from .compat import (
 from .hidden import hidden, is_plain, no_function_modes
 from .modules import ModuleStack
 
+_SPECS = ops._SPECS
+
 _DTYPE_NAMES: dict = {}
 
 
@@ -141,6 +143,7 @@ class Recorder(TorchFunctionMode):
         self._autocast_states: dict = {}  # autocast state -> its shared {device: dtype} dict
         self.callers: dict = {}  # see source.call_as_user; emptied when tracing ends
         self._fn_leaf: dict = {}  # fid of an AccumulateGrad -> _T of its leaf
+        self._compiled_fns: set = set()  # fids of CompiledFunctionBackward nodes
         self._saved_attrs: dict = {}
         self._key = f"gradtrace:{id(self)}"
         self._busy = False
@@ -362,22 +365,37 @@ class Recorder(TorchFunctionMode):
         fid = fn.metadata.get(key)
         if fid is not None:
             return fid
-        root = fid = self._new_fn(fn)
+        # Whether the op's new nodes may have their saved tensors read back: one
+        # answer for all of them (no hook is pushed or popped while they are recorded).
+        readable = [] if self._op_id is not None and not saved_tensors_hooks_active() else None
+        root = fid = self._new_fn(fn, readable)
+        edges = self.edges
         stack = [(fn, fid)]
         while stack:
             node, nid = stack.pop()
-            for pos, (nxt, nr) in enumerate(node.next_functions):
+            pos = -1
+            for nxt, nr in node.next_functions:
+                pos += 1
                 if nxt is None:
                     continue
                 cid = nxt.metadata.get(key)
                 if cid is None:
-                    cid = self._new_fn(nxt)
+                    cid = self._new_fn(nxt, readable)
                     stack.append((nxt, cid))
-                self.edges.append((nid, cid, ("kind", "next", "input_nr", nr, "pos", pos)))
+                edges.append((nid, cid, ("kind", "next", "input_nr", nr, "pos", pos)))
+        if readable:
+            pending = self._pending_saved
+            with hidden():  # unpacking may detach: not the user's op
+                for nid, node in readable:
+                    pending.append((nid, self._saved_of(node)))
         return root
 
-    def _new_fn(self, fn):
-        fid = f"fn:{self._next('fn')}"
+    def _new_fn(self, fn, readable):
+        """Record autograd node ``fn``; ``readable``: None where its saved tensors
+        must not be read back, else a list that gets ``(fid, fn)`` to read them from."""
+        n = self._n["fn"]
+        self._n["fn"] = n + 1
+        fid = f"fn:{n}"
         fn.metadata[self._key] = fid
         name = fn.name()
         if name.startswith("torch::autograd::"):  # C++-only nodes carry their namespace
@@ -388,12 +406,14 @@ class Recorder(TorchFunctionMode):
             info = self.tensor(leaf)
             self._fn_leaf[fid] = info
             self.edges.append((fid, info.node, "accumulates", None))
-        elif self._op_id is not None and self._fresh(fn) and not saved_tensors_hooks_active():
-            self._pending_saved.append((fid, self._saved_of(fn)))
+        elif readable is not None and self._fresh(fn):
+            readable.append((fid, fn))
         else:
             # Reading these back would run unpack hooks (checkpoint's recomputation,
             # save_on_cpu's copy, the user's own): the program would change.
             attrs["saved"] = "unread"
+        if name == "CompiledFunctionBackward":
+            self._compiled_fns.add(fid)
         return fid
 
     def _fresh(self, fn) -> bool:
@@ -405,24 +425,45 @@ class Recorder(TorchFunctionMode):
             return False
 
     def _saved_of(self, fn):
-        names = self._saved_attrs.get(type(fn))
+        """The tensors autograd node ``fn`` saved for backward, read back (the caller
+        runs it ``hidden``: unpacking may detach, which is not the user's op)."""
+        cls = type(fn)
+        names = _SAVED_ATTRS.get(cls)
+        torch_class = True
         if names is None:
-            names = self._saved_attrs[type(fn)] = [
-                a for a in dir(fn) if a.startswith("_saved_") and not a.endswith("_sym_argsize")
-            ]
-            if hasattr(fn, "saved_tensors"):
-                names.append("saved_tensors")
+            names = self._saved_attrs.get(cls)
+            if names is None:
+                names = _saved_names(fn)
+                # A C++ node class is torch's for the whole process; a custom
+                # Function's node class may be the program's, made at run time.
+                torch_class = cls.__module__ == "builtins"
+                (_SAVED_ATTRS if torch_class else self._saved_attrs)[cls] = names
+            else:
+                torch_class = False
         found = []
+        if not names:
+            return found
+        scalars = None
+        Tensor = torch.Tensor
         for a in names:
             try:
-                with hidden():  # unpacking may detach: not the user's op
-                    v = getattr(fn, a)
+                v = getattr(fn, a)
             except Exception:
                 continue
-            if isinstance(v, torch.Tensor):
+            if isinstance(v, Tensor):
                 found.append(v)
             elif isinstance(v, (list, tuple)):
-                found.extend(x for x in v if isinstance(x, torch.Tensor))
+                if v and not isinstance(v[0], Tensor) and v[0] is not None:
+                    scalars = (scalars or ()) + (a,)
+                else:
+                    found.extend(x for x in v if isinstance(x, Tensor))
+            elif v is not None:
+                scalars = (scalars or ()) + (a,)
+        if scalars and torch_class:
+            # A C++ node's field has one C++ type: one that held a number, a
+            # dtype or a list of sizes never holds a tensor (an optional tensor
+            # reads as None or a tensor). It need not be read again.
+            _SAVED_ATTRS[cls] = tuple(n for n in names if n not in scalars)
         return found
 
     def _resolve_saved(self):
@@ -485,14 +526,13 @@ class Recorder(TorchFunctionMode):
         if self._busy or self._closed or threading.get_ident() != self.thread or torch_is_building():
             # torch.jit.trace and compilation record every torch call, ours included
             return func(*args, **kwargs)
-        spec = self._specs.get(func)
-        if spec is None:
-            try:
-                spec = ops.spec_of(func)
-            except Exception as e:
-                self._unknown("op name", e)
-                return func(*args, **kwargs)
-            self._specs[func] = spec
+        try:
+            spec = _SPECS.get(func)
+            if spec is None:
+                spec = self._spec(func)
+        except Exception as e:  # an unhashable callable, or one without a name
+            self._unknown("op name", e)
+            return func(*args, **kwargs)
         kind = spec.kind
         if kind == ops.OP:
             if self._bw is not None and source.called_by_autograd(2):
@@ -539,6 +579,16 @@ class Recorder(TorchFunctionMode):
             return func(*args, **kwargs) if same else self._op(func, spec, args, kwargs)
         return func(*args, **kwargs)
 
+    def _spec(self, func):
+        """The spec of a callable the process-wide cache does not hold: cached there
+        when it lasts, else for this trace only."""
+        spec = ops.cached_spec(func)
+        if spec is None:
+            spec = self._specs.get(func)
+            if spec is None:
+                spec = self._specs[func] = ops.spec_of(func)
+        return spec
+
     def _grad_read(self, func, args, kwargs):
         """``t.grad``: not an op, but a read on a non-leaf is worth knowing. Torch's
         warning about it points at the user's line, as untraced."""
@@ -577,13 +627,19 @@ class Recorder(TorchFunctionMode):
         try:
             with no_function_modes():
                 inputs, arrays, scalars = _scan(args, kwargs)
-                tensor = self.tensor
+                tmap = self._tmap
                 edges = self.edges
                 for pos, t in inputs:  # pre: (pos, tensor, info, version before)
-                    info = tensor(t)
+                    info = tmap.get(id(t))  # self.tensor(t), inlined: the hottest loop
+                    if info is None or info.ref() is not t:
+                        info = self._register(t)
                     if info.crc is not None:
                         self._check_numpy_writes(t, info, op_node)
-                    pre.append((pos, t, info, _version(t)))
+                    try:
+                        v0 = t._version
+                    except Exception:  # inference tensors have no version counter
+                        v0 = None
+                    pre.append((pos, t, info, v0))
                     edges.append((info.node, op_node, "input", pos))
                 for pos, a in arrays:
                     self._array(a, op_node, pos, "input")
@@ -944,8 +1000,7 @@ class Recorder(TorchFunctionMode):
         self._busy = True  # a module hook runs with the mode active
         try:
             with no_function_modes():
-                for kind, named in (("parameter", mod.named_parameters(recurse=False)),
-                                    ("buffer", mod.named_buffers(recurse=False))):
+                for kind, named in _own_tensors(mod):
                     for name, p in named:
                         if p is not None:
                             tid = self.tensor(p).tid
@@ -1169,7 +1224,11 @@ class Recorder(TorchFunctionMode):
         key = self._key
         handles, leaves = [], {}
         stack = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]
+        # What reaches a root is recorded on the root's weights edge ("received").
+        root_fids = {fn.metadata.get(key) for fn in stack}
         visited = set()
+        rec = weakref.ref(self)
+        fn_leaf, fn_made = self._fn_leaf, self._fn_made
         while stack:
             fn = stack.pop()
             fid = fn.metadata.get(key)
@@ -1178,22 +1237,38 @@ class Recorder(TorchFunctionMode):
             if fid in visited:
                 continue
             visited.add(fid)
-            if fid in self._fn_leaf:
+            if fid in fn_leaf:
                 leaf = fn.variable
                 leaves[fid] = leaf
             # Nodes that made no recorded tensor (the transposes inside F.linear, say)
             # have no gradient to record: a Python hook there would only cost time.
-            if fid in self._fn_made or fid in self._fn_leaf:
-                handles.append(fn.register_prehook(self._make_hook(fid, bw, seen)))
-            if self.fns[fid]["name"] == "CompiledFunctionBackward":
+            if fid in fn_made or fid in fn_leaf:
+                hook = self._make_hook(fid, bw, seen if fid in root_fids else None, rec)
+                handles.append(fn.register_prehook(hook))
+            if fid in self._compiled_fns:
                 # What a compiled backward runs is the compiler's, not the user's ops.
                 handles.append(fn.register_prehook(partial(_set_busy, weakref.ref(self), True)))
                 handles.append(fn.register_hook(partial(_set_busy, weakref.ref(self), False)))
-            stack.extend(n for n, _ in fn.next_functions if n is not None)
+            for n, _ in fn.next_functions:
+                if n is not None:
+                    stack.append(n)
         return handles, leaves
 
-    def _make_hook(self, fid, bw, seen):
-        rec = weakref.ref(self)
+    def _make_hook(self, fid, bw, seen, rec=None):
+        """A pre-hook recording the gradients reaching node ``fid``; ``seen`` (for a
+        root's node only) gets what reached it. ``rec``: a weak reference to the recorder."""
+        if rec is None:
+            rec = weakref.ref(self)
+        if self.values == "none":
+            # No statistics, no values: away from leaves and roots the hook reads no
+            # gradient at all; at them it reads metadata only (data_ptr, _version,
+            # dtype, shape), which no dispatch mode or profiler sees, so function
+            # modes are all there is to keep out.
+            if seen is None and fid not in self._fn_leaf:
+                return partial(_plain_arrival, rec, fid, bw)
+            shelter = no_function_modes
+        else:
+            shelter = hidden  # statistics and copies are torch work
 
         def hook(grad_outputs):
             self_ = rec()
@@ -1201,7 +1276,7 @@ class Recorder(TorchFunctionMode):
                 return None
             self_._busy = True
             try:
-                with hidden():
+                with shelter():
                     self_._arriving(fid, bw, seen, grad_outputs)
             except Exception as e:
                 self_._unknown("arriving gradient", e)
@@ -1223,8 +1298,48 @@ class Recorder(TorchFunctionMode):
             attrs = self._grad_edge("grad", bw, node, g)
             if leaf is not None:
                 self._arrived[fid] = (*_identity(g), attrs)
-            seen[(fid, nr)] = {"stats": attrs["stats"], "dtype": dtype_name(g.dtype),
-                               "shape": list(g.shape), "value": attrs.get("value")}
+            if seen is not None:
+                seen[(fid, nr)] = {"stats": attrs["stats"], "dtype": dtype_name(g.dtype),
+                                   "shape": list(g.shape), "value": attrs.get("value")}
+
+
+_Module = torch.nn.Module
+
+
+def _own_tensors(mod):
+    """``(("parameter", pairs), ("buffer", pairs))``: the module's own parameters and
+    buffers as ``named_parameters(recurse=False)`` and ``named_buffers(recurse=False)``
+    give them, read from its dicts where its class keeps those methods (generators
+    of generators cost more than the labelling they serve, once per module and trace)."""
+    cls = type(mod)
+    if (cls.named_parameters is not _Module.named_parameters or cls.named_buffers is not _Module.named_buffers
+            or cls._named_members is not _Module._named_members):
+        return (("parameter", mod.named_parameters(recurse=False)), ("buffer", mod.named_buffers(recurse=False)))
+    return (("parameter", _distinct(mod._parameters)), ("buffer", _distinct(mod._buffers)))
+
+
+def _distinct(members: dict):
+    """``(name, tensor)`` pairs of ``members`` without None and without a tensor seen
+    under an earlier name (``_named_members(remove_duplicate=True)``)."""
+    out, seen = [], set()
+    for name, v in members.items():
+        if v is None or id(v) in seen:
+            continue
+        seen.add(id(v))
+        out.append((name, v))
+    return out
+
+
+_SAVED_ATTRS: dict = {}  # C++ autograd node class -> the names of its saved values
+
+
+def _saved_names(fn) -> tuple:
+    """The attributes of autograd node ``fn`` that hold what it saved for backward."""
+    names = [a for a in dir(fn) if a.startswith("_saved_") and not a.endswith("_sym_argsize")]
+    if hasattr(fn, "saved_tensors"):
+        names.append("saved_tensors")
+    return tuple(names)
+
 
 _PLAIN_TF = (torch.Tensor.__torch_function__.__func__, torch._C._disabled_torch_function_impl)
 
@@ -1243,6 +1358,27 @@ def _with(ac, extra):
     if ac is None:
         return extra
     return {**extra, "autocast": ac} if extra else {"autocast": ac}
+
+
+def _plain_arrival(rec_ref, fid, bw, grad_outputs):
+    """``_arriving`` for values="none" at a node that is neither a leaf's nor a root's:
+    one ``grad`` edge per gradient reaching a recorded tensor, as ``_grad_edge``
+    makes it, without a torch call (so without ``hidden`` or ``_busy``)."""
+    rec = rec_ref()
+    if rec is None or torch_is_busy():
+        return None
+    try:
+        fn_out, edges = rec._fn_out, rec.edges
+        nr = -1
+        for g in grad_outputs:
+            nr += 1
+            if isinstance(g, torch.Tensor):
+                node = fn_out.get((fid, nr))
+                if node is not None:
+                    edges.append((bw, node, {"kind": "grad", "stats": None}))
+    except Exception as e:
+        rec._unknown("arriving gradient", e)
+    return None
 
 
 def _set_busy(rec_ref, value, *hook_args):

@@ -224,8 +224,21 @@ def call_as_user(frame, line: int, func, args, kwargs, callers: dict):
     key = (id(user_code), line)  # see _internal: a code object is slow to hash
     e = callers.get(key)
     if e is None or e[0] is not user_code:
-        code = _trampoline.__code__.replace(
-            co_filename=user_code.co_filename, co_firstlineno=max(line - 1, 0),
-            co_name="<traced by gradtrace>")
-        e = callers[key] = (user_code, types.FunctionType(code, frame.f_globals, "<traced by gradtrace>"))
+        e = callers[key] = (user_code, types.FunctionType(_trampoline_code(user_code.co_filename, line),
+                                                          frame.f_globals, "<traced by gradtrace>"))
     return e[1](func, args, kwargs)
+
+
+# (file, line) -> the trampoline's code at that place: plain strings and numbers, so
+# kept for the whole process (a trace starts without rebuilding them).
+_trampolines: dict[tuple, types.CodeType] = {}
+
+
+def _trampoline_code(filename: str, line: int) -> types.CodeType:
+    code = _trampolines.get((filename, line))
+    if code is None:
+        if len(_trampolines) >= 65536:
+            _trampolines.clear()
+        code = _trampolines[(filename, line)] = _trampoline.__code__.replace(
+            co_filename=filename, co_firstlineno=max(line - 1, 0), co_name="<traced by gradtrace>")
+    return code
