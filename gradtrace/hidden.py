@@ -8,6 +8,8 @@ own machinery.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 _NO_TF = torch._C.DisableTorchFunction
@@ -18,6 +20,16 @@ _plain_dispatch = torch.Tensor.__torch_dispatch__
 _wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
 
 
+_local = threading.local()  # .blocks: this thread's hidden blocks entered and not yet exited
+
+
+def _blocks() -> list:
+    b = getattr(_local, "blocks", None)
+    if b is None:
+        b = _local.blocks = []
+    return b
+
+
 class hidden:
     """``with hidden():`` torch calls inside reach no user mode, subclass hook or
     profiler."""
@@ -25,26 +37,101 @@ class hidden:
     __slots__ = ("_tf", "_td", "_rf")
 
     def __enter__(self):
-        self._tf = _NO_TF()
-        self._tf.__enter__()
-        self._td = _NO_TD() if _NO_TD is not None else None
-        if self._td is not None:
-            self._td.__enter__()
-        self._rf = _record_functions is not None and _profiling()
-        if self._rf:
-            _record_functions(False)
+        # A signal's KeyboardInterrupt can land between any two lines here, and a
+        # with block whose __enter__ raised never runs __exit__: what was switched
+        # off is switched back on before the exception goes on. One landing on the
+        # first line of __exit__ (Python checks for signals there) leaves the block
+        # open: the list of open blocks lets the trace close it as it ends
+        # (close_open_blocks).
+        self._tf = self._td = None
+        self._rf = False
+        _blocks().append(self)
+        try:
+            # Each guard is held before it is entered: one entered but not held would
+            # restore what it found whenever its frame is freed, long after.
+            self._tf = tf = _NO_TF()
+            tf.__enter__()
+            if _NO_TD is not None:
+                self._td = td = _NO_TD()
+                td.__enter__()
+            if _record_functions is not None and _profiling():
+                _record_functions(False)
+                self._rf = True
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, et, ev, tb):
-        if self._rf:
-            _record_functions(True)
-        if self._td is not None:
-            self._td.__exit__(None, None, None)
-        self._tf.__exit__(None, None, None)
+        try:
+            if self._rf:
+                self._rf = False
+                _record_functions(True)
+        finally:
+            try:
+                if self._td is not None:
+                    td, self._td = self._td, None
+                    try:
+                        td.__exit__(None, None, None)
+                    except Exception:  # never entered (the interrupt came first)
+                        pass
+            finally:
+                if self._tf is not None:
+                    tf, self._tf = self._tf, None
+                    tf.__exit__(None, None, None)
+                blocks = _blocks()
+                if blocks and blocks[-1] is self:
+                    blocks.pop()
+                elif self in blocks:
+                    blocks.remove(self)
         return False
 
 
+def close_open_blocks() -> int:
+    """Exit, innermost first, the hidden blocks of this thread that an interrupt left
+    open; return how many. Called where none of the recorder's blocks can be running
+    (a trace ending): each block's guards then restore the state they found, rather
+    than their destructors doing so at some later garbage collection."""
+    blocks = _blocks()
+    n = 0
+    while blocks:
+        blocks[-1].__exit__(None, None, None)
+        n += 1
+    return n
+
+
 no_function_modes = _NO_TF
+
+# The dispatch keys torch._C._DisableTorchDispatch excludes while it is entered.
+_PYTHON_KEYS = tuple(getattr(torch._C.DispatchKey, k) for k in ("Python", "PythonTLSSnapshot", "PreDispatch")
+                     if hasattr(torch._C.DispatchKey, k))
+
+
+def thread_state() -> tuple:
+    """What :class:`hidden` switches off, as it stands now in this thread: whether
+    torch functions reach modes and subclasses, and which Python dispatch keys are
+    excluded."""
+    return (torch._C._is_torch_function_enabled(),
+            tuple(torch._C._dispatch_tls_is_dispatch_key_excluded(k) for k in _PYTHON_KEYS))
+
+
+def restore_thread_state(before: tuple) -> bool:
+    """Switch back on what was on at ``before`` (:func:`thread_state`) and is off now;
+    return whether anything was. A KeyboardInterrupt landing on the first line of
+    ``hidden.__exit__`` (Python checks for signals there) leaves torch functions off
+    for the rest of the thread's life; the trace that ran the block calls this as it
+    ends, when the user's state is the one it started with."""
+    fixed = close_open_blocks() > 0
+    tf_before, keys_before = before
+    tf_now, keys_now = thread_state()
+    if tf_before and not tf_now:
+        _NO_TF().__exit__(None, None, None)  # a guard never entered restores "enabled"
+        fixed = True
+    for k, was, now in zip(_PYTHON_KEYS, keys_before, keys_now):
+        if now and not was:
+            torch._C._dispatch_tls_set_dispatch_key_excluded(k, False)
+            fixed = True
+    return fixed
 
 
 def is_plain(t) -> bool:

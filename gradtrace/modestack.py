@@ -24,6 +24,30 @@ def push_under(mode):
             _push(m)
 
 
+def push(mode) -> None:
+    """Put ``mode`` on top of the stack (what ``with mode:`` does on entry)."""
+    _push(mode)
+
+
+def remove_top(mode) -> bool:
+    """Take the innermost entry of ``mode`` off the stack, leaving every other mode
+    where it is (what ``with mode:`` does on exit, without raising when a signal has
+    already taken it off); return whether it was there."""
+    above = []
+    found = False
+    try:
+        while _depth() > 0:
+            m = _pop()
+            if m is mode:
+                found = True
+                break
+            above.append(m)
+        return found
+    finally:
+        for m in reversed(above):
+            _push(m)
+
+
 def remove(mode) -> bool:
     """Take every entry of ``mode`` off the stack, wherever it is (a signal landing
     between a push and its ``with`` block can leave one more); return whether it

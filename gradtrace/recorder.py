@@ -548,7 +548,11 @@ class Recorder(TorchFunctionMode):
             # unless a Tensor subclass handles the call next, as it would untraced.
             if _overrides(types):
                 return func(*args, **kwargs)
-            with self:
+            # Not `with self:`: a signal landing inside torch's _pop_mode_temporarily
+            # can take our entry off the stack for good, and the mode's __exit__ would
+            # then raise "empty mode stack" in place of the user's KeyboardInterrupt.
+            modestack.push(self)
+            try:
                 # Through a frame with the user's file and line: torch's warnings from
                 # backward hooks (stacklevel counted from the engine) point there, as untraced.
                 f = source.user_frame(2)
@@ -556,6 +560,8 @@ class Recorder(TorchFunctionMode):
                     return redispatch_function(func, types, args, kwargs)
                 return source.call_as_user(f, source.line_of(f), redispatch_function, (func, types, args, kwargs),
                                            {}, self.callers)
+            finally:
+                modestack.remove_top(self)
         if kind == ops.GRAD_MODE:
             out = func(*args, **kwargs)
             try:

@@ -13,6 +13,7 @@ import torch
 
 from . import __version__, modestack, patches
 from .build import FORMAT, build_graph
+from .hidden import restore_thread_state, thread_state
 from .recorder import Recorder
 from .tracefile import DOT_FILE, load_graph, load_values, save
 
@@ -80,6 +81,7 @@ class Trace:
             raise RuntimeError("this gradtrace.trace() has already run; start a new one")
         modestack.sweep(_ended)  # recorders torch put back after their trace ended
         self._named_before = _tensors_named_in(sys._getframe(1))
+        self._thread_state = thread_state()
         rec = self._rec = Recorder(self.values_mode)
         self.meta["math_start"] = math_settings()
         patches.attach(rec)
@@ -106,6 +108,12 @@ class Trace:
                 step()
             except Exception as e:
                 problems.append(f"{type(e).__name__}: {e}")
+        try:
+            if restore_thread_state(self._thread_state):
+                problems.append("an interrupt inside the recorder had left torch functions disabled; "
+                                "switched back on")
+        except Exception as e:
+            problems.append(f"{type(e).__name__}: {e}")
         _active.trace = None
         try:
             _label_tensors_named_before(rec, self._named_before)

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 import gradtrace
 from gradtrace import compat, modestack, patches, recorder
+from gradtrace.hidden import hidden
 
 MODES = ["none", "stats", "all"]
 
@@ -439,6 +440,46 @@ def test_a_keyboard_interrupt_from_a_signal_reaches_the_user_as_itself():
         signal.signal(signal.SIGALRM, old)
     assert seen == {"KeyboardInterrupt": 12}
     assert patches.active() == 0
+
+
+def test_torch_functions_are_back_on_after_a_trace_whose_hidden_block_an_interrupt_left_open():
+    # A KeyboardInterrupt landing on hidden.__exit__'s first line (Python checks for
+    # signals there) leaves the block's guards entered; the trace ends as the
+    # interrupt goes past it.
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with gradtrace.trace():
+                hidden().__enter__()
+                raise KeyboardInterrupt
+        enabled = torch._C._is_torch_function_enabled()
+    finally:
+        torch._C.DisableTorchFunction().__exit__(None, None, None)  # whatever the outcome, later tests run enabled
+    assert enabled
+
+
+@pytest.mark.skipif(not compat.AUTOGRAD_BACKWARD_DISPATCHES,
+                    reason="before torch 2.11 torch.autograd.backward pops no mode inside the recorder's redispatch")
+def test_an_interrupt_between_torchs_mode_pop_and_its_try_reaches_the_user_as_itself(monkeypatch):
+    # torch's _pop_mode_temporarily pops the mode, then enters the try that pushes it
+    # back: a signal in between loses the entry for good. Here it lands on the third
+    # pop of the recorder in `y.backward()`: the one in torch.autograd.backward's
+    # dispatch, inside the recorder's own run of the call's body (where it was seen).
+    real_pop, popped = torch.overrides._pop_mode, []
+
+    def pop_then_interrupt():
+        old = real_pop()
+        if isinstance(old, recorder.Recorder):
+            popped.append(old)
+            if len(popped) == 3:
+                raise KeyboardInterrupt
+        return old
+
+    monkeypatch.setattr(torch.overrides, "_pop_mode", pop_then_interrupt)
+    x = torch.ones(2, requires_grad=True)
+    with pytest.raises(BaseException) as caught:
+        with gradtrace.trace():
+            (x * 2).sum().backward()
+    assert caught.type is KeyboardInterrupt and torch._C._len_torch_function_stack() == 0
 
 
 def test_an_ended_recorder_that_torch_puts_back_on_the_stack_records_nothing():
