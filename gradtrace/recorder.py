@@ -36,6 +36,7 @@ from .compat import (
     torch_is_building,
     torch_is_busy,
 )
+from .devicecopy import ValueCopies
 from .hidden import hidden, is_plain, no_function_modes
 from .modules import ModuleStack
 
@@ -114,7 +115,8 @@ class Recorder(TorchFunctionMode):
         self.fallback_labels: dict = {}  # tid -> name bound to the result of a library call
         self._last_indirect: dict = {}  # (id(frame), f_lasti) -> tid holding that statement's name
         self.grad_reads: list = []  # reads of .grad on non-leaf tensors
-        self.saved_values: dict = {}  # key -> CPU tensor, values="all" only
+        self.copies = ValueCopies()
+        self.saved_values: dict = self.copies.values  # key -> CPU tensor, values="all" only
         self.modules = ModuleStack(on_first_call=self._label_parameters, on_registered=self._param_registered,
                                    on_output=self._module_output)
         # Parameters and buffers given to a module while tracing, named from that
@@ -290,10 +292,7 @@ class Recorder(TorchFunctionMode):
         try:
             if is_plain(t) and not t.is_meta and t.layout == torch.strided:
                 with hidden(), torch.no_grad():
-                    t = t.detach()
-                    self.saved_values[key] = (  # one copy, contiguous, on the CPU
-                        t.clone(memory_format=torch.contiguous_format) if t.is_cpu
-                        else t.to("cpu").contiguous())
+                    self.copies.keep(key, t)  # one contiguous CPU copy; from CUDA, without waiting
         except Exception:
             pass
 

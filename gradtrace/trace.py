@@ -103,7 +103,8 @@ class Trace:
         rec._closed = True
         problems = []
         for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
-                     rec.callers.clear):  # callers hold the traced code's module globals
+                     rec.callers.clear,  # callers hold the traced code's module globals
+                     rec.copies.wait):  # values copied from a GPU without waiting, once, now
             try:
                 step()
             except Exception as e:
@@ -154,7 +155,7 @@ class Trace:
     def values(self) -> dict:
         """Captured tensor values (``values="all"``), keyed by node id or edge value key."""
         if self._values is None:
-            self._values = dict(self._rec.saved_values) if self._rec is not None else {}
+            self._values = dict(self._rec.copies.wait()) if self._rec is not None else {}
         return self._values
 
     def save(self, folder, dot: bool = True) -> Path:

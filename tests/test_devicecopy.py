@@ -61,3 +61,19 @@ def test_cuda_copies_in_flight_stay_within_the_budget():
     for i in range(10):
         copies.keep(i, x)
     assert copies.in_flight <= 3
+
+
+@needs_cuda
+def test_tracing_with_values_all_on_cuda_makes_no_synchronising_call_per_op():
+    import gradtrace
+
+    x = torch.randn(64, 64, device="cuda")
+    with gradtrace.trace("all") as tr:
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            y = (x @ x).relu()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    (relu,) = [n for n, d in tr.graph.nodes(data=True) if d.get("kind") == "op" and d["name"].endswith("relu")]
+    (out,) = [v for _, v, k in tr.graph.out_edges(relu, data="kind") if k == "output"]
+    assert torch.equal(tr.values[out], y.cpu())
