@@ -158,9 +158,9 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     nodes, succ, pred = f.node, f.succ, f.pred
     for sid, (device, nbytes, origin) in rec.storages.items():
         if sid in nodes:
-            add_node(sid, {"kind": "storage", "device": device, "nbytes": nbytes, "origin": origin})
+            add_node(sid, _StorageAttrs(device, nbytes, origin).__dict__)
         else:  # the common case, inline
-            nodes[sid] = {"kind": "storage", "device": device, "nbytes": nbytes, "origin": origin}
+            nodes[sid] = _StorageAttrs(device, nbytes, origin).__dict__
             succ[sid] = {}
             pred[sid] = {}
     if release:
@@ -178,15 +178,12 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
                 attrs[k] = _stats.finalize(attrs[k])
         add_node(cid, attrs)
 
-    _add_tensors(rec, f)
-    if release:
-        rec.tensors = []
-    _add_ops(rec, f)
-    if release:
-        rec.ops = []
-    _add_edges(rec.edges, f)
-    if release:
-        rec.edges = []
+    take = _drain if release else iter
+    _add_tensors(rec, f, take(rec.tensors))
+    if release:  # names are in the graph now; a long loop has one entry per tensor
+        rec.labels, rec.fallback_labels, rec._last_indirect = {}, {}, {}
+    _add_ops(rec, f, take(rec.ops))
+    _add_edges(take(rec.edges), f)
     # A node an edge names but no record made (a read that failed half-way) is
     # kept, marked, rather than left without the attributes every reader expects.
     for data in G._node.values():
@@ -195,20 +192,89 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
     return G
 
 
-def _add_tensors(rec: Recorder, f: _Filler):
+# -- attribute dictionaries that share their keys -----------------------------------
+#
+# A trace holds hundreds of thousands of tensor, op and storage nodes and edges whose
+# attribute dicts have the same keys in the same order. The instance dicts of one
+# class share a single key table in CPython (PEP 412): each holds only its values,
+# about a third of a dict literal's memory for a tensor's fifteen keys. The classes
+# exist only for that; the graph holds plain ``dict`` objects, which users read and
+# change as any other (a dict whose keys diverge just stops sharing).
+
+
+class _TensorAttrs:
+    def __init__(self, tid, ver, shape, dtype, device, stride, sid, offset, rg, leaf, fid, label, stats):
+        self.kind = "tensor"
+        self.tid = tid
+        self.version = ver
+        self.shape = shape
+        self.dtype = dtype
+        self.device = device
+        self.stride = stride
+        self.storage = sid
+        self.storage_offset = offset
+        self.requires_grad = rg
+        self.is_leaf = leaf
+        self.grad_fn = fid
+        self.label = label
+        self.stats = stats
+
+
+class _OpAttrs:
+    def __init__(self, name, seq, category, file, line, code, module, grad, args, phase, direct):
+        self.kind = "op"
+        self.name = name
+        self.seq = seq
+        self.category = category
+        self.file = file
+        self.line = line
+        self.code = code
+        self.module = module
+        self.grad_enabled = grad
+        self.args = args
+        self.phase = phase
+        self.direct = direct
+
+
+class _StorageAttrs:
+    def __init__(self, device, nbytes, origin):
+        self.kind = "storage"
+        self.device = device
+        self.nbytes = nbytes
+        self.origin = origin
+
+
+class _KindAttrs:
+    def __init__(self, kind):
+        self.kind = kind
+
+
+class _KindPosAttrs:
+    def __init__(self, kind, pos):
+        self.kind = kind
+        self.pos = pos
+
+
+def _drain(records: list):
+    """Yield the items of ``records``, letting go of each as it is taken (its memory
+    then serves the graph's next dictionaries), and leave the list empty."""
+    for i in range(len(records)):
+        r = records[i]
+        records[i] = None
+        yield r
+    records.clear()
+
+
+def _add_tensors(rec: Recorder, f: _Filler, records):
     label_of = tensor_labels(rec)
     label_n = label_numbers(label_of)
     params = rec.params
     finalize = _stats.finalize
     nodes, succ, pred = f.node, f.succ, f.pred
-    for node, tid, ver, shape, dtype, device, stride, sid, offset, rg, leaf, fid, st in rec.tensors:
-        attrs = {
-            "kind": "tensor", "tid": tid, "version": ver, "shape": list(shape) if shape is not None else None,
-            "dtype": dtype, "device": device, "stride": list(stride) if stride is not None else None, "storage": sid,
-            "storage_offset": offset, "requires_grad": rg,
-            "is_leaf": leaf, "grad_fn": fid, "label": label_of.get(tid),
-            "stats": finalize(st) if st is not None else None,
-        }
+    for node, tid, ver, shape, dtype, device, stride, sid, offset, rg, leaf, fid, st in records:
+        attrs = _TensorAttrs(tid, ver, list(shape) if shape is not None else None, dtype, device,
+                             list(stride) if stride is not None else None, sid, offset, rg, leaf, fid,
+                             label_of.get(tid), finalize(st) if st is not None else None).__dict__
         if label_n:
             n = label_n.get(tid)
             if n is not None:
@@ -229,23 +295,23 @@ def _add_tensors(rec: Recorder, f: _Filler):
         if sid is not None:
             back = pred.get(sid)
             if back is None or sid in out:
-                f.add_edge(node, sid, {"kind": "in_storage"})
+                f.add_edge(node, sid, _KindAttrs("in_storage").__dict__)
             else:
-                out[sid] = back[node] = {0: {"kind": "in_storage"}}
+                out[sid] = back[node] = {0: _KindAttrs("in_storage").__dict__}
         if fid is not None:
             back = pred.get(fid)
             if back is None or fid in out:
-                f.add_edge(node, fid, {"kind": "grad_fn"})
+                f.add_edge(node, fid, _KindAttrs("grad_fn").__dict__)
             else:
-                out[fid] = back[node] = {0: {"kind": "grad_fn"}}
+                out[fid] = back[node] = {0: _KindAttrs("grad_fn").__dict__}
 
 
-def _add_ops(rec: Recorder, f: _Filler):
+def _add_ops(rec: Recorder, f: _Filler, records):
     add_node, add_edge = f.add_node, f.add_edge
     nodes, succ, pred = f.node, f.succ, f.pred
     codes: dict = {}  # (file, line) -> the source line, one string for all its ops
     args: dict = {}  # scalars -> text
-    for r in rec.ops:
+    for r in records:
         if r is None:  # an op still running (a graph read while recording)
             continue
         seq, name, cat, file, line, module, grad, scalars, bw, extra, direct = r
@@ -263,11 +329,8 @@ def _add_ops(rec: Recorder, f: _Filler):
                 text = args[akey] = _args_text(scalars)
         except TypeError:  # an unhashable argument (a slice, before Python 3.12)
             text = _args_text(scalars)
-        attrs = {
-            "kind": "op", "name": name, "seq": seq, "category": cat or "other", "file": file, "line": line,
-            "code": code, "module": module, "grad_enabled": grad, "args": text,
-            "phase": "backward" if bw else "forward", "direct": direct,
-        }
+        attrs = _OpAttrs(name, seq, cat or "other", file, line, code, module, grad, text,
+                         "backward" if bw else "forward", direct).__dict__
         if bw:
             attrs["during"] = bw
         if extra:
@@ -282,7 +345,7 @@ def _add_ops(rec: Recorder, f: _Filler):
             succ[node] = {}
             pred[node] = {}
         if module is not None:
-            add_edge(node, f"mod:{module}", {"kind": "in_module"})
+            add_edge(node, f"mod:{module}", _KindAttrs("in_module").__dict__)
 
 
 def _add_edges(edges, f: _Filler):
@@ -290,7 +353,7 @@ def _add_edges(edges, f: _Filler):
     for e in edges:
         if len(e) == 4:
             u, v, kind, pos = e
-            attrs = {"kind": kind} if pos is None else {"kind": kind, "pos": pos}
+            attrs = (_KindAttrs(kind) if pos is None else _KindPosAttrs(kind, pos)).__dict__
         else:
             u, v, attrs = e
             if type(attrs) is not tuple:

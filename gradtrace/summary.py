@@ -169,8 +169,9 @@ def summarize(G: nx.MultiDiGraph) -> dict:
     # The passes make almost no new containers per node: every tuple made here would
     # count towards the cyclic collector's next run over the whole graph.
     ops, move_ops, backward_nodes = [], [], []
-    tids, versions, storages = set(), 0, 0
-    for n, d in G._node.items():
+    firsts, later, versions, storages = 0, [], 0, 0
+    nodes = G._node
+    for n, d in nodes.items():
         kind = d.get("kind")
         if kind == "op":
             ops.append(d)
@@ -178,7 +179,12 @@ def summarize(G: nx.MultiDiGraph) -> dict:
                 move_ops.append((n, d))
         elif kind == "tensor":
             versions += 1
-            tids.add(d["tid"])
+            # A tensor's first version is t:N.0: counting those counts the tensors
+            # without a set of every tid (a long loop has hundreds of thousands).
+            if d.get("version") == 0:
+                firsts += 1
+            else:
+                later.append(d["tid"])
         elif kind == "storage":
             storages += 1
         elif kind == "backward":
@@ -192,7 +198,7 @@ def summarize(G: nx.MultiDiGraph) -> dict:
         "status": G.graph.get("status"),
         "ops": len(ops),
         "categories": _categories(ops),
-        "tensors": len(tids),
+        "tensors": firsts + len({t for t in later if f"t:{t}.0" not in nodes}),
         "tensor_versions": versions,
         "storages": storages,
         "views": views,

@@ -872,3 +872,31 @@ def test_an_info_on_a_line_with_an_error_of_the_same_code_is_left_out():
         score.backward()
     found = [(f.code, f.severity) for f in gradtrace.check(tr)]
     assert found == [("GT102", "error")]
+
+
+def _written_in_a_loop():
+    w = torch.ones(3, requires_grad=True)
+    with gradtrace.trace() as tr:
+        for _ in range(3):
+            loss = (w * 2).sum()
+            loss.backward()
+            with torch.no_grad():
+                w -= 0.1 * w.grad
+    return tr.graph
+
+
+def test_the_index_lists_each_tensors_versions_as_a_full_scan_does():
+    from gradtrace.checks.graph import _Q, _eager_versions
+
+    G = _written_in_a_loop()
+    q = _Q(G)
+    assert {tid: list(vs) for tid, vs in q.versions.items()} == {
+        tid: list(vs) for tid, vs in _eager_versions(G._node).items()}
+
+
+def test_a_graph_whose_tensor_nodes_are_renamed_is_checked_the_same():
+    import networkx as nx
+
+    G = _written_in_a_loop()
+    renamed = nx.relabel_nodes(G, {n: f"tensor-{n}" for n, d in G.nodes(data=True) if d["kind"] == "tensor"})
+    assert [f.code for f in gradtrace.check(renamed)] == [f.code for f in gradtrace.check(G)]

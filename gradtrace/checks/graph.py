@@ -12,6 +12,53 @@ _EDGE_KINDS = ("view_of", "next_version", "moved_to", "shares_memory", "next", "
                "grad", "leaf_grad", "saves", "writes")
 
 
+class _Versions:
+    """``tid -> (its version nodes, oldest first)`` for a trace whose tensor nodes are
+    named ``t:TID.VERSION`` (every trace gradtrace writes): the first version's node is
+    known from its name, so only tensors written to (one in a long loop of fresh
+    results, whose lists would cost tens of megabytes) are listed."""
+
+    def __init__(self, N, later):
+        self._N, self._later, self._full = N, later, {}
+
+    def __getitem__(self, tid):
+        vs = self._full.get(tid)
+        if vs is None:
+            first = f"t:{tid}.0"
+            rest = self._later.get(tid, ())
+            if first not in self._N:
+                return list(rest)
+            if not rest:
+                return (first,)
+            vs = self._full[tid] = [first, *rest]
+        return vs
+
+    def items(self):
+        """``(tid, versions)`` of every tensor, in the graph's node order."""
+        N, later = self._N, self._later
+        for n, d in N.items():
+            if d.get("kind") == "tensor" and d.get("version") == 0:
+                yield d["tid"], self[d["tid"]]
+        for tid in later:
+            if f"t:{tid}.0" not in N:
+                yield tid, self[tid]
+
+    def values(self):
+        return (vs for _, vs in self.items())
+
+
+def _eager_versions(N):
+    """``tid -> [version nodes, oldest first]`` of any graph (node names not relied on)."""
+    versions = defaultdict(list)
+    for n, d in N.items():
+        if d.get("kind") == "tensor":
+            versions[d["tid"]].append(n)
+    for vs in versions.values():
+        if len(vs) > 1:
+            vs.sort(key=lambda n: N[n]["version"])
+    return versions
+
+
 class _Q:
     """Indexes over one trace graph that the checks share, built in one pass over the
     nodes and one over the edges. ``input``/``output`` edges (most of a trace) are kept
@@ -25,16 +72,16 @@ class _Q:
         N = self.N = getattr(G, "_node", None)
         if not isinstance(N, dict):
             N = self.N = dict(G.nodes(data=True))
-        ops, versions, by_name, out_ops, mode_ops, bws = [], {}, {}, [], [], []
-        last, in_order = -1, True
+        ops, later, by_name, out_ops, mode_ops, bws = [], defaultdict(list), {}, [], [], []
+        last, in_order, by_id = -1, True, True
         for n, d in N.items():
             k = d.get("kind")
             if k == "tensor":
-                vs = versions.get(d["tid"])
-                if vs is None:
-                    versions[d["tid"]] = [n]
-                else:
-                    vs.append(n)
+                tid, ver = d["tid"], d.get("version")
+                if by_id and n != f"t:{tid}.{ver}":
+                    by_id = False
+                if ver != 0:
+                    later[tid].append(n)
             elif k == "op":
                 ops.append(n)
                 s = d["seq"]
@@ -55,13 +102,14 @@ class _Q:
             ops.sort(key=lambda n: N[n]["seq"])
             for named in by_name.values():
                 named.sort(key=lambda n: N[n]["seq"])
-        for vs in versions.values():
+        for vs in later.values():
             if len(vs) > 1:
                 vs.sort(key=lambda n: N[n]["version"])
+        versions = _Versions(N, later) if by_id else _eager_versions(N)
         self.ops, self._by_name = ops, by_name
         self.out_ops = sorted(out_ops, key=lambda n: N[n]["seq"])
         self.mode_ops = sorted(mode_ops, key=lambda n: N[n]["seq"])
-        self.versions = defaultdict(list, versions)
+        self.versions = versions
         self._on_storage = None
         self.out = {k: defaultdict(list) for k in _EDGE_KINDS}  # kind -> u -> [(v, attrs)]
         self.inn = {k: defaultdict(list) for k in _EDGE_KINDS}  # kind -> v -> [(u, attrs)]
