@@ -3,6 +3,7 @@
     python benchmarks/run_scale.py              # 200,000 ops, values none, 3 runs each
     python benchmarks/run_scale.py --ops 2000 --reps 1
     python benchmarks/run_scale.py --phases     # the same loop in this process, phase by phase
+    python benchmarks/run_scale.py --run-phases # one `gradtrace run`, each phase of the command timed
 
 The script is a loop of two small ops (``y = x + 1; x = y * 0.5`` on 8 elements), the shape
 of a long training loop without modules. Each run is its own process; wall time and peak
@@ -111,14 +112,77 @@ def phases(ops: int, values: str = "none") -> dict:
     return out
 
 
+_RUN_PHASES = r"""
+import json, resource, sys, time
+t_start = time.perf_counter()
+import gradtrace.report as report
+import gradtrace.runner as runner
+trace_module = sys.modules["gradtrace.trace"]
+times, peaks = {}, {}
+
+def timed(module, name, label):
+    f = getattr(module, name)
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        try:
+            return f(*a, **k)
+        finally:
+            times[label] = times.get(label, 0.0) + time.perf_counter() - t
+            peaks[label] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    setattr(module, name, wrapper)
+
+for module, name, label in ((runner, "_run_as_main", "script"), (trace_module, "build_graph", "build"),
+                            (trace_module, "save", "save"), (report, "summarize", "summary"),
+                            (report, "_write_html", "viewer_size_check"), (report, "_too_big_note", "too_big_note"),
+                            (report, "check_graph", "check")):
+    timed(module, name, label)
+times["imports"] = time.perf_counter() - t_start
+sys.argv = ["gradtrace", "run", "--values", sys.argv[1], "-o", sys.argv[2], sys.argv[3]]
+from gradtrace.cli import main
+try:
+    main()
+finally:
+    times["until_exit"] = time.perf_counter() - t_start
+    sys.stderr.write("PHASES " + json.dumps({"seconds": times, "peak_mib_after": peaks}) + "\n")
+"""
+
+
+def run_phases(ops: int, values: str = "none") -> dict:
+    """``gradtrace run`` on the loop script in a fresh process, each phase of the command
+    timed (imports, the script, graph build, save, the summary, the viewer's size check,
+    the too-big note, the checks) with the peak RSS after it; ``exit_s`` is what the
+    process took after the command returned (interpreter exit, freeing the graph)."""
+    tmp = Path(tempfile.mkdtemp(prefix="gradtrace-run-phases-"))
+    try:
+        script = tmp / "loop.py"
+        script.write_text(SCRIPT.format(iterations=ops // 2), encoding="utf-8")
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _RUN_PHASES, values, str(tmp / "out"), str(script)],
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        line = next((ln for ln in proc.stderr.splitlines() if ln.startswith("PHASES ")), None)
+        if line is None:
+            raise RuntimeError(f"gradtrace run failed: {proc.stderr[-2000:]}")
+        out = json.loads(line[len("PHASES "):])
+        out.update(ops=ops, values=values, wall_s=wall, exit_s=wall - out["seconds"]["until_exit"],
+                   exit_code=proc.returncode)
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ops", type=int, default=200_000, help="ops the script runs (default 200,000)")
     p.add_argument("--reps", type=int, default=3, help="runs of each command (median)")
     p.add_argument("--values", default="none", choices=["none", "stats", "all"])
     p.add_argument("--phases", action="store_true", help="time the loop's phases in this process instead")
+    p.add_argument("--run-phases", action="store_true",
+                   help="time each phase of one `gradtrace run` of the script (a fresh process)")
     args = p.parse_args(argv)
-    if args.phases:
+    if args.run_phases:
+        print(json.dumps(run_phases(args.ops, args.values)))
+    elif args.phases:
         print(json.dumps(phases(args.ops, args.values)))
     else:
         print(json.dumps(measure(args.ops, args.reps, args.values)))
