@@ -58,3 +58,12 @@ def test_viewer_open_reports_when_the_page_was_ready_in_a_real_browser():
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = json.loads(proc.stdout.splitlines()[0])
     assert row["ops"] == 200 and row["ready_ms"] > 0 and row["layout_ms"] > 0
+
+
+def test_run_scale_times_each_phase_of_one_gradtrace_run():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_scale.py"), "--run-phases", "--ops", "200"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["exit_code"] == 0
+    assert all(result["seconds"][k] > 0 for k in ("imports", "script", "build", "save", "summary", "check"))
