@@ -266,6 +266,11 @@ def test_page_names_modules_by_the_variable_the_model_was_called_through(small):
     assert viewer.page_data(small.graph)["modules"]["Net.block"]["name"] == "net.block"
 
 
+def test_page_names_parameters_through_the_users_variable(small):
+    names = {t["name"] for t in viewer.page_data(small.graph)["tensors"].values() if t["param"]}
+    assert "net.fc1.weight" in names and not any(n.startswith("Net.") for n in names)
+
+
 def test_browser_module_box_is_labelled_with_the_users_variable(small_page, browser):
     _open(browser, small_page)
     assert _js(browser, "return cy.getElementById('m:Net').data('label');") == "net\nNet"

@@ -38,7 +38,12 @@ def _tensor(G, n) -> dict:
         if e.get("kind") in ("grad", "leaf_grad"):
             grads.append({"bw": bw, "kind": e["kind"], "stats": e.get("stats"),
                           "accumulated": bool(e.get("accumulated"))})
-    return {"name": name_of(d), "tid": d.get("tid"), "version": d.get("version"),
+    name = name_of(d)
+    param_of = d.get("param_of")
+    if isinstance(param_of, str) and param_of.startswith("mod:") and name.startswith(param_of[4:] + "."):
+        # a parameter by the user's name of its module (model.conv1.weight), as the module boxes read
+        name = _module_name(G, param_of[4:]) + name[len(param_of) - 4:]
+    return {"name": name, "tid": d.get("tid"), "version": d.get("version"),
             "shape": shape_text(d.get("shape")), "dtype": d.get("dtype"), "device": d.get("device"),
             "requires_grad": d.get("requires_grad"), "param": bool(d.get("param_of")),
             "stats": d.get("stats"), "grads": grads}
