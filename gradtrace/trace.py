@@ -229,7 +229,8 @@ def _tensors_named_in(frame) -> list:
     try:
         for scope in (frame.f_locals, frame.f_globals):
             for name, v in list(scope.items()):
-                if isinstance(v, torch.Tensor) and not name.startswith("_") and id(v) not in seen:
+                # issubclass of the type: isinstance would ask a proxy's __class__ (user code)
+                if issubclass(type(v), torch.Tensor) and not name.startswith("_") and id(v) not in seen:
                     seen.add(id(v))
                     found.append((weakref.ref(v), name))
     except Exception:  # an odd frame or a tensor without weak references: no names

@@ -107,3 +107,21 @@ def test_a_name_bound_before_the_trace_does_not_replace_a_name_given_inside_it()
         b = b.add_(1)  # noqa: F841
     G = tr.graph
     assert {G.nodes[n]["label"] for n in G.nodes if G.nodes[n].get("kind") == "tensor"} == {"b"}
+
+
+class _Proxy:
+    """An object whose ``__class__`` runs code when asked (lazy-import proxies do)."""
+
+    asked = False
+
+    @property
+    def __class__(self):
+        type(self).asked = True
+        return object
+
+
+def test_looking_for_names_before_the_trace_runs_no_code_of_the_users_objects():
+    proxy = _Proxy()  # noqa: F841 - a local the trace looks over
+    with gradtrace.trace():
+        pass
+    assert not _Proxy.asked
