@@ -17,6 +17,14 @@ def mod_type(G, path) -> str:
     return (G.nodes.get(f"mod:{path}") or {}).get("type") or "module"
 
 
+def user_path(G, path: str) -> str:
+    """Module ``path`` as the user knows it: the root by the variable it was called
+    through (``model.conv1`` rather than ``SmallCNN.conv1``)."""
+    root, _, rest = path.partition(".")
+    var = (G.nodes.get(f"mod:{root}") or {}).get("var")
+    return (var + ("." + rest if rest else "")) if var else path
+
+
 def prefixes(path: str) -> list[str]:
     parts = path.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]

@@ -42,7 +42,7 @@ def _tensor(G, n) -> dict:
     param_of = d.get("param_of")
     if isinstance(param_of, str) and param_of.startswith("mod:") and name.startswith(param_of[4:] + "."):
         # a parameter by the user's name of its module (model.conv1.weight), as the module boxes read
-        name = _module_name(G, param_of[4:]) + name[len(param_of) - 4:]
+        name = fold.user_path(G, param_of[4:]) + name[len(param_of) - 4:]
     return {"name": name, "tid": d.get("tid"), "version": d.get("version"),
             "shape": shape_text(d.get("shape")), "dtype": d.get("dtype"), "device": d.get("device"),
             "requires_grad": d.get("requires_grad"), "param": bool(d.get("param_of")),
@@ -93,16 +93,8 @@ def _modules(G, ops) -> dict:
     paths = {p for o in ops if o["module"] for p in fold.prefixes(o["module"])}
     parents = {p.rsplit(".", 1)[0] for p in paths if "." in p}
     return {p: {"type": fold.mod_type(G, p), "level": fold.level(G, p), "leaf": p not in parents,
-                "container": fold.mod_type(G, p) in fold.CONTAINERS, "name": _module_name(G, p)}
+                "container": fold.mod_type(G, p) in fold.CONTAINERS, "name": fold.user_path(G, p)}
             for p in sorted(paths)}
-
-
-def _module_name(G, path: str) -> str:
-    """The path as the user knows it: the root by the variable it was called through
-    (``model.conv1`` rather than ``SmallCNN.conv1``)."""
-    root, _, rest = path.partition(".")
-    var = (G.nodes.get(f"mod:{root}") or {}).get("var")
-    return (var + ("." + rest if rest else "")) if var else path
 
 
 def _findings(findings) -> list:

@@ -130,7 +130,7 @@ class Picture:
         if c is None:
             parent = path.rsplit(".", 1)[0] if "." in path else None
             # a root module by the variable the user called it through (`model`, `teacher`)
-            name = path.rsplit(".", 1)[-1] if parent else (self.G.nodes.get(f"mod:{path}") or {}).get("var") or path
+            name = path.rsplit(".", 1)[-1] if parent else fold.user_path(self.G, path)
             outer = self.cluster(parent) if parent else self.module_frame(path)
             c = pydot.Cluster(self.cluster_name(), **_quoted(dict(
                 label=esc(f"{name} · {fold.mod_type(self.G, path)}"), style="rounded", color="#aaaaaa",
