@@ -115,8 +115,7 @@ class Recorder(TorchFunctionMode):
         self.fallback_labels: dict = {}  # tid -> name bound to the result of a library call
         self._last_indirect: dict = {}  # (id(frame), f_lasti) -> tid holding that statement's name
         self.grad_reads: list = []  # reads of .grad on non-leaf tensors
-        self.copies = ValueCopies()
-        self.saved_values: dict = self.copies.values  # key -> CPU tensor, values="all" only
+        self.copies = ValueCopies()  # key -> CPU copy of a value, values="all" only
         self.modules = ModuleStack(on_first_call=self._label_parameters, on_registered=self._param_registered,
                                    on_output=self._module_output)
         # Parameters and buffers given to a module while tracing, named from that
