@@ -311,10 +311,13 @@ def _add_ops(rec: Recorder, f: _Filler, records):
     nodes, succ, pred = f.node, f.succ, f.pred
     codes: dict = {}  # (file, line) -> the source line, one string for all its ops
     args: dict = {}  # scalars -> text
+    final_path = rec.modules.final_path if rec.modules.renamed else None
     for r in records:
         if r is None:  # an op still running (a graph read while recording)
             continue
         seq, name, cat, file, line, module, grad, scalars, bw, extra, direct = r
+        if final_path is not None:
+            module = final_path(module)
         key = (file, line)
         code = codes.get(key)
         if code is None and key not in codes:

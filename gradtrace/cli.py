@@ -57,6 +57,29 @@ def _launcher_position():
         fail(str(e))
 
 
+class _Size(click.ParamType):
+    """A number of bytes: ``1000``, ``512K``, ``64M``, ``2G`` (powers of 1024)."""
+
+    name = "size"
+    _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        unit = text[-1:] if text[-1:] in self._UNITS else ""
+        try:
+            n = float(text[: len(text) - len(unit)])
+        except ValueError:
+            self.fail(f"{value!r} is not a size (examples: 512M, 2G, 1000000)", param, ctx)
+        if n < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return int(n * self._UNITS[unit])
+
+
+SIZE = _Size()
+
+
 RANK_OPTION = click.option("--rank", "rank", type=click.IntRange(min=0), default=None, metavar="N",
                            help="In a folder of rank<k> folders (a launched run), this rank's trace.")
 
@@ -88,11 +111,13 @@ def main():
               help="Trace folder to write [default: gradtrace-out/<script stem>].")
 @click.option("--values", type=click.Choice(["none", "stats", "all"]), default="stats", show_default=True,
               help="What to keep of tensor values: nothing, statistics, or everything.")
+@click.option("--values-max", "values_max", type=SIZE, default=None, metavar="SIZE",
+              help="With --values all: copy at most SIZE (512M, 2G) [default: half the memory available].")
 @click.option("--depth", type=int, default=None, help="Module depth of graph.dot/graph.svg.")
 @click.option("--no-svg", is_flag=True, help="Do not render graph.svg.")
 @click.argument("script", type=click.Path(dir_okay=True))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(out_dir, values, depth, no_svg, script, args):
+def run(out_dir, values, values_max, depth, no_svg, script, args):
     """Run SCRIPT [ARGS]... as `python SCRIPT ARGS` would, traced, and write its trace.
 
     gradtrace's options go before SCRIPT; everything after it is the script's.
@@ -127,7 +152,15 @@ def run(out_dir, values, depth, no_svg, script, args):
     else:
         rank, world, out = 0, 1, base
     _check_out_dir(out)
-    result = run_script(script, list(args), values=values, rank=rank, world_size=world)
+    if values == "all":
+        from .summary import human_bytes
+        from .trace import default_values_max
+
+        limit = values_max if values_max is not None else default_values_max()
+        print(f"gradtrace: --values all keeps a copy of every tensor version and gradient, at most "
+              f"{human_bytes(limit)} (--values-max); a version whose value did not change shares its copy",
+              file=sys.stderr)
+    result = run_script(script, list(args), values=values, rank=rank, world_size=world, values_max=values_max)
     start_fresh_line()
     try:
         written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)
@@ -226,7 +259,7 @@ def show(folder, what, line, module, as_json, rank):
 @click.option("--step", default=None, metavar="N|all",
               help="Which step of a training loop to draw  [default: the last complete one].")
 @click.option("--phase", default=None, metavar="PHASE",
-              help="init, forward, backward, optimizer or all (several: forward,optimizer)  "
+              help="init, data, forward, backward, optimizer or all (several: forward,optimizer)  "
                    "[default: forward,backward].")
 @click.option("--tensors", is_flag=True, help="Draw tensors as nodes (default: edges labelled with their shape).")
 @click.option("--saved", is_flag=True, help="Autograd view: draw the tensors each grad_fn saved for backward.")

@@ -24,22 +24,47 @@ IN_FLIGHT_BYTES = 256 << 20  # device clones waiting for their host copy
 class ValueCopies:
     """Copies of tensor values on the host, keyed by the trace's node or edge key."""
 
-    def __init__(self, budget: int = IN_FLIGHT_BYTES):
+    def __init__(self, budget: int = IN_FLIGHT_BYTES, limit: int | None = None):
         self.values: dict = {}  # key -> CPU tensor (valid once wait() has run)
+        self.limit = limit  # bytes of copies at most (None: no limit)
+        self.skipped = 0  # values not kept: the limit was reached
+        self.skipped_bytes = 0
         self._budget = budget
         self._streams: dict = {}  # device -> side stream
         self._in_flight: deque = deque()  # (event, clone bytes)
         self._in_flight_bytes = 0
+        self.kept_bytes = 0  # bytes copied so far
+        self.shared = 0  # versions that share their previous version's copy (no copy)
 
-    def keep(self, key, t: torch.Tensor) -> None:
+    def keep(self, key, t: torch.Tensor, same_as=None) -> None:
         """Keep a copy of ``t``'s value now under ``key`` (CPU: a contiguous clone;
-        CUDA: an asynchronous copy into pinned host memory)."""
+        CUDA: an asynchronous copy into pinned host memory). ``same_as``: the key of an
+        earlier value of the same tensor (its previous version): when ``t`` on the CPU
+        still holds exactly that value, ``key`` shares its copy instead of a second one."""
         t = t.detach()
+        if t.is_cpu and same_as is not None:
+            prev = self.values.get(same_as)
+            if prev is not None and prev.dtype == t.dtype and prev.shape == t.shape and _same_bits(prev, t):
+                self.values[key] = prev
+                self.shared += 1
+                return
+        nbytes = t.numel() * t.element_size()
+        if self.limit is not None and self.kept_bytes + nbytes > self.limit:
+            self.skipped += 1
+            self.skipped_bytes += nbytes
+            return
+        self.kept_bytes += nbytes
         if t.device.type != "cuda":
             self.values[key] = (t.clone(memory_format=torch.contiguous_format) if t.is_cpu
                                 else t.to("cpu").contiguous())
             return
         self.values[key] = self._copy_cuda(t)
+
+    def facts(self) -> dict:
+        """What was kept, for the trace: bytes copied, versions sharing an unchanged
+        copy, the limit, and what the limit left out."""
+        return {"bytes": self.kept_bytes, "shared": self.shared, "limit": self.limit,
+                "skipped": self.skipped, "skipped_bytes": self.skipped_bytes}
 
     def _copy_cuda(self, t: torch.Tensor) -> torch.Tensor:
         dev = t.device
@@ -79,3 +104,9 @@ class ValueCopies:
     def in_flight(self) -> int:
         """How many copies have not been waited for."""
         return len(self._in_flight)
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when ``a`` and ``b`` are equal element by element (a value holding a NaN
+    never is: it is copied again, which is only the cost of a copy)."""
+    return bool(torch.equal(a, b))

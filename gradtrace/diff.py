@@ -28,6 +28,7 @@ DEFAULT_TOLERANCES = {
     "complex128": (1e-7, 1e-7),
 }
 _PRECISION = ["bfloat16", "float16", "complex32", "float32", "complex64", "float64", "complex128"]
+_FLOATS = frozenset(_PRECISION)
 REFERENCE_MULTIPLIER = 2.0  # torch._dynamo.utils.same: res_error <= 2 * ref_error + tol / 10
 REFERENCE_TOL = 1e-4
 _LIST = 50  # items of each list kept in the report
@@ -100,6 +101,7 @@ class _Run:
         # the model a data-parallel wrapper holds: DDP names parameters under it
         self.wrapped = next((v[len("mod:"):] for u, v, e in G.edges(data=True) if e.get("kind") == "parent"
                              and G.nodes[u].get("type") in _WRAPPER_MODULES), None)
+        self._precisions = None
         self.rank = G.graph.get("rank", 0) or 0
         self.world = G.graph.get("world_size", 1) or 1
         # exact keys: module path, op name, occurrence within the module
@@ -109,6 +111,26 @@ class _Run:
             i = counts.get(k, 0)
             counts[k] = i + 1
             self.key[n] = (*k, i)
+
+    def precision(self, t) -> str | None:
+        """The dtype tensor node ``t`` is judged at: the least precise floating dtype
+        its value was computed through (``p.double().sum()`` of a float32 ``p`` carries
+        float32's rounding, and is judged at float32's tolerance)."""
+        if self._precisions is None:
+            self._precisions = self._lowest_precisions()
+        return self._precisions.get(t) or self.G.nodes[t].get("dtype")
+
+    def _lowest_precisions(self) -> dict:
+        N, out = self.G.nodes, {}
+        rank = _PRECISION.index
+        for op, _ in self.ops:
+            came = {out.get(t) or N[t].get("dtype") for _, t in self.inputs.get(op, ())} & _FLOATS
+            made = [t for _, t in self.outputs.get(op, ())] + [v for _, v in self.writes.get(op, ())]
+            for t in made:
+                own = N[t].get("dtype")
+                if own in _FLOATS and came:
+                    out[t] = min(came | {own}, key=rank)
+        return out
 
     def shape(self, op):
         outs = self.outputs.get(op)
@@ -380,7 +402,7 @@ class _Comparer:
         if tol_dtype is not None:
             r, a = tolerance(tol_dtype, None, self.rtol, self.atol)
         else:
-            r, a = tolerance(da.get("dtype"), db.get("dtype"), self.rtol, self.atol)
+            r, a = tolerance(self.ra.precision(ta), self.rb.precision(tb), self.rtol, self.atol)
         res = {"a": ta, "b": tb, "label": da.get("label") or db.get("label") or self.ra.label(ta),
                "dtype": db.get("dtype"),
                "dtype_a": da.get("dtype"), "shape": shape_b, "shape_a": shape_a, "rtol": r, "atol": a}

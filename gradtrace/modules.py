@@ -30,10 +30,9 @@ def _variable_of(mod):
         frame = source.module_caller(3)
         if frame is None:
             return None
-        for scope in (frame.f_locals, frame.f_globals):
-            for name, value in scope.items():
-                if value is mod and name != "self":
-                    return name
+        for name, value in source.scope_items(frame):
+            if value is mod and name != "self":
+                return name
     except Exception:  # a frame whose locals cannot be read
         return None
     return None
@@ -47,6 +46,7 @@ class ModuleStack:
         self.modules: dict[str, str] = {}  # path -> type name, each tree in named_modules order
         self.parents: dict[str, str] = {}  # path -> parent path
         self.vars: dict[str, str] = {}  # root path -> the user's variable the root was called through
+        self.renamed: dict[str, str] = {}  # former root path -> its path in the tree that took it in
         self.other_threads = 0  # forwards seen on threads the recorder cannot see
         # id(module) -> (weak reference to it, path): a plain dict answers each forward
         # faster than a weak-keyed one; the reference tells a reused id apart.
@@ -103,11 +103,57 @@ class ModuleStack:
             if not self._known(inner):
                 self.parents[self._add_tree(inner)] = base
             return base
+        moving = set()  # roots of trees seen before that turn out to be inside this one
         for name, m in root.named_modules(remove_duplicate=True):
-            if name and not self._known(m):
-                parent = f"{base}.{name.rsplit('.', 1)[0]}" if "." in name else base
-                self._register(m, f"{base}.{name}", parent)
+            if not name:
+                continue
+            path = f"{base}.{name}"
+            parent = f"{base}.{name.rsplit('.', 1)[0]}" if "." in name else base
+            e = self._paths.get(id(m))
+            if e is None or e[0]() is not m:
+                self._register(m, path, parent)
+                continue
+            old = e[1]
+            if old not in self.parents:
+                # Called on its own first (spectral_norm's ParametrizationList while the
+                # layer is built, a backbone before the model that holds it): it takes
+                # its place in this tree, and so do the modules under it.
+                moving.add(old)
+            elif old.split(".", 1)[0] not in moving:
+                continue
+            self._move(m, old, path, parent)
         return base
+
+    def _move(self, mod, old: str, path: str, parent: str):
+        """Give module ``mod``, known by path ``old``, its ``path`` inside a tree found
+        later; ``renamed`` remembers a root's move for the records made before it."""
+        ref = weakref.ref(mod)
+        self._paths[id(mod)] = (ref, path)
+        self._mods.pop(old, None)
+        self._mods[path] = ref
+        self.modules[path] = self.modules.pop(old, type(mod).__name__)
+        self.parents.pop(old, None)
+        self.parents[path] = parent
+        if "." not in old:
+            self.renamed[old] = path
+            self.vars.pop(old, None)
+        self.stack = [path if p == old else p for p in self.stack]
+        if self._on_first_call is not None:
+            self._on_first_call(mod, path)
+
+    def final_path(self, path):
+        """``path`` as it is when the recording ends: a module recorded under a root
+        of its own that a later tree took in has that tree's path."""
+        renamed = self.renamed
+        if not renamed or path is None:
+            return path
+        for _ in range(32):  # a root moved into a tree that itself moved later
+            head, sep, rest = path.partition(".")
+            new = renamed.get(head)
+            if new is None:
+                break
+            path = new + sep + rest
+        return path
 
     def _unique(self, path: str, mod) -> str:
         base, n = path, 1

@@ -63,11 +63,14 @@ _BACKWARD_FUNCS = {torch.Tensor.backward, torch.autograd.backward, torch.autogra
 class Spec:
     """A callable's name and how the recorder handles it."""
 
-    __slots__ = ("name", "kind", "base", "factory", "random", "conversion", "meta")
+    __slots__ = ("name", "kind", "base", "factory", "random", "conversion", "meta", "code")
 
-    def __init__(self, name: str, kind: int):
+    def __init__(self, name: str, kind: int, code=None):
         self.name = name
         self.kind = kind
+        # The callable's own Python code: its first call handed itself to the mode, so
+        # that frame is not the op's caller (``source.user_call``).
+        self.code = code
         self.base = name.rsplit(".", 1)[-1]
         self.factory = (
             name in _FACTORY_NAMES
@@ -92,6 +95,12 @@ def qualified_name(func) -> str:
         name = resolve_name(func)
     except Exception:
         name = None
+    if name and name.startswith("torch.") and name.count(".") == 1:
+        # resolve_name maps each function to one name of its overload table: torch.mm
+        # comes back as torch.spmm. A function torch holds under its own name is that.
+        own = getattr(func, "__name__", None)
+        if own and own[0] != "_" and own != name[len("torch."):] and getattr(torch, own, None) is func:
+            name = f"torch.{own}"
     if not name:
         mod = getattr(func, "__module__", None) or ""
         qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
@@ -105,6 +114,12 @@ def qualified_name(func) -> str:
 
 def spec_of(func) -> Spec:
     """Classify a callable the first time the recorder meets it."""
+    spec = _classify(func)
+    spec.code = getattr(func, "__code__", None)
+    return spec
+
+
+def _classify(func) -> Spec:
     name = qualified_name(func)
     if func in _BACKWARD_FUNCS:
         return Spec(name, BACKWARD)

@@ -96,7 +96,7 @@ def _version(t):
 class Recorder(TorchFunctionMode):
     """Records what torch does while it is the active function mode."""
 
-    def __init__(self, values: str = "stats"):
+    def __init__(self, values: str = "stats", values_max: int | None = None):
         super().__init__()
         self.values = values
         self.ops: list = []  # one tuple per op, in call order (see _op)
@@ -115,7 +115,7 @@ class Recorder(TorchFunctionMode):
         self.fallback_labels: dict = {}  # tid -> name bound to the result of a library call
         self._last_indirect: dict = {}  # (id(frame), f_lasti) -> tid holding that statement's name
         self.grad_reads: list = []  # reads of .grad on non-leaf tensors
-        self.copies = ValueCopies()  # key -> CPU copy of a value, values="all" only
+        self.copies = ValueCopies(limit=values_max)  # key -> CPU copy of a value, values="all" only
         self.modules = ModuleStack(on_first_call=self._label_parameters, on_registered=self._param_registered,
                                    on_output=self._module_output)
         # Parameters and buffers given to a module while tracing, named from that
@@ -284,14 +284,16 @@ class Recorder(TorchFunctionMode):
                 pass
             self._fn_made.add(fid)
         if mode == "all":
-            self._keep_value(node, t)
+            # A new version whose value did not change (a write of the same values, a
+            # requires_grad_ flag) shares the previous version's copy.
+            self._keep_value(node, t, f"t:{info.tid}.{info.ver - 1}" if info.ver else None)
         return node
 
-    def _keep_value(self, key, t):
+    def _keep_value(self, key, t, same_as=None):
         try:
             if is_plain(t) and not t.is_meta and t.layout == torch.strided:
                 with hidden(), torch.no_grad():
-                    self.copies.keep(key, t)  # one contiguous CPU copy; from CUDA, without waiting
+                    self.copies.keep(key, t, same_as)  # one contiguous CPU copy; from CUDA, without waiting
         except Exception:
             pass
 
@@ -594,19 +596,22 @@ class Recorder(TorchFunctionMode):
         return spec
 
     def _grad_read(self, func, args, kwargs):
-        """``t.grad``: not an op, but a read on a non-leaf is worth knowing. Torch's
-        warning about it points at the user's line, as untraced."""
-        f = source.user_frame(3)
-        out = source.call_as_user(f, source.line_of(f), func, args, kwargs, self.callers) if f is not None \
-            else func(*args, **kwargs)
+        """``t.grad``: not an op, but the user's read ties a gradient to its tensor
+        (a ``grad_of`` edge: a hand-written update reads it), and a read on a non-leaf
+        is worth knowing. Torch's warning about it points at the caller's line, as untraced."""
+        f, _, caller, _ = source.user_call(3)
+        out = source.call_as_user(caller, source.line_of(caller), func, args, kwargs, self.callers) \
+            if caller is not None else func(*args, **kwargs)
         try:
             with no_function_modes():
                 t = args[0]
-                if isinstance(out, torch.Tensor):
-                    owner = self.lookup(t)
-                    name = self.labels.get(owner.tid) if owner is not None else None
+                if isinstance(out, torch.Tensor) and f is not None and caller is f:
+                    owner = self.tensor(t)
+                    info = self.tensor(out)
+                    self.edges.append((info.node, owner.node, "grad_of", None))
+                    name = self.labels.get(owner.tid)
                     if name is not None:
-                        self.labels.setdefault(self.tensor(out).tid, f"{name}.grad")
+                        self.labels.setdefault(info.tid, f"{name}.grad")
                 if not t.is_leaf and not t.retains_grad:
                     info = self.tensor(t)
                     self.grad_reads.append(
@@ -626,7 +631,7 @@ class Recorder(TorchFunctionMode):
         ops_.append(None)  # the slot keeps call order; filled in below
         module, grad, bw = self.modules.current, torch.is_grad_enabled(), self._bw
         ac = self._autocast() if any_autocast() else None
-        frame = file = line = None
+        frame = file = line = caller = lib = None
         direct, scalars, pre, arrays = False, (), [], ()
         try:
             with no_function_modes():
@@ -647,9 +652,11 @@ class Recorder(TorchFunctionMode):
                     edges.append((info.node, op_node, "input", pos))
                 for pos, a in arrays:
                     self._array(a, op_node, pos, "input")
-                frame, direct = source.user_call(depth)
+                frame, direct, caller, lib = source.user_call(depth, spec.code)
                 if frame is not None:
                     file, line = frame.f_code.co_filename, source.line_of(frame)
+                if lib is not None:
+                    lib = {"lib_file": lib.f_code.co_filename, "lib_line": source.line_of(lib)}
         except Exception as e:
             self._unknown("op inputs", e)
             ops_[seq] = (seq, spec.name, "unknown", file, line, module, grad, scalars, bw,
@@ -657,8 +664,11 @@ class Recorder(TorchFunctionMode):
             return func(*args, **kwargs)
         self._op_id = op_node
         try:
-            if frame is not None:
-                out = source.call_as_user(frame, line, func, args, kwargs, self.callers)
+            if caller is not None:
+                # Through a frame with the caller's file, line and module globals: a
+                # warning raised inside the op is attributed and filtered as untraced.
+                out = source.call_as_user(caller, line if caller is frame else source.line_of(caller), func, args,
+                                          kwargs, self.callers)
             else:
                 out = func(*args, **kwargs)
         except BaseException as e:
@@ -678,6 +688,8 @@ class Recorder(TorchFunctionMode):
             self._op_id = None
             if ac is not None:
                 extra = _with(ac, extra)
+            if lib is not None:
+                extra = {**extra, **lib} if extra else lib
             ops_[seq] = (seq, spec.name, cat, file, line, module, grad, scalars, bw, extra, direct)
         return out
 
@@ -705,7 +717,7 @@ class Recorder(TorchFunctionMode):
                     info = self.tensor(t)
                     pre.append((pos, t, info, _version(t)))
                     self.edges.append((info.node, op_node, "input", pos))
-                frame, _ = source.user_call(2)
+                frame = source.user_call(2)[0]
                 file, line = (frame.f_code.co_filename, source.line_of(frame)) if frame is not None else (None, None)
                 return [spec, seq, op_node, pre, scalars, frame, file, line, self.modules.current,
                         torch.is_grad_enabled()]
@@ -850,6 +862,8 @@ class Recorder(TorchFunctionMode):
             self._indirect_label(frame, out_infos, int(op_node[3:]))
         elif frame is not None and out_infos:
             names = source.bound_name(frame)
+            if names is None:
+                names = source.returned_name(frame)
             if names is not None:
                 labels = self.labels
                 if isinstance(names, tuple):
@@ -1167,6 +1181,11 @@ class Recorder(TorchFunctionMode):
             if not isinstance(r, torch.Tensor):
                 continue
             info = self.tensor(r)
+            if frame is not None and api == "Tensor.backward" and info.tid not in self.labels:
+                # `loss = outputs.loss; loss.backward()`: no op bound the name `loss`
+                name = source.receiver_name(frame, "backward")
+                if name is not None:
+                    self.labels[info.tid] = name
             self.edges.append((info.node, op_node, "input", i))
             attrs = {"kind": "weights", "gradient": None}
             if isinstance(g, torch.Tensor):
@@ -1184,17 +1203,19 @@ class Recorder(TorchFunctionMode):
         seen_grads = {}
         handles, leaves = self._hook_graph(roots, bw, seen_grads)
         prior = {}
-        for fid, leaf in leaves.items():
+        for fid, leaf in leaves.items() if api != "torch.autograd.grad" else ():
             if leaf.grad is not None:
                 prior[fid] = stats.compute(leaf.grad) if self.values != "none" else None
         return bw, bound, record, root_keys, seen_grads, handles, leaves, prior
 
     def _backward_after(self, api, bw, bound, result, leaves, prior):
         if api == "torch.autograd.grad":
+            # It returns its gradients and leaves every .grad as it was.
             inputs = _as_list(bound["inputs"])
             for t, g in zip(inputs, result):
                 if isinstance(t, torch.Tensor) and isinstance(g, torch.Tensor):
                     self._grad_edge("grad", bw, self.tensor(t).node, g)
+            return
         for fid, leaf in leaves.items():
             g = leaf.grad
             if g is None:

@@ -16,6 +16,7 @@ from . import drawsize
 from .check import check_graph
 from .names import name_of
 from .progress import phase
+from .query import op_inputs, op_outputs
 from .summary import (
     MOVE_CATEGORIES,
     edges_of,
@@ -26,6 +27,7 @@ from .summary import (
     ops_in_order,
     plain,
     summarize,
+    values_kept_text,
 )
 
 _graphviz_note_said = False
@@ -318,6 +320,9 @@ def _print_report(c, G, s, findings, out, pos, files):
         roots = "; ".join(f"{plain(r['label'] or r['root'])} w={plain(r['w'])}" for r in b["roots"])
         c.print(_line(f"backward {b['id']} ({b['api']}): {roots}; {b['grads']} gradients recorded"
                       + (f"; raised {plain(b['error'])}" if b["error"] else "")))
+    kept = G.graph.get("values_kept")
+    if isinstance(kept, dict):
+        c.print(_line(values_kept_text(kept)))
     if s["unknown"]:
         c.print(_line(f"unknown: {s['unknown']} read{'s' if s['unknown'] != 1 else ''} the recorder could not "
                       f"make ({plain(', '.join(s['unknown_reasons']), 1000)}); the program ran as untraced"))
@@ -416,6 +421,9 @@ def _filter_ops(G, line=None, module=None):
     return ops
 
 
+_READ_KINDS = ("tensor", "numpy")
+
+
 def _tensor_text(G, n):
     d = G.nodes[n]
     if d.get("kind") == "numpy":
@@ -434,8 +442,8 @@ def show_table(G, what: str, line=None, module=None, as_json=False):
         return s
     if what == "ops":
         for n, d in _filter_ops(G, line, module):
-            ins = [_tensor_text(G, u) for u, _, e in G.in_edges(n, data="kind") if e == "input"]
-            outs = [_tensor_text(G, v) for _, v, e in G.out_edges(n, data="kind") if e == "output"]
+            ins = [_tensor_text(G, u) for u in op_inputs(G, n, _READ_KINDS)]
+            outs = [_tensor_text(G, v) for v in op_outputs(G, n, _READ_KINDS)]
             rows.append({"seq": d["seq"], "op": d["name"], "category": d["category"],
                          "inputs": ins, "outputs": outs, "module": d.get("module"),
                          "grad": d.get("grad_enabled"), "file": d.get("file"), "line": d.get("line"),

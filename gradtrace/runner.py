@@ -27,12 +27,13 @@ class ScriptResult:
 
 def run_script(script, argv=(), values: str = "stats", target: str | None = None,
                rank: int | None = None, world_size: int | None = None,
-               print_traceback: bool = True) -> ScriptResult:
+               print_traceback: bool = True, values_max: int | None = None) -> ScriptResult:
     """Trace ``script`` run as ``__main__`` with ``sys.argv = [script, *argv]`` and its
     folder first on ``sys.path``; return a :class:`ScriptResult`. An exception the
     script raises is printed as Python prints it (unless ``print_traceback`` is
     false) and ends the trace with status ``error``.
 
+    ``values_max``: bytes ``values="all"`` may copy (default: half the memory available).
     ``rank`` and ``world_size`` go into the trace's meta; left out, they come from
     the launcher's ``RANK`` and ``WORLD_SIZE`` (torchrun), else 0 and 1."""
     if rank is None or world_size is None:
@@ -43,7 +44,8 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
         world_size = env_world if world_size is None else world_size
     script = str(script)
     path = os.path.abspath(script)
-    tr = Trace(values, script=script, argv=list(argv), target=target, rank=rank, world_size=world_size)
+    tr = Trace(values, script=script, argv=list(argv), target=target, rank=rank, world_size=world_size,
+               values_max=values_max)
     old_argv, old_path0 = sys.argv, sys.path[0] if sys.path else None
     sys.argv = [script, *argv]
     sys.path.insert(0, os.path.dirname(path))

@@ -7,6 +7,7 @@ time a code object is seen: no ``inspect.stack()``, no source reading.
 from __future__ import annotations
 
 import dis
+import inspect
 import os
 import sys
 import sysconfig
@@ -22,33 +23,47 @@ _SITE = ("site-packages", "dist-packages")
 # Caches keyed by id(code), each entry holding its code object (so the id is not
 # reused while cached): hashing a code object hashes its constants, nested code
 # included, every time: tens of microseconds for a long script's module code.
-# id(code) -> (code, True when its frames belong to torch, gradtrace or the stdlib)
+# id(code) -> (code, its place: USER, LIBRARY or INTERNAL)
 _internal: dict[int, tuple] = {}
 # id(code) -> (code, {instruction offset: name or tuple of names the result is stored to})
 _stores: dict[int, tuple] = {}
 
+USER, LIBRARY, INTERNAL = 0, 1, 2
 
-def _internal_code(code) -> bool:
-    """True when frames of ``code`` belong to torch, gradtrace or the stdlib (cached)."""
+
+def _place(code) -> int:
+    """Where frames of ``code`` belong: the user's own code, a third-party package, or
+    torch, gradtrace and the stdlib (cached)."""
     e = _internal.get(id(code))
     if e is None or e[0] is not code:
-        e = _internal[id(code)] = (code, _is_internal(code.co_filename))
+        e = _internal[id(code)] = (code, _place_of(code.co_filename))
     return e[1]
+
+
+def _internal_code(code) -> bool:
+    """True when frames of ``code`` are not the user's own: torch, gradtrace, the
+    stdlib or a third-party package (cached)."""
+    return _place(code) != USER
+
 
 _STORE_OPS = {"STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_DEREF", "STORE_ATTR"}
 
 
-def _is_internal(filename: str) -> bool:
+def _place_of(filename: str) -> int:
     # "<eval_with_key>": code torch.fx generated (a graph torch.compile runs in
     # eager mode); its ops belong to the user's line that called the compiled code.
     if filename.startswith(("<frozen", "<string>", "<eval_with_key>")):
-        return True
+        return INTERNAL
     path = os.path.abspath(filename)
     if path.startswith(_TORCH) or path.startswith(_HERE):
-        return True
-    # The stdlib (contextlib, functools, copy, runpy) sits between torch and the
-    # user's line; third-party packages are somebody's user code and stay visible.
-    return path.startswith(_STDLIB) and not any(s in path for s in _SITE)
+        return INTERNAL
+    # Installed packages (transformers, timm, an optimizer or EMA from a library) are
+    # library code as torch is: their ops belong to the user's line that called them,
+    # and the names they bind are not the user's. The stdlib (contextlib, functools,
+    # copy, runpy) sits between torch and the user's line.
+    if any(s in path for s in _SITE):
+        return LIBRARY
+    return INTERNAL if path.startswith(_STDLIB) else USER
 
 
 def user_frame(depth: int = 2):
@@ -58,37 +73,63 @@ def user_frame(depth: int = 2):
 
 # Frames that only route a call to __torch_function__ (handle_torch_function and
 # Tensor's Python-level operator wrappers): they do not make an op indirect.
-_DISPATCH_FILES = (os.path.join(_TORCH, "overrides.py"), os.path.join(_TORCH, "_tensor.py"))
-# id(code) -> (code, True when its frames only route a call to __torch_function__)
+_HANDLER_FILE = os.path.join(_TORCH, "overrides.py")
+_DISPATCH_FILES = (_HANDLER_FILE, os.path.join(_TORCH, "_tensor.py"))
+_OTHER, _ROUTES, _HANDLER, _OURS = 0, 1, 2, 3
+# id(code) -> (code, _OURS for gradtrace's frames, _HANDLER for handle_torch_function's,
+# _ROUTES for Tensor's wrappers, else _OTHER)
 _dispatch: dict[int, tuple] = {}
 
 
-def user_call(depth: int = 2):
-    """Return ``(frame, direct)``: the innermost user frame above the caller, and
-    whether the user called the op itself (also through a torch Python function
-    such as ``F.relu``, which hands itself to ``__torch_function__``) rather than
-    library code calling it on the user's behalf (``nn.Linear(...)`` initialising
-    its weight, ``model.to(device)`` converting each parameter)."""
+def _routing(filename: str) -> int:
+    path = os.path.abspath(filename)
+    if path.startswith(_HERE):
+        return _OURS
+    if path == _HANDLER_FILE:
+        return _HANDLER
+    return _ROUTES if path.startswith(_DISPATCH_FILES) else _OTHER
+
+
+def user_call(depth: int = 2, func_code=None):
+    """Return ``(frame, direct, caller, library)`` for the op whose
+    ``__torch_function__`` runs ``depth`` frames up:
+
+    - ``frame``: the innermost frame of the user's own code, or None;
+    - ``direct``: whether the user called the op itself (also through a torch Python
+      function such as ``F.relu``, which hands itself to ``__torch_function__``) rather
+      than library code on the user's behalf (``nn.Linear(...)`` initialising its
+      weight, ``model.to(device)``, a transformers model's forward);
+    - ``caller``: the frame that called the op, what Python attributes a warning raised
+      inside it to: past gradtrace, ``handle_torch_function`` and the first call of the
+      op's own Python code ``func_code`` (which handed itself to the mode); None when
+      only gradtrace is above;
+    - ``library``: the innermost frame of a third-party package on the way, or None."""
     f = sys._getframe(depth)
-    internal = _internal
-    library = 0
+    internal, routing = _internal, _dispatch
+    n_library = 0
     dispatched = False  # the op entered __torch_function__ through handle_torch_function
+    caller = library = None
     while f is not None:
         code = f.f_code
         e = internal.get(id(code))
         if e is None or e[0] is not code:
-            e = internal[id(code)] = (code, _is_internal(code.co_filename))
-        if not e[1]:
-            return f, library == 0 or (library == 1 and dispatched)
-        e = _dispatch.get(id(code))
-        if e is None or e[0] is not code:
-            e = _dispatch[id(code)] = (code, os.path.abspath(code.co_filename).startswith(_DISPATCH_FILES))
-        if e[1]:
-            dispatched = dispatched or library == 0
-        else:
-            library += 1
+            e = internal[id(code)] = (code, _place_of(code.co_filename))
+        r = routing.get(id(code))
+        if r is None or r[0] is not code:
+            r = routing[id(code)] = (code, _routing(code.co_filename))
+        r = r[1]
+        if caller is None and r < _HANDLER and code is not func_code:
+            caller = f
+        if e[1] == USER:
+            return f, n_library == 0 or (n_library == 1 and dispatched), caller, library
+        if r == _OTHER:
+            n_library += 1
+            if library is None and e[1] == LIBRARY:
+                library = f
+        elif r != _OURS:
+            dispatched = dispatched or n_library == 0
         f = f.f_back
-    return None, False
+    return None, False, caller, library
 
 
 _MODULE_CALL = os.path.join(_TORCH, "nn", "modules", "module.py")
@@ -134,6 +175,15 @@ def line_of(frame) -> int:
     return e[1]
 
 
+class _Returned:
+    """The value an instruction computes is returned (``return a + b``)."""
+
+    __slots__ = ()
+
+
+RETURNED = _Returned()
+
+
 def _build_stores(code: types.CodeType) -> dict[int, object]:
     ins = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "EXTENDED_ARG", "NOP")]
     found: dict[int, object] = {}
@@ -146,6 +196,8 @@ def _build_stores(code: types.CodeType) -> dict[int, object]:
                 ins[j].argval if ins[j].opname in _STORE_OPS else None
                 for j in range(k + 2, min(k + 2 + nxt.argval, len(ins)))
             )
+        elif nxt.opname == "RETURN_VALUE":
+            name = RETURNED
         else:
             continue
         # While a Python callee runs, f_lasti may point into the call's inline caches.
@@ -154,13 +206,7 @@ def _build_stores(code: types.CodeType) -> dict[int, object]:
     return found
 
 
-def bound_name(frame) -> object:
-    """Return the name (or tuple of names, for unpacking) that the value computed
-    by the frame's current instruction is stored to, or None.
-
-    The name is read from the bytecode that follows the call, so it is known
-    before the assignment happens.
-    """
+def _store_of(frame) -> object:
     code = frame.f_code
     e = _stores.get(id(code))
     if e is None or e[0] is not code:
@@ -170,6 +216,89 @@ def bound_name(frame) -> object:
             table = {}
         e = _stores[id(code)] = (code, table)
     return e[1].get(frame.f_lasti)
+
+
+def bound_name(frame) -> object:
+    """Return the name (or tuple of names, for unpacking) that the value computed
+    by the frame's current instruction is stored to, or None.
+
+    The name is read from the bytecode that follows the call, so it is known
+    before the assignment happens.
+    """
+    name = _store_of(frame)
+    return None if name is RETURNED else name
+
+
+def returned_name(frame) -> object:
+    """For a value the frame's current instruction computes and returns (``return
+    bce + kld`` in a helper): the name the user's code that called the function binds
+    the call's result to (``loss = loss_function(...)``), through helpers that return
+    it in turn; else None."""
+    for _ in range(8):
+        if _store_of(frame) is not RETURNED:
+            return None
+        frame = frame.f_back
+        if frame is None or _internal_code(frame.f_code):
+            return None
+        name = _store_of(frame)
+        if name is not RETURNED:
+            return name
+    return None
+
+
+_LOADS = {"LOAD_NAME", "LOAD_FAST", "LOAD_GLOBAL", "LOAD_DEREF", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW"}
+_METHOD_LOADS = {"LOAD_METHOD", "LOAD_ATTR"}
+# (id(code), instruction offset) -> (code, the variable the method was called on, or None)
+_receivers: dict = {}
+
+
+def receiver_name(frame, method: str):
+    """For a frame whose current instruction calls ``NAME.method(...)`` (``loss.backward()``):
+    ``NAME``, read from the bytecode (never from the frame's locals, whose snapshot would
+    keep the program's tensors alive); else None (``(a + b).backward()``)."""
+    code = frame.f_code
+    key = (id(code), frame.f_lasti)
+    e = _receivers.get(key)
+    if e is None or e[0] is not code:
+        try:
+            name = _receiver(code, frame.f_lasti, method)
+        except Exception:  # unusual bytecode must never break tracing
+            name = None
+        e = _receivers[key] = (code, name)
+    return e[1]
+
+
+def _receiver(code, offset: int, method: str):
+    ins = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "EXTENDED_ARG", "NOP")]
+    at = max((k for k, i in enumerate(ins) if i.offset <= offset), default=None)
+    for k in range(at or 0, max((at or 0) - 6, 0), -1):
+        i = ins[k]
+        if i.opname in _METHOD_LOADS and i.argval == method and k > 0:
+            prev = ins[k - 1]
+            return prev.argval if prev.opname in _LOADS and isinstance(prev.argval, str) else None
+    return None
+
+
+_CO_OPTIMIZED = inspect.CO_OPTIMIZED
+# Before Python 3.13 a function frame's f_locals is a dict the frame keeps: reading it
+# leaves a copy of every local in it until the function's next locals() or its return.
+_LOCALS_CACHED = sys.version_info < (3, 13)
+
+
+def scope_items(frame) -> list:
+    """``[(name, value)]`` of ``frame``'s locals, then its module's globals, read without
+    leaving anything behind: a function frame's locals snapshot (which would keep the
+    program's tensors alive after it deletes them) is emptied again; Python fills it
+    anew whenever something asks for ``locals()``."""
+    items = []
+    if frame.f_code.co_flags & _CO_OPTIMIZED:
+        snapshot = frame.f_locals
+        items = list(snapshot.items())
+        if _LOCALS_CACHED:
+            snapshot.clear()
+    elif frame.f_locals is not frame.f_globals:  # a class body
+        items = list(frame.f_locals.items())
+    return items + list(frame.f_globals.items())
 
 
 _GRAD_MODE_FILES = ("grad_mode.py", "_contextlib.py", "contextlib.py")

@@ -17,7 +17,7 @@ whose finite values overflow the sum) takes the slow, masking route.
 On a non-CPU device (CUDA) the statistics stay on the device: each tensor's
 reductions write straight into one row of a preallocated float64 buffer
 (:data:`_ROWS` rows of six per thread and device), with no synchronisation and
-nine kernels for a floating tensor (eleven for float64, four for an integer or
+ten kernels for a floating tensor (twelve for float64, four for an integer or
 bool tensor). :func:`compute` returns a small handle, and :func:`finalize` reads
 its row from one host copy of the buffer's written rows, taken once and taken
 again only when rows were written after it. Handles hold their buffer (never a
@@ -108,9 +108,9 @@ def _list_stats(v: list, n: int):
 def _slow_list(v, n, s):
     nan = sum(1 for x in v if x != x)
     inf = sum(1 for x in v if x in (math.inf, -math.inf))
-    finite = [x for x in v if _isfinite(x)]
-    mn = float(min(finite)) if finite else math.nan
-    mx = float(max(finite)) if finite else math.nan
+    seen = [x for x in v if x == x]  # min and max count an Inf, not a NaN
+    mn = float(min(seen)) if seen else math.nan
+    mx = float(max(seen)) if seen else math.nan
     mean = s / n
     # A float64 norm: NaN when any value is NaN, Inf when any value is infinite.
     norm = math.nan if nan else (math.inf if inf else math.hypot(*v))
@@ -138,9 +138,9 @@ def _numpy_stats_quiet(a: np.ndarray):
     flat = flat.astype(np.float64, copy=False)
     nan = int(np.isnan(flat).sum())
     inf = int(np.isinf(flat).sum())
-    finite = flat[np.isfinite(flat)]
-    mn = float(finite.min()) if finite.size else math.nan
-    mx = float(finite.max()) if finite.size else math.nan
+    seen = flat[~np.isnan(flat)]  # min and max count an Inf, not a NaN
+    mn = float(seen.min()) if seen.size else math.nan
+    mx = float(seen.max()) if seen.size else math.nan
     norm = math.sqrt(float(np.dot(flat, flat)))  # NaN with a NaN, else Inf with an Inf
     return (mn, mx, s / flat.size, norm, nan, inf)
 
@@ -180,16 +180,17 @@ def _cpu_stats(t: torch.Tensor, n: int):
 
 
 def _masked_stats(t: torch.Tensor):
-    """The general CPU route: NaN and Inf counted, and left out of min and max."""
+    """The general CPU route: NaN and Inf counted; min and max count an Inf (a -inf
+    mask's min is -inf), not a NaN."""
     if not t.is_floating_point():
         t = t.to(_f64)
-    finite = torch.isfinite(t)
-    nan_n, inf_n = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
-    if nan_n + inf_n == t.numel():
+    isnan = torch.isnan(t)
+    nan_n, inf_n = int(isnan.sum()), int(torch.isinf(t).sum())
+    if nan_n == t.numel():
         mn = mx = math.nan
     else:
-        mn = float(torch.where(finite, t, math.inf).amin())
-        mx = float(torch.where(finite, t, -math.inf).amax())
+        mn = float(torch.where(isnan, math.inf, t).amin())
+        mx = float(torch.where(isnan, -math.inf, t).amax())
     mean = float(t.mean(dtype=_f64))
     norm = math.nan if nan_n else (math.inf if inf_n else _f64_norm(t))
     return (mn, mx, mean, norm, nan_n, inf_n)
@@ -208,7 +209,7 @@ def _f64_norm(t: torch.Tensor) -> float:
 
 # --- the device route -------------------------------------------------------
 #
-# Row layout: min, max (of the finite values; +inf/-inf when there is none), the
+# Row layout: min, max (of the values that are not NaN; +inf/-inf when there is none), the
 # float64 sum, the count of non-finite values, the count of NaN, and the norm
 # (of the values divided by max(|min|, |max|) for a float64 tensor, whose squares
 # could overflow). The host turns a row into the six statistics (_row_stats).
@@ -286,7 +287,7 @@ def _device_stats(t: torch.Tensor):
 
 
 def _float_row(x: torch.Tensor, row: torch.Tensor, n: int, scaled: bool) -> None:
-    """Write the row of floating ``x``: 9 kernels (11 when ``scaled``), none waiting."""
+    """Write the row of floating ``x``: 10 kernels (12 when ``scaled``), none waiting."""
     if n <= _FUSED_MAX:
         # The values, the non-finite indicator and the NaN indicator side by side
         # in float64, so that one reduction gives the sum and both counts.
@@ -296,16 +297,17 @@ def _float_row(x: torch.Tensor, row: torch.Tensor, n: int, scaled: bool) -> None
     else:  # 16 B of scratch per element instead of 32, two kernels more
         v = _flat_f64(x)
         torch.sum(v, 0, out=row[_COL_SUM])
-    u = torch.nan_to_num(v, nan=_INF, posinf=_INF, neginf=_INF)
+    # min and max count an Inf (a -inf mask's min is -inf), never a NaN
+    u = torch.nan_to_num(v, nan=_INF, posinf=_INF, neginf=-_INF)
     torch.amin(u, out=row[_COL_MIN])
     if n <= _FUSED_MAX:
-        torch.eq(u, _INF, out=nonfinite)
+        torch.eq(torch.abs(u, out=nonfinite), _INF, out=nonfinite)
         torch.ne(v, v, out=nan)
         torch.sum(y, 1, out=row[_COL_SUM:_COL_NAN + 1])
     else:
-        torch.sum(torch.eq(u, _INF, out=u), 0, out=row[_COL_NONFINITE])
+        torch.sum(torch.eq(torch.abs(u, out=u), _INF, out=u), 0, out=row[_COL_NONFINITE])
         torch.sum(torch.ne(v, v, out=u), 0, out=row[_COL_NAN])
-    torch.amax(torch.nan_to_num(v, nan=-_INF, posinf=-_INF, neginf=-_INF, out=u), out=row[_COL_MAX])
+    torch.amax(torch.nan_to_num(v, nan=-_INF, posinf=_INF, neginf=-_INF, out=u), out=row[_COL_MAX])
     if scaled:
         # max(|min|, |max|): the host recomputes the same number from the row.
         big = torch.linalg.vector_norm(row[_COL_MIN:_COL_MAX + 1], ord=_INF)
@@ -352,7 +354,7 @@ def _row_stats(h: _Row) -> tuple:
         norm = big * q if big else 0.0
     else:
         norm = q
-    if nonfinite == h.n:
+    if nan == h.n:
         mn = mx = math.nan
     return (mn, mx, s / h.n, norm, nan, nonfinite - nan)
 

@@ -27,6 +27,28 @@ def plain(value, limit: int = TEXT_MAX) -> str:
     return text.translate(_ESCAPES)
 
 
+def human_bytes(n: int) -> str:
+    """``2.0 GiB`` for 2 << 30."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def values_kept_text(kept: dict) -> str:
+    """One line on what ``values="all"`` kept (the trace's ``values_kept``)."""
+    text = f"values: {human_bytes(kept.get('bytes') or 0)} of copies kept"
+    if kept.get("limit") is not None:
+        text += f" (limit {human_bytes(kept['limit'])})"
+    if kept.get("shared"):
+        text += f"; {kept['shared']} unchanged version{'s' if kept['shared'] != 1 else ''} shared a copy"
+    if kept.get("skipped"):
+        text += (f"; {kept['skipped']} value{'s' if kept['skipped'] != 1 else ''} "
+                 f"({human_bytes(kept.get('skipped_bytes') or 0)}) not kept past the limit "
+                 "(raise it with --values-max)")
+    return text
+
+
 def _node_items(G: nx.MultiDiGraph):
     # networkx's NodeView wraps every item; its backing dict is the same data, faster
     return G._node.items() if isinstance(G, nx.MultiDiGraph) else G.nodes(data=True)

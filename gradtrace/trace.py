@@ -15,6 +15,7 @@ from . import __version__, modestack, patches
 from .build import FORMAT, build_graph
 from .hidden import restore_thread_state, thread_state
 from .recorder import Recorder
+from .source import scope_items
 from .tracefile import DOT_FILE, load_graph, load_values, save
 
 VALUES = ("none", "stats", "all")
@@ -45,15 +46,32 @@ def math_settings() -> dict:
     }
 
 
+def default_values_max() -> int:
+    """The bytes ``values="all"`` may copy by default: half the memory available when
+    the trace starts (4 GiB where that cannot be read)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 << 30
+
+
 class Trace:
     """One traced run: use as ``with gradtrace.trace() as tr: ...``, then read
     ``tr.graph`` (a ``networkx.MultiDiGraph`` in trace format ``gradtrace/1``)."""
 
     def __init__(self, values: str = "stats", *, script=None, argv=None, target=None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, values_max: int | None = None):
         if values not in VALUES:
             raise ValueError(f"values must be one of {', '.join(VALUES)}, not {values!r}")
         self.values_mode = values
+        # values="all" copies every tensor version: bounded, so that a big run ends with
+        # a trace (and what was left out said) rather than out of memory
+        self.values_max = (values_max if values_max is not None else default_values_max()) \
+            if values == "all" else None
         self.meta = {
             "format": FORMAT,
             "torch_version": torch.__version__,
@@ -82,7 +100,7 @@ class Trace:
         modestack.sweep(_ended)  # recorders torch put back after their trace ended
         self._named_before = _tensors_named_in(sys._getframe(1))
         self._thread_state = thread_state()
-        rec = self._rec = Recorder(self.values_mode)
+        rec = self._rec = Recorder(self.values_mode, self.values_max)
         self.meta["math_start"] = math_settings()
         patches.attach(rec)
         try:
@@ -125,6 +143,8 @@ class Trace:
             self.meta["math"] = math_settings()
         except Exception as e:
             problems.append(f"{type(e).__name__}: {e}")
+        if self.values_mode == "all":
+            self.meta["values_kept"] = rec.copies.facts()
         if problems:
             self.meta["recorder_errors"] = problems
         if et is None or (et is SystemExit and ev is not None and ev.code in (0, None)):
@@ -227,12 +247,11 @@ def _tensors_named_in(frame) -> list:
     trace has no assignment in it to be named by."""
     found, seen = [], set()
     try:
-        for scope in (frame.f_locals, frame.f_globals):
-            for name, v in list(scope.items()):
-                # issubclass of the type: isinstance would ask a proxy's __class__ (user code)
-                if issubclass(type(v), torch.Tensor) and not name.startswith("_") and id(v) not in seen:
-                    seen.add(id(v))
-                    found.append((weakref.ref(v), name))
+        for name, v in scope_items(frame):
+            # issubclass of the type: isinstance would ask a proxy's __class__ (user code)
+            if issubclass(type(v), torch.Tensor) and not name.startswith("_") and id(v) not in seen:
+                seen.add(id(v))
+                found.append((weakref.ref(v), name))
     except Exception:  # an odd frame or a tensor without weak references: no names
         return found
     return found
@@ -256,8 +275,10 @@ def trace(values: str = "stats", **kwargs) -> Trace:
     """Return a context manager that records the torch program run inside it.
 
     ``values``: ``"stats"`` (default) keeps min/max/mean/norm/NaN/Inf per tensor and
-    gradient; ``"all"`` also keeps every value (written to ``values.safetensors``);
-    ``"none"`` keeps metadata only."""
+    gradient; ``"all"`` also keeps every value (written to ``values.safetensors``), up
+    to ``values_max`` bytes of copies (default: half the memory available; a version
+    whose value did not change shares its copy; ``meta["values_kept"]`` says what was
+    kept and what the limit left out); ``"none"`` keeps metadata only."""
     return Trace(values, **kwargs)
 
 

@@ -166,18 +166,24 @@ def _save_values(values: dict, vpath: Path) -> dict:
     for the others (all of them when the file cannot be written)."""
     from safetensors.torch import save_file
 
-    keep, not_saved = {}, {}
+    keep, not_saved, first, shared = {}, {}, {}, {}
     for k, v in values.items():
+        key = str(k)
+        if isinstance(v, torch.Tensor) and id(v) in first:
+            # one copy shared by versions whose value did not change: written once
+            shared[key] = first[id(v)]
+            continue
         t, why = _value_to_save(v)
         if why is None:
-            keep[str(k)] = t
+            keep[key] = t
+            first[id(v)] = key
         else:
-            not_saved[str(k)] = why
+            not_saved[key] = why
     if vpath.exists():
         vpath.unlink()
     if keep:
         try:
-            save_file(keep, str(vpath))
+            save_file(keep, str(vpath), metadata={_SHARED: json.dumps(shared)} if shared else None)
             _chmod_like_open(vpath)
         except Exception as e:
             why = f"values.safetensors could not be written ({_one_line(e)})"
@@ -357,6 +363,26 @@ def _node_link_graph(data: dict) -> nx.MultiDiGraph:
     return G
 
 
+_SHARED = "gradtrace.shared"  # values file metadata: {key: the key whose copy it shares}
+
+
+def _shared_values(vfile: Path, values: dict) -> dict:
+    """The values written once for several keys (a version whose value did not
+    change shares its previous version's copy), under each of their other keys."""
+    from safetensors import safe_open
+
+    with safe_open(str(vfile), framework="pt") as f:
+        meta = f.metadata() or {}
+    text = meta.get(_SHARED)
+    if not text:
+        return {}
+    try:
+        shared = json.loads(text)
+        return {str(k): values[str(src)] for k, src in shared.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"its list of shared values is broken ({type(e).__name__}: {e})") from None
+
+
 def load_values(path, G: nx.MultiDiGraph | None = None) -> dict:
     """Return the captured values of a trace folder as CPU tensors ({} when none).
 
@@ -372,6 +398,7 @@ def load_values(path, G: nx.MultiDiGraph | None = None) -> dict:
 
     try:
         values = load_file(str(v))
+        values.update(_shared_values(v, values))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise TraceError(f"{v}: corrupt values file ({' '.join(str(e).split())})") from None
     if G is not None:

@@ -59,17 +59,26 @@ sys.exit(0 if ok else 1)
 PY
 }
 
+# transformers 5 (the real-program corpus's hf_*.py) needs torch>=2.6; older torch
+# releases get transformers 4.
+TRANSFORMERS_SPEC=$("$PY" - "$VERSION" <<'PY'
+import sys
+major, minor = (int(p) for p in sys.argv[1].split(".")[:2])
+print("transformers<5" if (major, minor) < (2, 6) else "")
+PY
+)
+
 # The venv is set up again (a quick pip run when little changed) when pyproject.toml or
 # the numpy pin changed since the last set-up, so a new dependency reaches it.
 STAMP=$VENV/.gradtrace-setup
-want_stamp="$VERSION ${NUMPY_SPEC:-numpy} $(sha256sum pyproject.toml | cut -c1-16)"
+want_stamp="$VERSION ${NUMPY_SPEC:-numpy} ${TRANSFORMERS_SPEC:-transformers} $(sha256sum pyproject.toml | cut -c1-16)"
 
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want_stamp" ] || ! venv_ok; then
   start=$(date +%s)
   echo "test-torch: setting up $VENV (torch==$VERSION${NUMPY_SPEC:+, $NUMPY_SPEC})"
   [ -x "$VPY" ] || "$PY" -m venv "$VENV"
   # One resolve for torch, the project and its test extras, so nothing moves torch.
-  pip_install "torch==$VERSION" ${NUMPY_SPEC:+"$NUMPY_SPEC"} -e ".[test]"
+  pip_install "torch==$VERSION" ${NUMPY_SPEC:+"$NUMPY_SPEC"} ${TRANSFORMERS_SPEC:+"$TRANSFORMERS_SPEC"} -e ".[test]"
   if ! venv_ok; then
     echo "test-torch: $VENV is not usable after install:" >&2
     "$VPY" -c 'import torch, numpy, gradtrace; print("torch", torch.__version__, "numpy", numpy.__version__)' >&2 || true

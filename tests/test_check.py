@@ -286,6 +286,40 @@ def test_gt112_reading_grad_of_a_non_leaf_is_named_with_its_line():
 # -- GT108: gradients accumulating across backward calls -----------------------------------
 
 
+def _grads_by_autograd_grad_after_a_backward():
+    """A full backward, then per-sample gradients by torch.autograd.grad (which leaves
+    .grad alone), then a hand-written update from .grad."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    x = torch.randn(4, 3)
+    with gradtrace.trace() as tr:
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        per_sample = [torch.autograd.grad(model(x[i]).pow(2).sum(), list(model.parameters())) for i in range(4)]
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+    return tr.graph
+
+
+def test_autograd_grad_records_no_leaf_grad():
+    G = _grads_by_autograd_grad_after_a_backward()
+    apis = {G.nodes[u]["api"] for u, _, k in G.edges(data="kind") if k == "leaf_grad"}
+    assert apis == {"Tensor.backward"}
+
+
+def test_gt108_silent_for_autograd_grad_calls_between_backward_and_update():
+    assert [f for f in check_graph(_grads_by_autograd_grad_after_a_backward()) if f.code == "GT108"] == []
+
+
+def test_gt106_silent_for_spectral_norms_power_iteration():
+    torch.manual_seed(0)
+    with gradtrace.trace() as tr:
+        main = nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Conv2d(1, 2, 3)), nn.LeakyReLU(0.2))
+        main(torch.randn(1, 1, 8, 8)).sum().backward()
+    assert [f for f in check_graph(tr.graph) if f.code == "GT106"] == []
+
+
 def test_gt108_silent_for_two_backward_calls_whose_sum_nothing_uses():
     with gradtrace.trace() as tr:
         w = torch.ones(3, requires_grad=True)
@@ -388,6 +422,40 @@ def test_gt110_silent_for_a_minus_inf_attention_mask():
         mask = torch.triu(torch.ones(3, 3, dtype=torch.bool), 1)
         p = s.masked_fill(mask, float("-inf")).softmax(-1)
     assert check_graph(tr.graph) == []
+
+
+def _causal_scores(n=4):
+    """Attention scores with the additive causal mask of pytorch/examples' word
+    language model: log(tril(ones)) puts -inf above the diagonal on purpose."""
+    mask = torch.log(torch.tril(torch.ones(n, n)))
+    w = torch.randn(n, n, requires_grad=True)
+    return mask, w, (w + mask).softmax(-1)
+
+
+def test_gt110_silent_for_a_log_of_tril_causal_mask():
+    with gradtrace.trace() as tr:
+        mask, w, p = _causal_scores()
+        p.sum().backward()
+    assert [f for f in check_graph(tr.graph) if f.code == "GT110"] == []
+
+
+def test_gt110_silent_for_a_log_of_zero_on_the_branch_where_throws_away():
+    with gradtrace.trace() as tr:
+        pos = torch.arange(6).float()
+        large = torch.log(pos / 2) * 3  # -inf at 0, where is_small picks pos instead
+        bucket = torch.where(pos < 2, pos, large.clamp(max=5))
+        y = bucket.sum()
+    assert [f for f in check_graph(tr.graph) if f.code == "GT110"] == []
+
+
+def test_gt110_finds_a_real_overflow_after_a_deliberate_mask():
+    with gradtrace.trace() as tr:
+        mask, w, p = _causal_scores()
+        x = torch.full((3,), 4.0, requires_grad=True)
+        blown = torch.exp(x * 200)  # overflows float32: inf, then the loss is inf
+        (p.sum() + blown.sum()).backward()
+    (f,) = [f for f in check_graph(tr.graph) if f.code == "GT110" and "forward" in f.message]
+    assert "first Inf in forward" in f.message and f.ops[0]["name"] == "torch.exp"
 
 
 # -- GT111: .to() that returned the same tensor --------------------------------------------
@@ -900,3 +968,23 @@ def test_a_graph_whose_tensor_nodes_are_renamed_is_checked_the_same():
     G = _written_in_a_loop()
     renamed = nx.relabel_nodes(G, {n: f"tensor-{n}" for n, d in G.nodes(data=True) if d["kind"] == "tensor"})
     assert [f.code for f in gradtrace.check(renamed)] == [f.code for f in gradtrace.check(G)]
+
+
+def test_gt103_silent_for_a_slice_written_in_place_in_one_statement():
+    with gradtrace.trace() as tr:
+        x = torch.ones(4, 12)
+        x_ = x.clone()
+        x_[:, :10] *= 0.0  # pytorch/examples' forward-forward: writing part of x_ is the point
+    assert [f for f in check_graph(tr.graph) if f.code == "GT103"] == []
+
+
+def test_gt108_names_one_line_once_for_accumulation_in_a_loop():
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 3)
+    with gradtrace.trace() as tr:
+        for _ in range(2):
+            model(x).sum().backward()  # two micro-steps, one line
+        opt.step()
+    f = only(check_graph(tr.graph), "GT108")
+    assert "two backward calls at line" in f.message and " and line " not in f.message

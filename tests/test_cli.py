@@ -165,3 +165,24 @@ def test_an_op_that_raises_shows_the_same_traceback_as_python(tmp_path):
     traced = gradtrace("run", "--no-svg", "-o", tmp_path / "out", script)
     assert traced.returncode == plain.returncode == 1
     assert traced.stderr.startswith(plain.stderr)
+
+
+def test_run_with_values_all_says_before_the_run_how_much_it_may_keep(tmp_path):
+    r = gradtrace("run", "--no-svg", "--values", "all", "--values-max", "64K", "-o", tmp_path / "t",
+                  EXAMPLES / "autograd.py")
+    assert r.returncode == 0, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("gradtrace: --values all keeps a copy") and "at most 64.0 KiB" in first
+
+
+def test_run_with_a_values_limit_reports_what_it_left_out(tmp_path):
+    r = gradtrace("run", "--no-svg", "--values", "all", "--values-max", "100", "-o", tmp_path / "t",
+                  EXAMPLES / "train_mlp.py", "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("values: "))
+    assert "(limit 100 B)" in line and "not kept past the limit" in line
+
+
+def test_run_rejects_a_values_limit_that_is_not_a_size(tmp_path):
+    r = gradtrace("run", "--values", "all", "--values-max", "lots", "-o", tmp_path / "t", EXAMPLES / "autograd.py")
+    assert r.returncode == 2 and "'lots' is not a size" in r.stderr

@@ -43,9 +43,10 @@ TIMEOUT_S = 300
 class Runs:
     """Harness runs in subprocesses, JOBS at a time, started in the order tests need them."""
 
-    def __init__(self, folder: Path, order: list[str]):
+    def __init__(self, folder: Path, order: list[str], corpus: Path = CORPUS):
         self.folder = folder
         self.order = order
+        self.corpus = corpus
         self.pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="corpus")
         self.futures: dict = {}
         self.procs: set = set()
@@ -70,7 +71,7 @@ class Runs:
         out = self.folder / f"{program}.{mode}.json"
         log = self.folder / f"{program}.{mode}.log"
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
-        cmd = [sys.executable, str(HARNESS), str(CORPUS / f"{program}.py"),
+        cmd = [sys.executable, str(HARNESS), str(self.corpus / f"{program}.py"),
                mode.replace("-again", ""), str(out)]
         with self.lock:
             if self.closed:
@@ -102,14 +103,19 @@ class Runs:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-@pytest.fixture(scope="module")
-def runs(request, tmp_path_factory):
+def module_runs(request, tmp_path_factory, corpus: Path):
+    """Runs of the programs of ``corpus`` in the order the module's tests ask for them."""
     order = []
     for item in request.session.items:
         spec = getattr(item, "callspec", None)
         if item.module is request.module and spec and spec.params.get("program") not in order:
             order.append(spec.params["program"])
-    r = Runs(tmp_path_factory.mktemp("corpus"), order)
+    return Runs(tmp_path_factory.mktemp(corpus.name), order, corpus)
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    r = module_runs(request, tmp_path_factory, CORPUS)
     yield r
     r.close()
 
@@ -152,6 +158,11 @@ def _cases():
 
 @pytest.mark.parametrize(("program", "mode", "fact"), list(_cases()))
 def test_traced_run(runs, program, mode, fact):
+    check_fact(runs, program, mode, fact)
+
+
+def check_fact(runs, program, mode, fact):
+    """Assert one fact of a traced run of ``program`` against its untraced run."""
     base = runs.get(program, "untraced")
     if mode == "untraced":
         _finished(base, program, mode)

@@ -3,6 +3,8 @@ survives exceptions, and leaves nothing installed."""
 
 import gc
 import linecache
+import subprocess
+import sys
 import warnings
 import weakref
 
@@ -161,3 +163,52 @@ def test_a_traced_scripts_globals_are_not_kept_alive_after_the_run(tmp_path):
         warnings.simplefilter("error")
         alive = [o for o in gc.get_objects() if type(o) is dict and o.get("__file__") == str(script)]
     assert alive == []
+
+
+def _stderr_of(tmp_path, code: str, traced: bool) -> str:
+    """The standard error of a small script run by python, or by `gradtrace run`."""
+    script = tmp_path / "w.py"
+    script.write_text(code)
+    cmd = [sys.executable, "-m", "gradtrace", "run", "-o", str(tmp_path / "out"), str(script)] if traced \
+        else [sys.executable, str(script)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120).stderr
+
+
+_DROPOUT_3D = ("import warnings\nimport torch\nfrom torch import nn\n{filter}"
+               "d = nn.Dropout2d(0.5)\n"
+               "y = d(torch.ones(2, 3, 4))  # torch.nn.functional warns, attributed to dropout.py\n"
+               "z = d(torch.ones(2, 3, 4))  # a second line reaching the same warning\n")
+
+
+def test_a_warnings_filter_on_torchs_module_silences_a_torch_warning_when_traced(tmp_path):
+    code = _DROPOUT_3D.format(filter='warnings.filterwarnings("ignore", module="torch")\n')
+    assert "dropout2d" not in _stderr_of(tmp_path, code, traced=False)
+    assert "dropout2d" not in _stderr_of(tmp_path, code, traced=True)
+
+
+def test_a_torch_warning_reached_from_two_lines_prints_once_traced_as_untraced(tmp_path):
+    code = _DROPOUT_3D.format(filter="")
+    assert _stderr_of(tmp_path, code, traced=False).count("UserWarning: dropout2d") == 1
+    assert _stderr_of(tmp_path, code, traced=True).count("UserWarning: dropout2d") == 1
+
+
+def test_a_tensor_made_before_the_trace_is_freed_when_deleted_inside_it():
+    x = torch.ones(3)
+    with gradtrace.trace():
+        ref = weakref.ref(x)
+        del x  # naming tensors made before the trace must not have kept a copy of the locals
+        gc.collect()
+        alive = ref() is not None
+    assert not alive
+
+
+def test_a_modules_input_is_freed_when_deleted_after_the_call():
+    model = torch.nn.Linear(2, 2)
+    y = torch.ones(2)
+    with gradtrace.trace(), torch.no_grad():
+        out = model(y)  # naming the module by its variable reads this frame's names
+        ref = weakref.ref(y)
+        del y
+        gc.collect()
+        alive = ref() is not None
+    assert not alive

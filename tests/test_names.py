@@ -125,3 +125,71 @@ def test_looking_for_names_before_the_trace_runs_no_code_of_the_users_objects():
     with gradtrace.trace():
         pass
     assert not _Proxy.asked
+
+
+def test_torch_mm_is_named_torch_mm_not_spmm():
+    a, b = torch.ones(2, 2), torch.ones(2, 2)
+    with gradtrace.trace() as tr:
+        c = torch.mm(a, b)
+    assert [d["name"] for d in ops(tr.graph)] == ["torch.mm"]
+
+
+def _show_ops_json(tmp_path, tr):
+    import json
+
+    from click.testing import CliRunner
+
+    from gradtrace.cli import main
+
+    tr.save(tmp_path / "t")
+    r = CliRunner().invoke(main, ["show", str(tmp_path / "t"), "--ops", "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def test_a_saved_traces_ops_list_inputs_in_argument_order(tmp_path):
+    with gradtrace.trace() as tr:
+        b = torch.ones(2, 2)  # made first
+        a = torch.full((2, 2), 2.0)
+        c = torch.mm(a, b)
+    row = [r for r in _show_ops_json(tmp_path, tr) if r["op"] == "torch.mm"][0]
+    assert [t.split("@")[0] for t in row["inputs"]] == ["a", "b"]
+
+
+def test_a_saved_linears_inputs_read_input_weight_bias(tmp_path):
+    with gradtrace.trace() as tr:
+        w = torch.ones(3, 2)  # made before the input, as parameters are
+        bias = torch.zeros(3)
+        x = torch.ones(4, 2)
+        y = torch.nn.functional.linear(x, w, bias)
+    row = [r for r in _show_ops_json(tmp_path, tr) if r["op"].endswith("linear")][0]
+    assert [t.split("@")[0] for t in row["inputs"]] == ["x", "w", "bias"]
+
+
+def _loss_function(recon, x):
+    bce = torch.nn.functional.binary_cross_entropy(recon, x, reduction="sum")
+    return bce + recon.pow(2).sum()  # returned: the caller names it
+
+
+def _root_labels(G):
+    return [G.nodes[v].get("label") for _, v, _ in edges(G, "weights")]
+
+
+def test_a_loss_a_helper_function_returns_is_named_by_the_callers_variable():
+    model = torch.nn.Linear(4, 4)
+    x = torch.rand(2, 4)
+    with gradtrace.trace() as tr:
+        recon = torch.sigmoid(model(x))
+        loss = _loss_function(recon, x)
+        loss.backward()
+    assert _root_labels(tr.graph) == ["loss"]
+
+
+def test_a_loss_read_from_an_output_object_is_named_by_its_variable():
+    model = torch.nn.Linear(4, 1)
+    x = torch.rand(2, 4)
+    with gradtrace.trace() as tr:
+        outputs = {"loss": model(x).pow(2).mean()}  # a model's output object (ModelOutput)
+        loss = outputs["loss"]  # no op: nothing else names it
+        loss.backward()
+    assert _root_labels(tr.graph) == ["loss"]

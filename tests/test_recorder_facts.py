@@ -111,11 +111,50 @@ def test_values_all_keeps_each_tensor_version_and_saves_it(tmp_path):
     assert (tmp_path / "run" / "values.safetensors").exists()
 
 
-def test_stats_count_nan_and_inf_and_ignore_them_for_min_and_max():
+def _unchanged_then_changed():
+    with gradtrace.trace(values="all") as tr:
+        x = torch.ones(1000)
+        x.mul_(1.0)  # a write that leaves the value as it was
+        x.add_(1.0)
+    return tr
+
+
+def test_values_all_shares_one_copy_for_a_version_whose_value_did_not_change():
+    tr = _unchanged_then_changed()
+    v0, v1, v2 = (tr.values[f"t:0.{k}"] for k in range(3))
+    assert v1 is v0 and v2 is not v0 and tr.meta["values_kept"]["shared"] == 1
+
+
+def test_a_shared_copy_is_written_once_and_loads_under_both_keys(tmp_path):
+    tr = _unchanged_then_changed()
+    tr.save(tmp_path / "t")
+    back = gradtrace.load(tmp_path / "t")
+    assert torch.equal(back.values["t:0.1"], torch.ones(1000))
+    assert (tmp_path / "t" / "values.safetensors").stat().st_size < 2 * 1000 * 4 + 1024
+
+
+def test_values_all_stops_copying_at_its_limit_and_says_so():
+    with gradtrace.trace(values="all", values_max=10_000) as tr:
+        a = torch.ones(1000)  # 4000 bytes
+        b = torch.ones(1000) * 2
+        c = torch.ones(1000) * 3  # past 10,000 bytes: not kept
+    kept = tr.meta["values_kept"]
+    assert kept["bytes"] <= 10_000 and kept["skipped"] >= 1 and kept["limit"] == 10_000
+    assert tensors(tr.graph, "c")[0] not in tr.values
+
+
+def test_stats_count_nan_and_inf_and_min_and_max_count_the_inf_not_the_nan():
     with gradtrace.trace() as tr:
         x = torch.tensor([1.0, float("nan"), float("inf"), -2.0])
     s = tr.graph.nodes[tensors(tr.graph, "x")[0]]["stats"]
-    assert (s["nan"], s["inf"], s["min"], s["max"]) == (1, 1, -2.0, 1.0)
+    assert (s["nan"], s["inf"], s["min"], s["max"]) == (1, 1, -2.0, float("inf"))
+
+
+def test_the_min_of_a_minus_inf_mask_is_minus_inf():
+    with gradtrace.trace() as tr:
+        mask = torch.log(torch.tril(torch.ones(4, 4)))
+    s = tr.graph.nodes[tensors(tr.graph, "mask")[0]]["stats"]
+    assert (s["min"], s["max"], s["inf"]) == (float("-inf"), 0.0, 6)
 
 
 def test_math_settings_are_recorded():

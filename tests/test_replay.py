@@ -210,3 +210,29 @@ def test_numpy_of_a_cuda_tensor_is_a_finding_that_names_the_line(tmp_path):
     r, rep = replay(tmp_path / "out", "--on", "cpu", "--on", "cuda", str(script))
     assert r.exit_code == 1 and rep["verdicts"]["cuda"] == "failed"
     assert rep["errors"][0]["error"]["line"] == 3
+
+
+_CHECKSUM = '''import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 32))
+opt = torch.optim.Adam(model.parameters(), lr=0.01)
+x = torch.randn(64, 32)
+for _ in range(3):
+    opt.zero_grad()
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    opt.step()
+checksum = sum(p.detach().double().sum() for p in model.parameters())  # float32 values summed in float64
+print(f"checksum {checksum.item():.6f}")
+'''
+
+
+def test_a_float64_sum_of_float32_values_is_judged_at_float32s_tolerance_against_cpu64(tmp_path):
+    script = tmp_path / "checksum.py"
+    script.write_text(_CHECKSUM)
+    r, rep = replay(tmp_path / "out", "--on", "cpu", "--on", "cpu64", "--values", "all", str(script))
+    n = rep["comparisons"]["cpu64"]["numerics"]
+    assert r.exit_code == 0 and n["compared"] > 100
+    assert n["diverging"] == 0, n["diverging_items"]

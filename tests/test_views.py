@@ -373,3 +373,237 @@ def test_cli_unknown_phase_is_a_one_line_error(saved_cnn):
 def test_cli_phase_all_draws_the_model_construction(saved_cnn):
     r = CliRunner().invoke(main, ["dot", str(saved_cnn), "--phase", "all"])
     assert r.exit_code == 0 and "nn.Conv2d(1, 8, 3, padding=1)" in r.output
+
+
+class _PassThrough(nn.Module):
+    """timm's ViT in small: a `pos_drop = nn.Dropout(p=0.0)` returns its own input."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 4)
+        self.pos_drop = nn.Dropout(p=0.0)
+        self.fc2 = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.fc2(self.pos_drop(self.fc1(x)))
+
+
+def _edges_between_labels(text):
+    g = _parse(text)
+    label = {n.get_name(): (n.get_label() or "").strip('"') for n in _nodes(g)}
+    return {(label.get(e.get_source(), ""), label.get(e.get_destination(), "")) for e in g.get_edges()}
+
+
+def test_an_op_that_returns_its_own_input_keeps_the_edge_into_it_and_out_of_it():
+    model = _PassThrough()
+    with gradtrace.trace() as tr:
+        model(torch.ones(2, 4)).sum().backward()
+    pairs = _edges_between_labels(to_dot(tr.graph))
+    heads = {(a.split("\\n")[0], b.split("\\n")[0]) for a, b in pairs}
+    assert ("fc1: F.linear", "pos_drop: F.dropout") in heads and ("pos_drop: F.dropout", "fc2: F.linear") in heads
+
+
+# -- steps and phases of real training loops ----------------------------------------------
+
+from gradtrace.views.steps import find_steps  # noqa: E402
+
+
+def _mlp_loop(body, steps=3):
+    """Trace `steps` iterations of `body(model, opt, x)` on a small MLP; return the graph."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(16, 4)
+    with gradtrace.trace() as tr:
+        for _ in range(steps):
+            body(model, opt, x)
+    return tr.graph
+
+
+def _phases_by_name(G, steps, name):
+    return {steps.phase_of[n] for n, d in G.nodes(data=True) if d.get("kind") == "op" and d["name"] == name}
+
+
+def test_a_loss_item_between_backward_and_step_adds_no_step():
+    total = []
+
+    def body(model, opt, x):
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        total.append(loss.item())  # pytorch/examples' VAE: train_loss += loss.item()
+        opt.step()
+
+    G = _mlp_loop(body)
+    steps = find_steps(G)
+    assert steps.count == 3 and steps.complete == 3
+
+
+def test_the_optimizer_step_after_a_loss_item_is_the_optimizer_phase():
+    def body(model, opt, x):
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        loss.item()
+        opt.step()
+
+    G = _mlp_loop(body)
+    steps = find_steps(G)
+    updates = {steps.phase_of[n] for n, d in G.nodes(data=True)
+               if d.get("kind") == "op" and d.get("code") == "opt.step()"}
+    assert updates == {"optimizer"}
+
+
+def test_a_hand_written_update_through_data_is_the_optimizer_phase_of_its_step():
+    def body(model, opt, x):
+        model.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        for p in model.parameters():  # pytorch/examples' word language model
+            p.data.add_(p.grad, alpha=-0.1)
+
+    G = _mlp_loop(body)
+    steps = find_steps(G)
+    assert steps.count == 3 and _phases_by_name(G, steps, "Tensor.add_") == {"optimizer"}
+
+
+def test_non_reentrant_checkpointing_keeps_one_step_per_backward():
+    from torch.utils.checkpoint import checkpoint
+
+    def body(model, opt, x):
+        opt.zero_grad()
+        loss = checkpoint(model, x, use_reentrant=False).pow(2).mean()
+        loss.backward()  # recomputes the forward inside the backward call
+        opt.step()
+
+    steps = find_steps(_mlp_loop(body))
+    assert steps.count == 3 and steps.complete == 3
+
+
+def test_making_the_batch_is_the_data_phase_and_not_drawn():
+    def body(model, opt, x):
+        batch = torch.stack([x[i] for i in range(4)])  # nanoGPT's get_batch in small
+        opt.zero_grad()
+        model(batch).pow(2).mean().backward()
+        opt.step()
+
+    G = _mlp_loop(body)
+    steps = find_steps(G)
+    assert _phases_by_name(G, steps, "torch.stack") == {"data"}
+    assert "stack" not in " ".join(_labels(to_dot(G)))
+
+
+_LIBRARY_OPTIMIZER = '''
+import torch
+
+
+class ScaledSGD(torch.optim.Optimizer):
+    """An optimizer as a library ships one (transformers' Adafactor, say)."""
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                loss = p.grad.pow(2).mean()  # a library variable that happens to be called loss
+                p.add_(p.grad / (loss.sqrt() + 1e-8), alpha=-group["lr"])
+'''
+
+
+@pytest.fixture
+def library_optimizer(tmp_path, monkeypatch):
+    """A module installed in a `site-packages` folder: library code, as pip installs it."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    (site / "fakeopt.py").write_text(_LIBRARY_OPTIMIZER)
+    monkeypatch.syspath_prepend(str(site))
+    import importlib
+
+    import fakeopt
+
+    yield importlib.reload(fakeopt)
+
+
+def _library_optimizer_loop(fakeopt):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    opt = fakeopt.ScaledSGD(model.parameters())
+    x = torch.randn(8, 4)
+    with gradtrace.trace() as tr:
+        for _ in range(3):
+            opt.zero_grad()
+            loss = model(x).pow(2).mean()
+            loss.backward()
+            opt.step()
+    return tr.graph
+
+
+def test_a_library_optimizers_ops_are_the_optimizer_phase(library_optimizer):
+    G = _library_optimizer_loop(library_optimizer)
+    steps = find_steps(G)
+    lib = {steps.phase_of[n] for n, d in G.nodes(data=True) if d.get("kind") == "op" and d.get("lib_file")}
+    assert steps.count == 3 and lib == {"optimizer"}
+
+
+def test_a_library_op_has_the_users_line_and_the_librarys_place(library_optimizer):
+    G = _library_optimizer_loop(library_optimizer)
+    d = next(d for _, d in G.nodes(data=True) if d.get("kind") == "op" and d.get("name") == "Tensor.pow"
+             and d.get("lib_file"))
+    assert d["code"] == "opt.step()" and Path(d["lib_file"]).name == "fakeopt.py" and d["direct"] is False
+
+
+def test_a_librarys_variable_names_no_tensor_of_the_users(library_optimizer):
+    G = _library_optimizer_loop(library_optimizer)
+    losses = sorted(d.get("label_n") for _, d in G.nodes(data=True) if d.get("label") == "loss")
+    assert losses == [1, 2, 3]
+
+
+class _CellLoop(nn.Module):
+    """pytorch/examples' time-sequence model in small: an LSTMCell called per time step."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.LSTMCell(1, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x):
+        h = c = torch.zeros(x.size(0), 8)
+        outs = []
+        for x_t in x.split(1, dim=1):
+            h, c = self.cell(x_t, (h, c))
+            outs.append(self.out(h))
+        return torch.cat(outs, dim=1)
+
+
+def _cell_loop_graph():
+    torch.manual_seed(0)
+    model = _CellLoop()
+    with gradtrace.trace() as tr:
+        model(torch.randn(2, 12)).pow(2).mean().backward()
+    return tr.graph
+
+
+def test_a_module_called_in_a_loop_is_one_box_that_counts_its_calls():
+    labels = _labels(to_dot(_cell_loop_graph()))
+    cells = [lb for lb in labels if lb.startswith("cell\\nLSTMCell")]
+    assert len(cells) == 1 and "12 calls" in cells[0]
+
+
+def test_a_loop_of_module_calls_keeps_the_picture_small():
+    g = _parse(to_dot(_cell_loop_graph()))
+    assert len([n for n in _nodes(g) if n.get_shape() in ("box", "box3d")]) <= 8
+
+
+def test_a_users_line_run_in_a_loop_is_one_box_that_counts_its_runs():
+    model = nn.Linear(4, 1)
+    with gradtrace.trace() as tr:
+        losses = []
+        for i in range(10):
+            out = model(torch.ones(1, 4) * i)
+            losses.append(-out.sum() * 0.5)  # the same user line, once per pass
+        torch.stack(losses).sum().backward()
+    labels = _labels(to_dot(tr.graph))
+    line = [lb for lb in labels if "losses.append" in lb]
+    assert len(line) == 1 and "run 10 times" in line[0]

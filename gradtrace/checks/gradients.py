@@ -65,6 +65,14 @@ def _fn_owner(q):
     return own
 
 
+def _users_no_grad(q, op) -> bool:
+    """True when gradients are off at ``op`` because the user's code turned them off (a
+    ``with torch.no_grad():`` of the user's); library code that turns them off for its
+    own work (spectral norm's power iteration, an optimizer) is not recorded as a mode op."""
+    g = _grad_off_at(q, op)
+    return g is not None and not q.N[g].get("grad_enabled", True)
+
+
 def _grad_off_at(q, op):
     """The grad_mode op (``torch.no_grad``, ``inference_mode``) in effect at ``op``, or None."""
     i = bisect.bisect_left([q.seq(g) for g in q.mode_ops], q.seq(op))
@@ -77,7 +85,8 @@ def _grad_off_at(q, op):
     "The tensor was computed from tensors that require grad, but with gradient recording off "
     "(no_grad, `.data`, `detach()`); it is then used in a loss that is differentiated, so "
     "backward treats it as a constant and the gradient through it is missing. Not reported: a "
-    "whole module called under no_grad (a teacher, a target network, an EMA copy), the forward "
+    "whole module called under no_grad (a teacher, a target network, an EMA copy), no_grad that "
+    "library code turns on for its own work (spectral norm's power iteration), the forward "
     "of a custom `autograd.Function` and reentrant checkpointing (their outputs are attached to "
     "autograd afterwards), and `torch.func` transforms.",
     "Compute it with gradients on (outside `no_grad`, without `.data`/`detach()`), or keep the "
@@ -92,8 +101,9 @@ def _gt106(q):
         if d.get("phase") == "backward" or d["category"] in WRITES + ("backward", "grad_mode"):
             continue
         how = _CUTS.get(d["name"]) or (None if d.get("grad_enabled", True) else "no_grad")
-        if how is None or (how == "no_grad" and d.get("module")) or (how != "no_grad" and d.get("direct") is False):
-            continue  # no cut; a module run as a constant; library code (deepcopy, clipping)
+        if how is None or (how == "no_grad" and (d.get("module") or not _users_no_grad(q, op))) \
+                or (how != "no_grad" and d.get("direct") is False):
+            continue  # no cut; a module run as a constant; library code (deepcopy, clipping, power iteration)
         if any(_rg(q, t) for t in q.inputs(op)):
             cuts.append((op, how))
     if not cuts:
@@ -395,8 +405,10 @@ def _gt108(q):
             fix = f"call {zg} before {_stmt(q, o1)} ({q.where(o1)}), or right after {_stmt(q, between)}"
             sev = "warning"
         else:
+            calls = f"two backward calls at {q.where(o1)}" if q.where(o0) == q.where(o1) else \
+                f"the backward calls at {q.where(o0)} and {q.where(o1)}"
             msg = (f"the update {_stmt(q, used)} ({q.where(used)}) used the gradients of {names} summed over "
-                   f"the backward calls at {q.where(o0)} and {q.where(o1)} (gradient accumulation)")
+                   f"{calls} (gradient accumulation)")
             fix = f"if the accumulation is not meant, call {zg} before {_stmt(q, o1)} ({q.where(o1)})"
             sev = "info"
         yield _F(q, "GT108", msg, [(o1, "accumulating backward"), (used, "update"), (o0, "first backward")]

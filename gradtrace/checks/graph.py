@@ -6,6 +6,8 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 
+from ..query import pos_key
+
 # -- the graph, indexed once ----------------------------------------------------------
 
 _EDGE_KINDS = ("view_of", "next_version", "moved_to", "shares_memory", "next", "accumulates", "weights",
@@ -153,11 +155,23 @@ class _Q:
         return out
 
     def inputs(self, op):
-        """The tensors an op read."""
+        """The tensors an op read, in argument order."""
         r = self._ins.get(op)
         if r is None:
-            r = self._ins[op] = self._adjacent(self._pred, op, "input", "tensor") if op in self.N else []
+            r = self._ins[op] = self._in_order(op) if op in self.N else []
         return r
+
+    def _in_order(self, op):
+        N, found = self.N, []
+        for m, keyed in self._pred[op].items():
+            if N[m].get("kind") == "tensor":
+                for d in keyed.values():
+                    if d.get("kind") == "input":
+                        found.append((pos_key(d.get("pos")), m))
+                        break
+        if len(found) > 1:
+            found.sort(key=lambda t: t[0])
+        return [m for _, m in found]
 
     def outputs(self, op):
         """The tensors an op returned."""

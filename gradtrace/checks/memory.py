@@ -32,8 +32,11 @@ def _gt103(q):
         others = [u for u in changed if q.N[u]["tid"] != q.N[wt]["tid"]]
         if not others:
             continue
-        names = ", ".join(q.name(u) for u in others)
         made = q.producer(q.versions[q.N[wt]["tid"]][0])
+        if made is not None and not q.label(wt) and (q.N[made].get("file"), q.N[made].get("line")) == (
+                q.N[w].get("file"), q.N[w].get("line")):
+            continue  # `x[:, :10] *= 0`: a slice made to be written, in one statement: writing the base is the point
+        names = ", ".join(q.name(u) for u in others)
         lhs = fx.assigned_name(_code(q, made)) if made else None
         rhs = fx.statement(_code(q, made)).split("=", 1)[1].strip() if lhs else None
         fix = (f"if {names} must not change, make the view a copy at {q.where(made)}: `{lhs} = {rhs}.clone()`"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from . import fixes as fx
 from .findings import _F, _bad, _code, _register, _stats_text, _stmt
 
@@ -21,7 +23,9 @@ def _gt110(q):
     def has(s, what):
         return any(_bad(s, w) for w in what)
 
-    # Forward: the first op whose output has NaN (error) / Inf (warning) from finite inputs.
+    # Forward: the first op whose output has NaN (error) / Inf (warning) from finite inputs,
+    # where the bad values go on to matter: a -inf mask that softmax turns into zeros, or a
+    # log of 0 on the branch torch.where throws away, is deliberate and goes nowhere.
     firsts = {}
     kept = q.G.graph.get("values", "stats") != "none"
     for what in ("nan", "inf") if kept else ():
@@ -32,7 +36,8 @@ def _gt110(q):
                 continue  # uninitialised memory, or the value was passed in (a -inf mask)
             bad = [t for t in q.outputs(op) if _bad(q.N[t].get("stats"), what)]
             ins = q.inputs(op)
-            if bad and not any(q.N[t].get("stats") is None or has(q.N[t]["stats"], ("nan", "inf")) for t in ins):
+            if bad and not any(q.N[t].get("stats") is None or has(q.N[t]["stats"], ("nan", "inf")) for t in ins) \
+                    and any(_matters(q, t) for t in bad):
                 firsts.setdefault(op, []).append((what, bad[0]))
                 break
     for op, hits in sorted(firsts.items(), key=lambda kv: q.seq(kv[0])):
@@ -72,6 +77,32 @@ def _gt110(q):
             break
 
 
+def _matters(q, t) -> bool:
+    """True when the NaN/Inf in tensor ``t`` reaches something: a backward call's root, a
+    value the program reads (``.item()``, ``print``), or the end of its data flow (a
+    result no op uses). False when every op that reads it, and every bad value made from
+    it, gives finite values (a mask's -inf that softmax turns into zeros)."""
+    stack, seen, roots = [t], set(), q.inn["weights"]
+    while stack and len(seen) < 4096:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        if t in roots:
+            return True
+        users = q.consumers(t)
+        nxt = [v for v, _ in q.out["next_version"].get(t, ())]
+        if not users and not nxt:
+            return True
+        for c in users:
+            outs = q.outputs(c)
+            if not outs and q.N[c]["category"] not in ("backward", "grad_mode"):
+                return True  # read out of torch: the program has the bad value
+            stack.extend(o for o in outs if _bad(q.N[o].get("stats"), "nan") or _bad(q.N[o].get("stats"), "inf"))
+        stack.extend(v for v in nxt if _bad(q.N[v].get("stats"), "nan") or _bad(q.N[v].get("stats"), "inf"))
+    return len(seen) >= 4096
+
+
 def _made_bad(q, what):
     """The ops with an output whose statistics count ``what`` (``nan``/``inf``), in call
     order: the only ops the forward search needs to look at, found from the few bad
@@ -91,6 +122,12 @@ def _made_bad(q, what):
 
 
 def _nan_fix(q, op):
+    d = q.N[op]
+    if d.get("lib_file"):
+        lib = f"{os.path.basename(d['lib_file'])}:{d.get('lib_line')}"
+        return (f"{d['name']} runs inside library code ({lib}), reached from {_stmt(q, op)} ({q.where(op)}): "
+                "check what your code passes to it (NaN/Inf or out-of-range inputs, a learning rate, a "
+                "loss scale) rather than the library's line")
     new = fx.guarded(_code(q, op), q.N[op]["name"])
     if new:
         return f"`{new}` keeps {q.N[op]['name']} away from 0 ({q.where(op)})"

@@ -112,3 +112,42 @@ def element_of(G, mod: str | None, depth: int, runs: dict):
             return runs[p]
     top = collapsed_at(G, mod, depth)
     return f"mod:{top}" if top else None
+
+
+def repeated_calls(modules) -> dict:
+    """``{module path: calls}`` for the modules called at least ``FOLD_AT_LEAST`` times
+    in ``modules`` (the module of each op, in call order; None outside any): a call is
+    a run of consecutive ops inside the module."""
+    calls: dict = {}
+    inside: tuple = ()
+    for m in modules:
+        now = tuple(prefixes(m)) if m else ()
+        for p in now:
+            if p not in inside:
+                calls[p] = calls.get(p, 0) + 1
+        inside = now
+    return {p: c for p, c in calls.items() if c >= FOLD_AT_LEAST}
+
+
+def outermost(mod, calls: dict):
+    """The outermost module of ``mod``'s path in ``calls``, or None."""
+    if not mod or not calls:
+        return None
+    for p in prefixes(mod):
+        if p in calls:
+            return p
+    return None
+
+
+def repeated_lines(ops) -> dict:
+    """``{(file, line): times}`` for the user's lines outside modules that ran at least
+    ``FOLD_AT_LEAST`` times in ``ops`` (op attribute dicts in call order): a run of the
+    line is a stretch of consecutive ops on it."""
+    runs: dict = {}
+    prev = None
+    for d in ops:
+        key = (d.get("file"), d["line"]) if d.get("line") and not d.get("module") else None
+        if key is not None and key != prev:
+            runs[key] = runs.get(key, 0) + 1
+        prev = key
+    return {k: c for k, c in runs.items() if c >= FOLD_AT_LEAST}

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..names import name_of
+from ..query import op_inputs, op_outputs
 from . import fold
 from .static import CATEGORY_COLORS, DEFAULT_DEPTH, op_name, shape_text
 from .steps import PHASES, find_steps
@@ -53,8 +54,7 @@ def _ops(G, steps) -> tuple[list, set]:
     ops, tensors = [], set()
     for n, d in sorted(((n, d) for n, d in G.nodes(data=True) if d.get("kind") == "op"),
                        key=lambda t: t[1].get("seq", 0)):
-        ins = [u for u, _, k in G.in_edges(n, data="kind") if k == "input" and G.nodes[u].get("kind") == "tensor"]
-        outs = [v for _, v, k in G.out_edges(n, data="kind") if k == "output" and G.nodes[v].get("kind") == "tensor"]
+        ins, outs = op_inputs(G, n), op_outputs(G, n)
         fn = next((G.nodes[t].get("grad_fn") for t in outs if G.nodes[t].get("grad_fn")), None)
         tensors.update(ins)
         tensors.update(outs)

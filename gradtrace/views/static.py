@@ -15,7 +15,7 @@ import pydot
 
 from ..names import name_of
 from . import fold
-from .steps import find_steps, parse_phases, select_ops
+from .steps import PHASES, find_steps, parse_phases, select_ops
 
 VIEWS = ("forward", "autograd", "memory", "all")
 DEFAULT_DEPTH = 3
@@ -98,7 +98,7 @@ class Picture:
         self.marks = {n: list(c) for n, c in (marks or {}).items()}
         self.phases = parse_phases(phase)
         self.steps = find_steps(G)
-        self.ops, self.step = select_ops(G, self.steps, step, self.phases)
+        self.ops, self.step, self.micro = select_ops(G, self.steps, step, self.phases)
         files = {d.get("file") for n in self.ops for d in [G.nodes[n]] if d.get("file")}
         self.several_files = len(files) > 1
         # no_grad regions (set by regions() for the forward view; other views have none)
@@ -185,11 +185,19 @@ class Picture:
         G = self.G
         owner, info = {}, {}
         runs = self.runs()
-        for n in sorted(self.ops, key=lambda o: G.nodes[o].get("seq", 0)):
+        ordered = sorted(self.ops, key=lambda o: G.nodes[o].get("seq", 0))
+        # A loop inside the step (an RNN cell per time step, a policy per environment
+        # step) is drawn once, with its count, rather than once per pass.
+        self.calls = fold.repeated_calls([G.nodes[n].get("module") for n in ordered])
+        self.line_runs = fold.repeated_lines([G.nodes[n] for n in ordered if self.steps.phase_of[n] != "backward"])
+        lines = self.line_runs
+        for n in ordered:
             d = G.nodes[n]
-            key = fold.element_of(G, d.get("module"), self.depth, runs)
-            if not d.get("module") and d.get("direct") is False and d.get("line") \
-                    and self.steps.phase_of[n] != "backward":
+            mod = d.get("module")
+            loop = fold.outermost(mod, self.calls)
+            key = f"mod:{loop}" if loop else fold.element_of(G, mod, self.depth, runs)
+            if not mod and d.get("line") and self.steps.phase_of[n] != "backward" and (
+                    d.get("direct") is False or (d.get("file"), d["line"]) in lines):
                 key = f"line:{d.get('file')}:{d['line']}"
                 owner[n] = key
                 info.setdefault(key, ["line", d, 0])[2] += 1
@@ -355,8 +363,10 @@ class Picture:
         p = f"{len(params)} params ({_human(numel)})" if params else ""
         if kind == "line":
             d = what
+            runs_of = self.line_runs.get((d.get("file"), d.get("line")))
             label = lines(f"{self.where_loc(d)}: {cut(d.get('code'))}",
-                          f"{count} ops ({self.steps.phase_of[members[0]]})", p)
+                          f"{count} ops ({self.steps.phase_of[members[0]]})"
+                          + (f", run {runs_of} times" if runs_of else ""), p)
             self.add_node(key, shape="box3d", style="filled", fillcolor=FOLDED_FILL, label=label,
                           tooltip=esc(d.get("code") or ""))
             return
@@ -367,7 +377,9 @@ class Picture:
             where = parent
         else:
             where = what.rsplit(".", 1)[0] if "." in what else None
-            label = lines(what.rsplit(".", 1)[-1], fold.mod_type(G, what), f"{count} ops", p)
+            calls = self.calls.get(what)
+            label = lines(what.rsplit(".", 1)[-1] if where else fold.user_path(G, what), fold.mod_type(G, what),
+                          f"{calls} calls, {count} ops" if calls else f"{count} ops", p)
         self.add_node(key, self.cluster(where), shape="box3d", style="filled", fillcolor=FOLDED_FILL, label=label)
 
     def forward(self):
@@ -423,24 +435,39 @@ class Picture:
         """Tensors between drawn elements: edges labelled with their shape, or (with
         ``tensors``) tensor nodes in the cluster of the module that made them."""
         G = self.G
-        made, used = {}, {}
+        made, used, relays = {}, {}, {}
         for n, o in self.owner.items():
+            seq = G.nodes[n].get("seq", 0)
+            ins = set()
+            for t, _, k in G.in_edges(n, data="kind"):
+                if k == "input" and G.nodes[t].get("kind") == "tensor":
+                    ins.add(t)
+                    if not self.is_param(t):
+                        used.setdefault(t, []).append((seq, o))
             for _, t, k in G.out_edges(n, data="kind"):
                 if k == "output" and G.nodes[t].get("kind") == "tensor":
-                    made[t] = o
-            for t, _, k in G.in_edges(n, data="kind"):
-                if k == "input" and G.nodes[t].get("kind") == "tensor" and not self.is_param(t):
-                    used.setdefault(t, []).append(o)
+                    if t in ins:  # it returned its own input (Dropout(p=0)): the flow passes through
+                        relays.setdefault(t, []).append((seq, o))
+                    else:
+                        made[t] = o
         pairs = set()
-        for t in sorted(set(made) | set(used), key=lambda x: (G.nodes[x].get("tid", 0), G.nodes[x].get("version", 0))):
-            src = made.get(t)
-            dsts = [c for c in dict.fromkeys(used.get(t, ())) if c != src]
+        groups = list(self._flow_groups(made, used, relays))
+        loop_inputs = self._loop_inputs(groups)
+        for t, src, dsts in groups:
             d = G.nodes[t]
             if src is None:
                 # library work for one line (opt.step()) reads many outside tensors: its
                 # label counts them rather than one input node each
                 dsts = [c for c in dsts if not (isinstance(c, str) and c.startswith("line:"))]
                 if not dsts or self.is_param(t):
+                    continue
+                if t in loop_inputs:  # one per pass of a loop: one node says how many
+                    src, count = loop_inputs[t]
+                    self.add_node(src, shape="ellipse", style="filled", fillcolor="#f3f3f3", fontsize="9",
+                                  label=lines(f"{count} × {name_of(d).split('#')[0]}", shape_text(d.get("shape"))))
+                    if (src, dsts[0]) not in pairs:
+                        pairs.add((src, dsts[0]))
+                        self.add_edge(src, dsts[0], label=lines(f"{count} tensors", shape_text(d.get("shape"))))
                     continue
                 src = ("in", t)
                 self.add_node(src, shape="ellipse", style="filled", fillcolor="#f3f3f3", fontsize="9",
@@ -480,6 +507,35 @@ class Picture:
                     self.codes_drawn[t] = self.marks[t]
                 self.add_edge(src, c, **attrs)
 
+    def _loop_inputs(self, groups) -> dict:
+        """``{tensor: (input node key, count)}`` for the outside tensors that only a loop
+        element reads (a module called once per pass, each pass with a new input)."""
+        loops = {f"mod:{p}" for p in self.calls}
+        by_element: dict = {}
+        for t, src, dsts in groups:
+            if src is None and len(dsts) == 1 and dsts[0] in loops and not self.is_param(t) \
+                    and not self.marks.get(t):
+                by_element.setdefault(dsts[0], []).append(t)
+        return {t: (("in-loop", e), len(ts)) for e, ts in by_element.items() if len(ts) >= fold.FOLD_AT_LEAST
+                for t in ts}
+
+    def _flow_groups(self, made, used, relays):
+        """``(tensor, source element, [consumer elements])`` for each tensor: a consumer
+        reads it from its maker, or from the last op before it that passed it through."""
+        G = self.G
+        for t in sorted(set(made) | set(used), key=lambda x: (G.nodes[x].get("tid", 0), G.nodes[x].get("version", 0))):
+            groups = {made.get(t): []}
+            for seq, c in used.get(t, ()):
+                src = made.get(t)
+                for rseq, r in relays.get(t, ()):
+                    if rseq < seq and r != c:
+                        src = r
+                groups.setdefault(src, []).append(c)
+            for src, cs in groups.items():
+                dsts = [c for c in dict.fromkeys(cs) if c != src]
+                if src is not None and src == made.get(t) or dsts:
+                    yield t, src, dsts
+
     def op_of(self, element):
         return element if isinstance(element, str) and element.startswith("op:") else None
 
@@ -501,7 +557,9 @@ class Picture:
 
     def autograd(self):
         G = self.G
-        step_ops = {n for n, s in self.steps.step_of.items() if self.step is None or s == self.step}
+        micro_of = self.steps.micro_of
+        step_ops = {n for n, s in self.steps.step_of.items() if self.step is None or (
+            s == self.step and (self.micro is None or micro_of.get(n) == self.micro))}
         fns = {n for n, d in G.nodes(data=True) if d.get("kind") == "grad_fn" and d.get("op") in step_ops}
         frontier = list(fns)
         while frontier:  # AccumulateGrad nodes and others made outside an op
@@ -741,8 +799,10 @@ class Picture:
             where = f"all {self.steps.count} steps" if self.steps.count > 1 else "the whole program"
         else:
             where = f"step {self.step} of {self.steps.count}"
-        phases = "all phases" if set(self.phases) == set(("init", "forward", "backward", "optimizer")) else \
-            " + ".join(p for p in ("init", "forward", "backward", "optimizer") if p in self.phases)
+            if self.micro is not None:
+                where += f", micro-step {self.micro} of {self.steps.micros[self.step]} (gradient accumulation)"
+        phases = "all phases" if set(self.phases) == set(PHASES) else \
+            " + ".join(p for p in PHASES if p in self.phases)
         hidden = sum(1 for n in G.nodes if G.nodes[n].get("kind") == "op") - len(self.ops)
         counts = f"{self.counts['ops']} {'autograd nodes' if view == 'autograd' else 'ops'}"
         if view == "memory":

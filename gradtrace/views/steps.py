@@ -1,17 +1,30 @@
 """Steps and phases of a traced program, found from what it did.
 
-A *step* ends with a backward call and the optimizer work that follows it (library
-ops run under ``no_grad`` by no module, as ``opt.step()`` does). Each op gets one
-*phase*: ``init`` (library work outside any module before the first backward call:
-parameter initialisation, ``model.to(...)``), ``forward``, ``backward`` (the backward
-call itself and code run inside it) or ``optimizer``.
+A *step* ends with a backward call and the update work that follows it. Each op gets
+one *phase*:
+
+- ``init``: library work outside any module before the first backward call (parameter
+  initialisation, ``model.to(...)``);
+- ``data``: in a step that calls a module, the work before anything requires grad,
+  outside modules and on tensors that do not (loading a batch: a collate, ``get_batch``'s
+  indexing, ``x.to(device)``);
+- ``forward``;
+- ``backward``: the backward call itself and code run inside it (non-reentrant
+  checkpointing's recomputation);
+- ``optimizer``: after a backward call, the update work: library code under no_grad by
+  no module (``opt.step()``, an EMA or ``clip_grad_norm_``), the user's own updates under
+  no_grad, and ops that read only parameters, their gradients and what such ops made
+  (``p.data.add_(p.grad, alpha=-lr)``).
+
+Reading a value out (``total += loss.item()``) between the backward call and the update
+is neither: it stays in the step and ends nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PHASES = ("init", "forward", "backward", "optimizer")
+PHASES = ("init", "data", "forward", "backward", "optimizer")
 DEFAULT_PHASES = frozenset({"forward", "backward"})
 
 
@@ -25,6 +38,10 @@ class Steps:
     phase_of: dict = field(default_factory=dict)
     count: int = 0
     complete: int = 0
+    # Several backward calls before one update (gradient accumulation): micro-steps,
+    # numbered from 1 within their step; ``micros[step]`` says how many it has.
+    micro_of: dict = field(default_factory=dict)
+    micros: dict = field(default_factory=dict)
 
     @property
     def last_complete(self) -> int:
@@ -39,32 +56,118 @@ def _backward_phase(d) -> bool:
     return d.get("category") == "backward" or d.get("phase") == "backward"
 
 
+class _Tensors:
+    """What the step finder asks of an op's tensors, read from the graph's own dicts."""
+
+    def __init__(self, G):
+        self.N = G._node if hasattr(G, "_node") else dict(G.nodes(data=True))
+        self.succ = G._succ if hasattr(G, "_succ") else G.succ
+        self.pred = G._pred if hasattr(G, "_pred") else G.pred
+
+    def _ends(self, adj, n, kind):
+        N = self.N
+        return [m for m, keyed in adj[n].items() if N[m].get("kind") == "tensor"
+                and any(e.get("kind") == kind for e in keyed.values())]
+
+    def inputs(self, op):
+        return self._ends(self.pred, op, "input")
+
+    def outputs(self, op):
+        return self._ends(self.succ, op, "output")
+
+    def requires_grad(self, t) -> bool:
+        return bool(self.N[t].get("requires_grad"))
+
+    def is_gradient(self, t) -> bool:
+        return any(e.get("kind") == "grad_of" for keyed in self.succ[t].values() for e in keyed.values())
+
+    def of_the_update(self, t, made) -> bool:
+        """A parameter, a gradient the user read, or a tensor the update work made."""
+        d = self.N[t]
+        return d.get("tid") in made or (d.get("is_leaf") and d.get("requires_grad")) or self.is_gradient(t)
+
+
+def _update_work(T: _Tensors, op, d, made) -> bool:
+    if d.get("module") or d.get("category") in ("backward", "grad_mode"):
+        return False
+    if not d.get("grad_enabled", True):
+        return True
+    ins = T.inputs(op)
+    return bool(ins) and all(T.of_the_update(t, made) for t in ins)
+
+
 def find_steps(G) -> Steps:
     """Return the :class:`Steps` of trace ``G``."""
     ops = sorted(((d.get("seq", 0), n, d) for n, d in G.nodes(data=True) if d.get("kind") == "op"),
                  key=lambda t: t[0])
+    T = _Tensors(G)
     s = Steps()
-    step, seen_backward, in_tail, complete = 1, False, False, 0
+    seen_backward, in_tail = False, False
+    made: set = set()  # tids the update work of the tail made
+    ends = []  # (op that ends a tail, whether that tail updated anything)
+    updated = False
     for _, n, d in ops:
         if _backward_phase(d):
             phase = "backward"
-            in_tail = d.get("category") == "backward"
+            # Ops run inside the backward call (non-reentrant checkpointing recomputes
+            # the forward there) are part of it: the tail starts at the call.
+            in_tail = in_tail or d.get("category") == "backward"
             seen_backward = True
-            complete = step
-        elif in_tail and _library(d) and not d.get("grad_enabled", True):
+        elif in_tail and (d.get("category") == "grad_mode" or _update_work(T, n, d, made)):
             phase = "optimizer"
+            updated = updated or d.get("category") != "grad_mode"
+            made.update(T.N[t].get("tid") for t in T.outputs(n))
+        elif in_tail and not T.outputs(n) and not d.get("module"):
+            phase = "forward"  # a value read out (`loss.item()`): no new step
         elif _library(d) and not seen_backward:
             phase = "init"
         else:
-            if in_tail:  # the first op after a backward call and its optimizer work starts a step
-                step += 1
-                in_tail = False
+            if in_tail:
+                ends.append((n, updated))
+                in_tail, updated, made = False, False, set()
             phase = "forward"
-        s.step_of[n] = step
         s.phase_of[n] = phase
+    # A step ends with its update. Several backward calls before one update (gradient
+    # accumulation) are one step; a program that updates nothing has a step per call.
+    any_update = updated or any(u for _, u in ends)
+    starts = {n for n, u in ends if u or not any_update}
+    micro_starts = {n for n, _ in ends} - starts
+    step, micro, complete = 1, 1, 0
+    for _, n, d in ops:
+        if n in starts:
+            step, micro = step + 1, 1
+        elif n in micro_starts:
+            micro += 1
+        s.step_of[n] = step
+        s.micro_of[n] = micro
+        s.micros[step] = micro
+        if d.get("category") == "backward":
+            complete = step
     s.count = step if ops else 0
     s.complete = complete
+    _mark_data(T, ops, s)
     return s
+
+
+def _mark_data(T: _Tensors, ops, s: Steps) -> None:
+    """Phase ``data`` for the work that makes a step's batch: ops outside modules whose
+    inputs and outputs require no grad and were made from nothing the model computed
+    (a collate, ``get_batch``'s indexing, ``x.to(device)``), in steps that call a module."""
+    with_module = {s.step_of[n] for _, n, d in ops if d.get("module")}
+    model = set()  # tids computed by the model or from what it computed
+    for _, n, d in ops:
+        outs = T.outputs(n)
+        ins = T.inputs(n)
+        tids = [T.N[t].get("tid") for t in ins]
+        phase = s.phase_of[n]
+        if phase == "init":
+            continue
+        if d.get("module") or phase != "forward" or any(t in model for t in tids) \
+                or any(T.requires_grad(t) for t in ins + outs):
+            model.update(T.N[t].get("tid") for t in outs)
+            continue
+        if s.step_of[n] in with_module and d.get("category") != "grad_mode":
+            s.phase_of[n] = "data"
 
 
 def parse_phases(phase) -> frozenset:
@@ -86,14 +189,23 @@ def parse_phases(phase) -> frozenset:
     return frozenset(names)
 
 
-def select_ops(G, steps: Steps, step, phases) -> tuple[set, int | None]:
-    """Return (the op nodes to draw, the step drawn or None for every step).
+def select_ops(G, steps: Steps, step, phases) -> tuple[set, int | None, int | None]:
+    """Return (the op nodes to draw, the step drawn or None for every step, the
+    micro-step drawn or None for all of the step's).
 
-    ``step``: None for the default (the last complete step; every step when only
-    ``init`` is asked for, since initialisation comes before the first step), ``"all"``,
-    or a number from 1 to ``steps.count`` (``ValueError`` otherwise)."""
+    ``step``: None for the default (the last micro-step of the last complete step: with
+    gradient accumulation one forward and backward, not each of them side by side;
+    every step when only ``init`` is asked for, since initialisation comes before the
+    first step), ``"all"``, or a number from 1 to ``steps.count`` (``ValueError``
+    otherwise)."""
+    if step is None and phases != {"init"} and steps.count:
+        chosen = steps.last_complete
+        last = steps.micros.get(chosen, 1)
+        ops = {n for n, p in steps.phase_of.items() if p in phases and (p == "init" or (
+            steps.step_of[n] == chosen and steps.micro_of.get(n, 1) == last))}
+        return ops, chosen, (last if last > 1 else None)
     if step is None:
-        step = "all" if phases == {"init"} or steps.count == 0 else steps.last_complete
+        step = "all"
     if step == "all":
         chosen = None
     else:
@@ -105,4 +217,4 @@ def select_ops(G, steps: Steps, step, phases) -> tuple[set, int | None]:
             raise ValueError(f"step {chosen} is not in this trace: it has {steps.count} step(s)")
     ops = {n for n, p in steps.phase_of.items()
            if p in phases and (chosen is None or p == "init" or steps.step_of[n] == chosen)}
-    return ops, chosen
+    return ops, chosen, None

@@ -18,7 +18,9 @@ OUTJSON then holds:
   reference, after the program's globals are cleared and dropped and ``gc.collect()``
   ran (the trace object itself is kept alive meanwhile);
 * ``trace`` (traced modes): status, error type/message, whether ``tr.graph`` builds
-  (and its op count) and whether ``tr.save`` writes a loadable folder.
+  (and its op count) and whether ``tr.save`` writes a loadable folder; with
+  ``values="stats"`` also ``views``: the findings of ``gradtrace.check`` and the title
+  and box count of the default picture.
 
 The harness exits 0 whenever it could write OUTJSON, whatever the program did.
 """
@@ -212,6 +214,8 @@ def trace_facts(tr) -> dict:
         return facts
     import gradtrace
 
+    if tr.meta.get("values") == "stats":
+        facts["views"] = views_facts(G)
     with tempfile.TemporaryDirectory(prefix="gradtrace-corpus-") as d:
         try:
             path = tr.save(os.path.join(d, "trace"))
@@ -223,6 +227,34 @@ def trace_facts(tr) -> dict:
         except Exception as e:
             facts["save"] = {"ok": False, "error": _one_line(e), "traceback": traceback.format_exc()}
     return facts
+
+
+def views_facts(G) -> dict:
+    """What a user reads first: the findings of ``gradtrace check`` (code, severity,
+    first line) and the default picture (its title, its op and module boxes)."""
+    import pydot
+
+    import gradtrace
+    from gradtrace.dot import to_dot
+
+    out: dict = {}
+    try:
+        out["findings"] = [{"code": f.code, "severity": f.severity, "line": f.line, "message": f.message[:300]}
+                           for f in gradtrace.check(G)]
+    except Exception as e:
+        out["findings_error"] = _one_line(e)
+    try:
+        (g,) = pydot.graph_from_dot_data(to_dot(G))
+        nodes, stack = [], [g]
+        while stack:
+            sub = stack.pop()
+            nodes += sub.get_nodes()
+            stack += sub.get_subgraphs()
+        out["boxes"] = sum(1 for n in nodes if (n.get_shape() or "").strip('"') in ("box", "box3d", "doubleoctagon"))
+        out["title"] = (g.get_label() or "").strip('"').split("\\n")[0]
+    except Exception as e:
+        out["picture_error"] = _one_line(e)
+    return out
 
 
 # -- running --------------------------------------------------------------------------------
