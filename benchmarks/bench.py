@@ -58,7 +58,7 @@ sys.path.insert(0, str(HERE.parent))
 import models  # noqa: E402
 
 import gradtrace  # noqa: E402
-from gradtrace.dot import DEFAULT_DEPTH, to_dot  # noqa: E402
+from gradtrace.views.dot import DEFAULT_DEPTH, to_dot  # noqa: E402
 
 VALUES = ("none", "stats", "all")
 

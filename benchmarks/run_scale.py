@@ -83,7 +83,7 @@ def phases(ops: int, values: str = "none") -> dict:
     import torch
 
     import gradtrace
-    from gradtrace.check import check_graph
+    from gradtrace.analyze.checks import check_graph
 
     def peak():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -9,9 +9,9 @@
 
 __version__ = "0.1.0"
 
-from .check import check  # noqa: E402
-from .diff import diff  # noqa: E402
+from .analyze.checks import check  # noqa: E402
+from .analyze.diff import diff  # noqa: E402
+from .graph.io import TraceError  # noqa: E402
 from .trace import Trace, load, trace  # noqa: E402
-from .tracefile import TraceError  # noqa: E402
 
 __all__ = ["Trace", "TraceError", "check", "diff", "load", "trace", "__version__"]

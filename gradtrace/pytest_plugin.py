@@ -41,7 +41,7 @@ def _finish(item):
         return None
     setattr(item, _KEY, None)
     tr.__exit__(None, None, None)
-    from .check import SEVERITIES, check_graph, format_finding
+    from .analyze.checks import SEVERITIES, check_graph, format_finding
 
     select, ignore, fail_on = _options(item)
     worst = SEVERITIES.index(fail_on)

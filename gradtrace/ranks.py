@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from .tracefile import DOT_FILE, TRACE_FILE, VALUES_FILE, TraceError, check_path
+from .graph.io import DOT_FILE, TRACE_FILE, VALUES_FILE, TraceError, check_path
 
 _RANK_DIR = re.compile(r"^rank(\d+)$")
 # What ``gradtrace run`` writes into a trace folder (report.write_run_outputs).

@@ -12,12 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import drawsize
-from .check import check_graph
-from .names import name_of
-from .progress import phase
-from .query import op_inputs, op_outputs
-from .summary import (
+from .analyze.checks import check_graph
+from .analyze.summary import (
     MOVE_CATEGORIES,
     edges_of,
     format_summary,
@@ -29,6 +25,10 @@ from .summary import (
     summarize,
     values_kept_text,
 )
+from .graph.names import name_of
+from .graph.query import op_inputs, op_outputs
+from .progress import phase
+from .views import drawsize
 
 _graphviz_note_said = False
 PIPE_WIDTH = 1_000_000  # off a terminal nothing wraps: a table is as wide as its widest row
@@ -207,7 +207,7 @@ def _write_html(G, out: Path, depth: int) -> dict:
 
 def _draw(G, out: Path, depth: int, svg: bool) -> dict:
     global _graphviz_note_said
-    from .dot import GraphvizMissing, have_graphviz, render, to_dot
+    from .views.dot import GraphvizMissing, have_graphviz, render, to_dot
 
     written = {}
     with phase("drawing graph.dot"):

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, modestack, patches
-from .build import FORMAT, build_graph
-from .hidden import restore_thread_state, thread_state
-from .recorder import Recorder
-from .source import scope_items
-from .tracefile import DOT_FILE, load_graph, load_values, save
+from . import __version__
+from .graph.build import FORMAT, build_graph
+from .graph.io import DOT_FILE, load_graph, load_values, save
+from .record import modestack, patches
+from .record.hidden import restore_thread_state, thread_state
+from .record.mode import Recorder
+from .record.source import scope_items
 
 VALUES = ("none", "stats", "all")
 _active = threading.local()
@@ -194,8 +195,8 @@ class Trace:
         return out
 
     def _dot_text(self, folder: Path):
-        from .dot import DEFAULT_DEPTH, to_dot
-        from .drawsize import too_big_to_draw
+        from .views.dot import DEFAULT_DEPTH, to_dot
+        from .views.drawsize import too_big_to_draw
 
         try:
             why = too_big_to_draw(self.graph, DEFAULT_DEPTH)
@@ -209,7 +210,7 @@ class Trace:
 
     def summary(self) -> str:
         """Return a plain-text summary of the trace."""
-        from .summary import summary_text
+        from .analyze.summary import summary_text
 
         return summary_text(self.graph)
 
@@ -219,7 +220,7 @@ class Trace:
         return f"<gradtrace.Trace status={self.meta.get('status')} ops={n}>"
 
     def _repr_svg_(self):
-        from .dot import render_svg
+        from .views.dot import render_svg
 
         return render_svg(self.graph)
 
@@ -228,7 +229,7 @@ class Trace:
         None while recording, so the notebook falls back to the text form."""
         if self.meta.get("status") == "running" or (self._graph is None and self._rec is None):
             return None
-        from .check import check
+        from .analyze.checks import check
         from .views.html import notebook_html
 
         try:

@@ -14,7 +14,7 @@ def _nothing_left_on_the_mode_stack():
     recorder that torch itself pushed back (its _pop_mode_temporarily generator closed
     after a signal) only passes calls through; it is swept, as the next trace would."""
     yield
-    from gradtrace import modestack
+    from gradtrace.record import modestack
     from gradtrace.trace import _ended
 
     modestack.sweep(_ended)

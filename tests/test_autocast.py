@@ -4,7 +4,7 @@ import torch
 from helpers import edges, ops, outputs, tensors
 
 import gradtrace
-from gradtrace.summary import summarize
+from gradtrace.analyze.summary import summarize
 
 
 def _program():

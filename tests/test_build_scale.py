@@ -7,7 +7,7 @@ import networkx as nx
 import torch
 
 import gradtrace
-from gradtrace import compat
+from gradtrace.record import compat
 
 
 def _loop_trace(n=50):

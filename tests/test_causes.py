@@ -175,8 +175,8 @@ def test_the_report_says_how_the_ranks_were_placed(summed):
 
 
 def test_a_rerun_that_still_diverges_at_the_same_line_is_not_confirmed(tmp_path):
-    from gradtrace.causes import confirmation
-    from gradtrace.diff import diff_graphs
+    from gradtrace.analyze.causes import confirmation
+    from gradtrace.analyze.diff import diff_graphs
     from gradtrace.runner import run_script
 
     runs = []
@@ -202,7 +202,7 @@ def _in_child(code):
 def test_the_tf32_switch_keeps_tf32_off_when_the_script_turns_it_on():
     out = _in_child("""
         import torch
-        from gradtrace.causes import apply_switches
+        from gradtrace.analyze.causes import apply_switches
         apply_switches(["tf32"])
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -216,7 +216,7 @@ def test_the_tf32_switch_keeps_tf32_off_when_the_script_turns_it_on():
 def test_the_cudnn_benchmark_switch_keeps_benchmark_off_when_the_script_turns_it_on():
     out = _in_child("""
         import torch
-        from gradtrace.causes import apply_switches
+        from gradtrace.analyze.causes import apply_switches
         apply_switches(["cudnn_benchmark"])
         torch.backends.cudnn.benchmark = True
         print(torch.backends.cudnn.benchmark)
@@ -227,7 +227,7 @@ def test_the_cudnn_benchmark_switch_keeps_benchmark_off_when_the_script_turns_it
 def test_the_autocast_switch_leaves_a_bf16_region_in_float32():
     out = _in_child("""
         import torch
-        from gradtrace.causes import apply_switches
+        from gradtrace.analyze.causes import apply_switches
         apply_switches(["autocast"])
         with torch.autocast("cpu", dtype=torch.bfloat16):
             print((torch.ones(2, 2) @ torch.ones(2, 2)).dtype)
@@ -236,7 +236,7 @@ def test_the_autocast_switch_leaves_a_bf16_region_in_float32():
 
 
 def test_an_unknown_cause_is_refused_by_name():
-    from gradtrace.causes import apply_switches
+    from gradtrace.analyze.causes import apply_switches
 
     with pytest.raises(ValueError, match="unknown cause 'gremlins'"):
         apply_switches(["gremlins"])

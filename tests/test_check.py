@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import gradtrace
-from gradtrace.check import CHECKS, Finding, check_graph, finding_nodes, format_finding
+from gradtrace.analyze.checks import CHECKS, Finding, check_graph, finding_nodes, format_finding
 
 
 def codes(findings, severity=None):
@@ -903,7 +903,7 @@ def test_gt107_leaves_out_views_of_a_parameter_initialised_by_hand():
 
 
 def test_finding_codes_maps_each_involved_node_to_the_codes_of_its_findings():
-    from gradtrace.check import finding_codes
+    from gradtrace.analyze.checks import finding_codes
 
     G = _two_findings().graph
     fs = check_graph(G)
@@ -914,7 +914,7 @@ def test_finding_codes_maps_each_involved_node_to_the_codes_of_its_findings():
 
 
 def test_statement_drops_a_trailing_comment_but_not_a_hash_inside_a_string():
-    from gradtrace.checks.fixes import statement
+    from gradtrace.analyze.checks.fixes import statement
 
     assert statement('print("a # b")  # gradtrace: ignore') == 'print("a # b")'
 
@@ -954,7 +954,7 @@ def _written_in_a_loop():
 
 
 def test_the_index_lists_each_tensors_versions_as_a_full_scan_does():
-    from gradtrace.checks.graph import _Q, _eager_versions
+    from gradtrace.analyze.checks.graph import _Q, _eager_versions
 
     G = _written_in_a_loop()
     q = _Q(G)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gradtrace.check import check_graph, format_finding
+from gradtrace.analyze.checks import check_graph, format_finding
 from gradtrace.runner import run_script
 
 HERE = Path(__file__).parent / "check_corpus"

@@ -119,7 +119,7 @@ def test_dot_writes_each_view(autograd_trace, tmp_path):
 
 
 def test_dot_renders_svg_when_graphviz_is_installed(autograd_trace, tmp_path):
-    from gradtrace.dot import have_graphviz
+    from gradtrace.views.dot import have_graphviz
 
     out = tmp_path / "g.svg"
     r = CliRunner().invoke(main, ["dot", str(autograd_trace), "-o", str(out)])

@@ -14,7 +14,7 @@ from helpers import tensors
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import gradtrace
-from gradtrace import stats
+from gradtrace.record import stats
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]

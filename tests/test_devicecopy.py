@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gradtrace.devicecopy import ValueCopies
+from gradtrace.record.devicecopy import ValueCopies
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -6,8 +6,8 @@ import torch
 from click.testing import CliRunner
 
 import gradtrace
+from gradtrace.analyze.diff import compare_values, diff_graphs, tolerance
 from gradtrace.cli import main
-from gradtrace.diff import compare_values, diff_graphs, tolerance
 from gradtrace.report import write_run_outputs
 from gradtrace.runner import run_script
 

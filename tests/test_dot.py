@@ -6,7 +6,7 @@ import torch
 from models import MLP
 
 import gradtrace
-from gradtrace.dot import have_graphviz, render, to_dot
+from gradtrace.views.dot import have_graphviz, render, to_dot
 
 
 class Block(torch.nn.Module):
@@ -126,7 +126,7 @@ def test_a_trace_shows_itself_as_svg_in_a_notebook_or_as_text_without_graphviz(d
         torch.ones(2) * 2
     if have_graphviz():
         assert tr._repr_svg_().lstrip().startswith("<?xml")
-    monkeypatch.setattr("gradtrace.dot.have_graphviz", lambda: False)
+    monkeypatch.setattr("gradtrace.views.dot.have_graphviz", lambda: False)
     assert tr._repr_svg_() is None
     assert "ops by category" in tr.summary()
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from gradtrace.dot import have_graphviz, render, to_dot
 from gradtrace.runner import run_script
+from gradtrace.views.dot import have_graphviz, render, to_dot
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
 # The tour's lesson scripts (a lesson that takes its program from another example, with

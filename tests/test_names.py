@@ -5,7 +5,7 @@ import torch
 from helpers import edges, inputs, ops, outputs, tensors
 
 import gradtrace
-from gradtrace.names import display_name
+from gradtrace.graph.names import display_name
 
 
 def test_every_loss_of_a_training_loop_keeps_the_name_loss():

@@ -100,7 +100,7 @@ def test_readme_docs_and_checks_agree_on_every_severity():
     import re
     from pathlib import Path
 
-    from gradtrace.check import CHECKS
+    from gradtrace.analyze.checks import CHECKS
 
     root = Path(__file__).parent.parent
     for doc in (root / "README.md", root / "docs" / "checks.md"):

@@ -8,9 +8,9 @@ import torch
 from torch.overrides import handle_torch_function
 
 import gradtrace
-from gradtrace import hidden as hidden_mod
-from gradtrace import ops
-from gradtrace import recorder as R
+from gradtrace.record import hidden as hidden_mod
+from gradtrace.record import mode as R
+from gradtrace.record import ops
 
 
 def _step(model, x):

@@ -163,7 +163,7 @@ def test_a_dtype_conversion_move_names_the_op_that_made_it():
 
 
 def test_the_moves_summary_gives_an_autocast_cast_the_line_of_its_op():
-    from gradtrace.summary import summarize
+    from gradtrace.analyze.summary import summarize
 
     with gradtrace.trace() as tr:
         a = torch.ones(2, 3)

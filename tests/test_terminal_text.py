@@ -14,11 +14,12 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from gradtrace import drawsize, report
+from gradtrace import report
+from gradtrace.analyze.summary import summary_text
 from gradtrace.cli import main
 from gradtrace.progress import phase
 from gradtrace.runner import run_script
-from gradtrace.summary import summary_text
+from gradtrace.views import drawsize
 
 TRICKY = """\
 import torch
@@ -249,7 +250,7 @@ def traced(tmp_path, source):
 def test_run_outputs_of_a_drawing_too_big_make_no_dot_text(tmp_path, monkeypatch):
     made = []
     monkeypatch.setattr(drawsize, "SVG_MAX_LINES", 10)
-    monkeypatch.setattr("gradtrace.dot.to_dot", lambda *a, **k: made.append(1) or "digraph {}")
+    monkeypatch.setattr("gradtrace.views.dot.to_dot", lambda *a, **k: made.append(1) or "digraph {}")
     report.write_run_outputs(traced(tmp_path, LOOP), tmp_path / "out", depth=3, svg=False)
     assert made == [] and not (tmp_path / "out" / "graph.dot").exists()
 
@@ -355,7 +356,7 @@ for i in range(12):
 
 
 def test_a_long_loop_whose_one_step_drawing_is_small_still_gets_its_graph_dot(tmp_path, monkeypatch):
-    from gradtrace.dot import count_elements
+    from gradtrace.views.dot import count_elements
 
     tr = traced(tmp_path, TRAINING_STEPS)
     one_step = count_elements(tr.graph, 3)

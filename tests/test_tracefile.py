@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 import gradtrace
 from gradtrace.cli import main
-from gradtrace.dot import have_graphviz
-from gradtrace.drawsize import SVG_MAX_LINES
+from gradtrace.views.dot import have_graphviz
+from gradtrace.views.drawsize import SVG_MAX_LINES
 
 # -- small real programs ------------------------------------------------------------------
 

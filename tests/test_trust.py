@@ -20,8 +20,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.checkpoint import checkpoint
 
 import gradtrace
-from gradtrace import compat, modestack, patches, recorder
-from gradtrace.hidden import hidden
+from gradtrace.record import compat, modestack, patches
+from gradtrace.record import mode as recorder
+from gradtrace.record.hidden import hidden
 
 MODES = ["none", "stats", "all"]
 

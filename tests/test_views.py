@@ -17,8 +17,8 @@ from torch import nn
 
 import gradtrace
 from gradtrace.cli import main
-from gradtrace.dot import have_graphviz, render, to_dot
 from gradtrace.runner import run_script
+from gradtrace.views.dot import have_graphviz, render, to_dot
 from gradtrace.views.static import cut
 
 CORPUS = Path(__file__).parent / "views_corpus"
@@ -128,7 +128,7 @@ def test_backward_calls_are_numbered_across_the_program(resnet):
 
 
 def test_element_count_is_the_op_elements_of_one_step_not_of_the_whole_run(resnet):
-    from gradtrace.dot import count_elements
+    from gradtrace.views.dot import count_elements
 
     drawn = [n for n in _nodes(_parse(to_dot(resnet))) if n.get_shape() in ("box", "box3d")]
     ops = sum(1 for _, k in resnet.nodes(data="kind") if k == "op")
@@ -354,7 +354,7 @@ def test_long_code_is_cut_at_a_word_boundary_with_an_ellipsis():
 @pytest.fixture(scope="module")
 def saved_cnn(cnn, tmp_path_factory):
     out = tmp_path_factory.mktemp("cnn")
-    from gradtrace.tracefile import save
+    from gradtrace.graph.io import save
 
     save(cnn, out, None, None)
     return out

@@ -16,8 +16,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from ..names import name_of
-from ..query import op_inputs, op_outputs
+from ..graph.names import name_of
+from ..graph.query import op_inputs, op_outputs
 from . import fold
 from .static import CATEGORY_COLORS, DEFAULT_DEPTH, op_name, shape_text
 from .steps import PHASES, find_steps

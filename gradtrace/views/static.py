@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pydot
 
-from ..names import name_of
+from ..graph.names import name_of
 from . import fold
 from .steps import PHASES, find_steps, parse_phases, select_ops
 

@@ -235,7 +235,7 @@ def views_facts(G) -> dict:
     import pydot
 
     import gradtrace
-    from gradtrace.dot import to_dot
+    from gradtrace.views.dot import to_dot
 
     out: dict = {}
     try:

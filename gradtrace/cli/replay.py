@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import CONTEXT, SCRIPT_CONTEXT, _check_script, _load, fail, main
+from . import CONTEXT, SCRIPT_CONTEXT, _check_script, _load, fail, main
 
 
 def _print_md(text: str):
@@ -58,8 +58,8 @@ def replay(targets, baseline, out_dir, rtol, atol, values, rng, seed, timeout, d
       gradtrace replay --on cpu --on cpu64 --values all examples/train_mlp.py
     """
     _check_script(script)
-    from .replay import TargetError
-    from .replay import replay as run_replay
+    from ..replay import TargetError
+    from ..replay import replay as run_replay
 
     try:
         rep = run_replay(script, list(args), targets or ("cpu",), baseline=baseline, out=out_dir, rtol=rtol,
@@ -79,7 +79,7 @@ def replay(targets, baseline, out_dir, rtol, atol, values, rng, seed, timeout, d
 
 
 def _write_dot_from_replay(rep, dot_file):
-    from .diff import divergence_dot, load_run
+    from ..analyze.diff import divergence_dot, load_run
 
     for name, c in rep["comparisons"].items():
         if c.get("first_divergence"):
@@ -121,9 +121,9 @@ def diff(a, b, rtol, atol, as_json, dot_file, rank):
       gradtrace diff gradtrace-out/replay-train/cpu gradtrace-out/replay-train/ddp:2 --json
       gradtrace diff runs/ddp/rank0 runs/ddp/rank1
     """
-    from .diff import diff_graphs, load_run
-    from .ranks import rank_folders
-    from .tracefile import TraceError
+    from ..analyze.diff import diff_graphs, load_run
+    from ..graph.io import TraceError
+    from ..ranks import rank_folders
 
     fa, fb = rank_folders(a), rank_folders(b)
     names = (Path(a).name or str(a), Path(b).name or str(b))
@@ -163,7 +163,7 @@ def _as_peers(rep, ga):
     verdict is then what diff_graphs gives without that section."""
     if rep.get("data_parallel") is None or int(ga.graph.get("world_size") or 1) <= 1:
         return rep
-    from .diff import settle_verdict
+    from ..analyze.diff import settle_verdict
 
     rep["data_parallel"] = None
     return settle_verdict(rep)
@@ -171,8 +171,8 @@ def _as_peers(rep, ga):
 
 def _diff_out(rep, ga, as_json, dot_file):
     """Print one diff report (Markdown or JSON) and write its --dot."""
-    from .diff import divergence_dot, format_report_md
-    from .tracefile import _clean
+    from ..analyze.diff import divergence_dot, format_report_md
+    from ..graph.io import _clean
 
     if as_json:
         click.echo(json.dumps(_clean(rep), indent=1, default=str))
@@ -189,8 +189,8 @@ def _diff_out(rep, ga, as_json, dot_file):
 
 def _diff_rank_by_rank(a, b, fa, fb, names, rtol, atol, as_json, dot_file):
     """Two multi-rank folders: rank k of A against rank k of B, for every rank."""
-    from .diff import diff_graphs, divergence_dot, format_report_md
-    from .tracefile import _clean
+    from ..analyze.diff import diff_graphs, divergence_dot, format_report_md
+    from ..graph.io import _clean
 
     if set(fa) != set(fb):
         fail(f"{a} has ranks {', '.join(map(str, fa))} and {b} has ranks {', '.join(map(str, fb))}: compare "

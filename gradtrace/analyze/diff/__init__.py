@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .summary import ops_in_order
+from ..summary import ops_in_order
 
 # torch.testing.assert_close defaults: dtype -> (rtol, atol)
 DEFAULT_TOLERANCES = {
@@ -1088,7 +1088,7 @@ def accuracy_vs_reference(R, values_r, A, values_a, B, values_b, names=("cpu64",
 def load_run(path):
     """Load a trace folder, or a data-parallel target folder (``rank<k>`` inside it):
     return ``(graph, values, ranks)`` with ranks ``[(graph, values)]`` or None."""
-    from .trace import load
+    from ...trace import load
 
     p = Path(path)
     if p.is_dir() and not (p / "trace.json").exists():

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 import networkx as nx
 
-from . import stats as _stats
-from .recorder import Opaque, Recorder
+from ..record import stats as _stats
+from ..record.mode import Opaque, Recorder
 
 FORMAT = "gradtrace/1"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from .names import name_of
+from ..graph.names import name_of
 
 MOVE_CATEGORIES = ("move", "convert")
 TEXT_MAX = 200  # characters of one label, name or source line in printed text

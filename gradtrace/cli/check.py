@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import (
+from . import (
     RANK_OPTION,
     SCRIPT_CONTEXT,
     _check_out_dir,
@@ -66,7 +66,7 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
       gradtrace check gradtrace-out/train --ignore GT108 --json
       gradtrace check runs/ddp --rank 1
     """
-    from .check import CHECKS, check_graph, format_finding
+    from ..analyze.checks import CHECKS, check_graph, format_finding
 
     if list_codes:
         for c in CHECKS.values():
@@ -74,7 +74,7 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
         return
     if not target:
         fail("missing TARGET: a script or a trace folder (see gradtrace check --help)")
-    from .ranks import is_trace_folder, rank_folders
+    from ..ranks import is_trace_folder, rank_folders
 
     p = Path(target)
     exit_note = None
@@ -91,16 +91,16 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
         if p.is_dir():
             fail(f"not a trace folder (no trace.json, and no rank<k> folders with one): {target}")
         _check_script(target)
-        from .runner import run_script
+        from ..runner import run_script
 
         pos = _launcher_position()
         r, world = pos or (0, 1)
         if out_dir:
-            from .ranks import rank_folder
+            from ..ranks import rank_folder
 
             _check_out_dir(rank_folder(out_dir, r) if pos else Path(out_dir))
         result = run_script(target, list(args), values=values, rank=r, world_size=world)
-        from .report import start_fresh_line
+        from ..report import start_fresh_line
 
         start_fresh_line()
         graphs = {r: result.trace.graph}
@@ -108,8 +108,8 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
         if result.exit_code:
             exit_note = f"note: {target} exited with code {result.exit_code}; findings are for what ran"
         if out_dir:
-            from .ranks import rank_folder
-            from .report import write_run_outputs
+            from ..ranks import rank_folder
+            from ..report import write_run_outputs
 
             write_run_outputs(result.trace, rank_folder(out_dir, r) if pos else Path(out_dir), depth=3, svg=False)
     findings = []  # (rank, finding)
@@ -119,7 +119,7 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
         except ValueError as e:
             fail(str(e))
     if dot_out:
-        from .dot import to_dot
+        from ..views.dot import to_dot
 
         k0, G0 = next(iter(graphs.items()))
         mine = [f for k, f in findings if k == k0]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .. import __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 SCRIPT_CONTEXT = {**CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False}
@@ -22,8 +22,8 @@ def fail(message: str, code: int = 2):
 
 def _load(folder, rank=None):
     """One trace: a trace folder, or rank ``rank`` of a multi-rank folder."""
-    from .ranks import load_rank
-    from .tracefile import TraceError, check_path
+    from ..graph.io import TraceError, check_path
+    from ..ranks import load_rank
 
     try:
         check_path(folder)  # a looping link or an empty path, named as such
@@ -37,8 +37,8 @@ def _load_ranks(folder, rank=None) -> dict:
     one trace of a trace folder."""
     if rank is not None:
         return {rank: _load(folder, rank)}
-    from .ranks import load_ranks
-    from .tracefile import TraceError, check_path
+    from ..graph.io import TraceError, check_path
+    from ..ranks import load_ranks
 
     try:
         check_path(folder)
@@ -49,7 +49,7 @@ def _load_ranks(folder, rank=None) -> dict:
 
 def _launcher_position():
     """``(rank, world_size)`` under torchrun / torch.distributed.run, else None."""
-    from .ranks import launcher_position
+    from ..ranks import launcher_position
 
     try:
         return launcher_position()
@@ -136,14 +136,14 @@ def run(out_dir, values, values_max, depth, no_svg, script, args):
       torchrun --nproc-per-node 2 -m gradtrace run -o runs/ddp train_ddp.py
     """
     _check_script(script)
-    from .dot import DEFAULT_DEPTH
-    from .report import print_run_report, start_fresh_line, write_run_outputs
-    from .runner import run_script
+    from ..report import print_run_report, start_fresh_line, write_run_outputs
+    from ..runner import run_script
+    from ..views.dot import DEFAULT_DEPTH
 
     pos = _launcher_position()
     base = Path(out_dir) if out_dir else Path("gradtrace-out") / Path(script).stem
     if pos is not None:
-        from .ranks import clear_single_trace, rank_folder
+        from ..ranks import clear_single_trace, rank_folder
 
         rank, world = pos
         out = rank_folder(base, rank)
@@ -153,8 +153,8 @@ def run(out_dir, values, values_max, depth, no_svg, script, args):
         rank, world, out = 0, 1, base
     _check_out_dir(out)
     if values == "all":
-        from .summary import human_bytes
-        from .trace import default_values_max
+        from ..analyze.summary import human_bytes
+        from ..trace import default_values_max
 
         limit = values_max if values_max is not None else default_values_max()
         print(f"gradtrace: --values all keeps a copy of every tensor version and gradient, at most "
@@ -215,8 +215,8 @@ def show(folder, what, line, module, as_json, rank):
       gradtrace show gradtrace-out/train --ops --line train.py:42 --json
       gradtrace show runs/ddp --rank 1 --backward
     """
-    from .ranks import missing_ranks, rank_folders
-    from .report import show_ranks, show_table
+    from ..ranks import missing_ranks, rank_folders
+    from ..report import show_ranks, show_table
 
     if rank is None and rank_folders(folder):
         traces = _load_ranks(folder)
@@ -278,8 +278,8 @@ def dot(folder, out, view, depth, fmt, step, phase, tensors, saved, rank):
       gradtrace dot gradtrace-out/train --step 1 --phase all --tensors -o step1.svg
       gradtrace dot runs/ddp --rank 1 -o rank1.dot
     """
-    from .dot import DEFAULT_DEPTH, GraphvizMissing, RenderError, render_to_file, to_dot
-    from .ranks import rank_folders
+    from ..ranks import rank_folders
+    from ..views.dot import DEFAULT_DEPTH, GraphvizMissing, RenderError, render_to_file, to_dot
 
     if rank is None:
         folders = rank_folders(folder)
@@ -330,7 +330,7 @@ def html(folder, out, depth, rank):
       gradtrace html gradtrace-out/train            # writes gradtrace-out/train/graph.html
       gradtrace html gradtrace-out/train -o train.html
     """
-    from .views.html import DEFAULT_DEPTH, write_html
+    from ..views.html import DEFAULT_DEPTH, write_html
 
     tr = _load(folder, rank)
     here = Path(getattr(tr, "path", folder))  # a rank's own folder when --rank picked one
@@ -346,7 +346,7 @@ def html(folder, out, depth, rank):
 def _findings(G) -> list:
     """The findings of `gradtrace check` to mark in a drawing; none when checking fails
     (a drawing must not be lost to a check's error)."""
-    from .check import check  # gradtrace.check, the public API
+    from ..analyze.checks import check  # gradtrace.check, the public API
 
     try:
         return list(check(G))
@@ -356,7 +356,8 @@ def _findings(G) -> list:
 
 
 # Commands that live in their own modules register themselves on `main`.
-from . import cli_check, cli_replay  # noqa: E402,F401
+from . import check as cli_check  # noqa: E402,F401
+from . import replay as cli_replay  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

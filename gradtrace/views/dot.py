@@ -17,8 +17,8 @@ from pathlib import Path
 import networkx as nx
 import pydot
 
-from .views.static import CATEGORY_COLORS, DEFAULT_DEPTH, VIEWS, build, count_elements  # noqa: F401
-from .views.steps import PHASES  # noqa: F401
+from .static import CATEGORY_COLORS, DEFAULT_DEPTH, VIEWS, build, count_elements  # noqa: F401
+from .steps import PHASES  # noqa: F401
 
 
 class GraphvizMissing(RuntimeError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 
-from ..query import pos_key
+from ...graph.query import pos_key
 
 # -- the graph, indexed once ----------------------------------------------------------
 

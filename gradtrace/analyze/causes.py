@@ -4,7 +4,7 @@ it off in a re-run.
 
 :func:`candidates` reads a diff report (``gradtrace.diff.diff_graphs``) and the two
 trace graphs; :func:`confirmation` judges the diff of a re-run made with the
-cause switched off (``gradtrace._replay_child --switch-off CAUSE``, applied by
+cause switched off (``gradtrace.replay.child --switch-off CAUSE``, applied by
 :func:`apply_switches` before the script runs). See docs/replay.md, "Likely cause".
 """
 

@@ -1,7 +1,7 @@
 """Replay one program on several targets (CPU, a GPU, data-parallel ranks, a float64
 reference) and diff every run against a baseline.
 
-Each target runs in its own process (``python -m gradtrace._replay_child``), traced;
+Each target runs in its own process (``python -m gradtrace.replay.child``), traced;
 ``ddp:N`` runs N ranks through torch.distributed's own launcher
 (``python -m torch.distributed.run``) on a free port of 127.0.0.1. See
 docs/replay.md.
@@ -192,7 +192,7 @@ class DeviceMap(TorchFunctionMode):
     def _name(self, func):
         n = self._names.get(func)
         if n is None:
-            from .ops import qualified_name
+            from ..record.ops import qualified_name
 
             n = self._names[func] = qualified_name(func)
         return n
@@ -374,7 +374,7 @@ def _child_cmd(target: Target, out: Path, script, argv, values, rng, seed, timeo
     extra = [x for s in switches for x in ("--switch-off", s)]
     if placement is not None:
         extra += ["--backend", placement["backend"], "--gpus", str(placement["gpus"])]
-    return ["-m", "gradtrace._replay_child", "--target", target.name, "--name", target.folder, "--out", str(out),
+    return ["-m", "gradtrace.replay.child", "--target", target.name, "--name", target.folder, "--out", str(out),
             "--values", values, "--rng", rng, "--seed", str(seed), "--timeout", str(timeout),
             *extra, "--script", str(script), *argv]
 
@@ -509,7 +509,7 @@ def replay(script, argv=(), targets=("cpu",), baseline=None, out=None, rtol=None
     target's comparison gets an ``explanation`` (likely causes, and a re-run with the
     most likely switchable one turned off, see :func:`explain_divergence`). Raises
     :class:`TargetError` for a usage error."""
-    from .diff import accuracy_vs_reference, diff_graphs
+    from ..analyze.diff import accuracy_vs_reference, diff_graphs
 
     if rng not in RNG_MODES:
         raise TargetError(f"--rng must be one of {', '.join(RNG_MODES)}")
@@ -603,7 +603,7 @@ def replay(script, argv=(), targets=("cpu",), baseline=None, out=None, rtol=None
 
 def _load_graphs(run: RunResult) -> list:
     """Per rank of ``run``: ``(graph, values, run.json dict)``; graph None where no trace was written."""
-    from .trace import load
+    from ..trace import load
 
     graphs = []
     for r in run.ranks:
@@ -616,7 +616,7 @@ def _load_graphs(run: RunResult) -> list:
 
 
 def _diff_runs(base_runs, runs, kind, names, rtol, atol):
-    from .diff import diff_graphs
+    from ..analyze.diff import diff_graphs
 
     (ga, va, _), (gb, vb, _) = base_runs[0], runs[0]
     ranks = [(g, v) for g, v, _ in runs if g is not None] if kind == "ddp" else None
@@ -631,7 +631,7 @@ def explain_divergence(rep, base_t, base_runs, t, runs, out, script, argv, value
     ``OUT/<folder>-without-<cause>``) diffed again. Returns ``{candidates, tried,
     text}``; ``tried`` is None when no candidate can be switched off, else
     ``{cause, side, switch_text, folder, result: {status, text}}``."""
-    from . import causes
+    from ..analyze import causes
 
     cands = causes.candidates(rep, base_runs[0][0], runs[0][0])
     top = causes.first_switchable(cands)
@@ -688,8 +688,8 @@ def _same_error(r1, r2) -> bool:
 
 
 def _write(report, out: Path):
-    from .diff import format_replay_md
-    from .tracefile import _clean
+    from ..analyze.diff import format_replay_md
+    from ..graph.io import _clean
 
     (out / "report.json").write_text(json.dumps(_clean(report), indent=1, default=str), encoding="utf-8")
     (out / "report.md").write_text(format_replay_md(report), encoding="utf-8")

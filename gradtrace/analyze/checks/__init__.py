@@ -101,7 +101,7 @@ def check(trace_or_graph, select=None, ignore=None, suppress=True) -> list:
     trace folder (a path); ``suppress=False`` keeps findings on lines that carry a
     ``# gradtrace: ignore`` comment."""
     if isinstance(trace_or_graph, (str, os.PathLike)):
-        from ..trace import load
+        from ...trace import load
 
         G = load(trace_or_graph).graph
     elif hasattr(trace_or_graph, "graph") and not hasattr(trace_or_graph, "nodes"):

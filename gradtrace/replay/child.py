@@ -1,4 +1,4 @@
-"""One replay run: ``python -m gradtrace._replay_child --target T --out DIR ... --script SCRIPT ARGS``.
+"""One replay run: ``python -m gradtrace.replay.child --target T --out DIR ... --script SCRIPT ARGS``.
 
 Sets up the target (device mapping, seeded random numbers, float64 for ``cpu64``),
 runs the script traced, and writes the trace and ``run.json`` (status, exit code,
@@ -36,11 +36,11 @@ def _user_frame(exc, script_path):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--script" not in argv:
-        print("usage: python -m gradtrace._replay_child OPTIONS --script SCRIPT [ARGS]", file=sys.stderr)
+        print("usage: python -m gradtrace.replay.child OPTIONS --script SCRIPT [ARGS]", file=sys.stderr)
         return 2
     i = argv.index("--script")  # everything after the script is the script's
     opts, rest = argv[:i], argv[i + 1:]
-    p = argparse.ArgumentParser(prog="gradtrace._replay_child")
+    p = argparse.ArgumentParser(prog="gradtrace.replay.child")
     p.add_argument("--target", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--values", default="stats")
@@ -55,7 +55,7 @@ def main(argv=None):
     a = p.parse_args(opts)
     script, sargv = rest[0], rest[1:]
 
-    from .replay import parse_target, setup_child
+    from . import parse_target, setup_child
 
     target = parse_target(a.target)
     # a script may ask which target it runs on, named as the report names it (cpu-2)
@@ -73,10 +73,10 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, on_term)
 
-    from .causes import apply_switches
-    from .dot import DEFAULT_DEPTH
-    from .report import write_run_outputs
-    from .runner import run_script
+    from ..analyze.causes import apply_switches
+    from ..report import write_run_outputs
+    from ..runner import run_script
+    from ..views.dot import DEFAULT_DEPTH
 
     if target.kind == "ddp" and a.gpus:
         target.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % a.gpus}"

@@ -1,0 +1,1 @@
+"""graph -> findings, figures and diffs: summary, causes, checks, diff."""

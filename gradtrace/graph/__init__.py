@@ -1,0 +1,1 @@
+"""records -> the trace graph (networkx), the trace format, reading and writing trace folders, the questions every reader asks."""

@@ -1,0 +1,1 @@
+"""torch -> compact records: the TorchFunctionMode and what it registers. Imports nothing of gradtrace above it."""
