@@ -20,7 +20,8 @@ sys.path.insert(0, str(HERE.parent))
 import models  # noqa: E402
 
 import gradtrace  # noqa: E402
-from gradtrace import recorder as R  # noqa: E402
+from gradtrace.record.grad_hooks import GradHooks  # noqa: E402
+from gradtrace.record.saved import SavedTensors  # noqa: E402
 
 
 def _median_ratio(f, base, reps):
@@ -49,16 +50,16 @@ def ablate(name: str, reps: int) -> dict:
     base, ratio = _median_ratio(traced, step, reps)
     out = {"untraced_ms": base, "none": ratio}
     switches = {
-        "without saved-tensor reads": ("_saved_of", lambda self, fn: []),
-        "without backward pre-hooks": ("_hook_graph", lambda self, roots, bw, seen: ([], {})),
+        "without saved-tensor reads": (SavedTensors, "read", lambda self, readable: None),
+        "without backward pre-hooks": (GradHooks, "install", lambda self, roots, bw, seen: ([], {})),
     }
-    for label, (attr, stub) in switches.items():
-        orig = getattr(R.Recorder, attr)
-        setattr(R.Recorder, attr, stub)
+    for label, (cls, attr, stub) in switches.items():
+        orig = getattr(cls, attr)
+        setattr(cls, attr, stub)
         try:
             out[label] = _median_ratio(traced, step, reps)[1]
         finally:
-            setattr(R.Recorder, attr, orig)
+            setattr(cls, attr, orig)
     return out
 
 

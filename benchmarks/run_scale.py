@@ -115,7 +115,7 @@ def phases(ops: int, values: str = "none") -> dict:
 _RUN_PHASES = r"""
 import json, resource, sys, time
 t_start = time.perf_counter()
-import gradtrace.report as report
+import gradtrace.outputs as outputs
 import gradtrace.runner as runner
 trace_module = sys.modules["gradtrace.trace"]
 times, peaks = {}, {}
@@ -132,9 +132,9 @@ def timed(module, name, label):
     setattr(module, name, wrapper)
 
 for module, name, label in ((runner, "_run_as_main", "script"), (trace_module, "build_graph", "build"),
-                            (trace_module, "save", "save"), (report, "summarize", "summary"),
-                            (report, "_write_html", "viewer_size_check"), (report, "_too_big_note", "too_big_note"),
-                            (report, "check_graph", "check")):
+                            (outputs, "save", "save"), (outputs, "summarize", "summary"),
+                            (outputs, "_write_html", "viewer_size_check"), (outputs, "_too_big_note", "too_big_note"),
+                            (outputs, "check_graph", "check")):
     timed(module, name, label)
 times["imports"] = time.perf_counter() - t_start
 sys.argv = ["gradtrace", "run", "--values", sys.argv[1], "-o", sys.argv[2], sys.argv[3]]

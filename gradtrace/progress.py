@@ -11,11 +11,13 @@ import sys
 import threading
 from contextlib import contextmanager
 
+__all__ = ["DELAY", "phase", "stderr_is_terminal"]
+
 DELAY = 2.0
 
 
 def stderr_is_terminal() -> bool:
-    """True when standard error is a terminal."""
+    """Return True when standard error is a terminal."""
     try:
         return sys.stderr.isatty()
     except (AttributeError, ValueError, OSError):
@@ -29,6 +31,7 @@ def phase(description: str, delay: float = DELAY):
     if not stderr_is_terminal():
         yield
         return
+    # lazy: rich's live display costs an import most runs (off a terminal) never need
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 

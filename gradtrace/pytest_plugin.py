@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import pytest
 
+__all__ = ["gradtrace_check", "pytest_configure", "pytest_runtest_call"]
+
 _KEY = "_gradtrace_check_trace"
 
 

@@ -3,7 +3,8 @@
 Under a launcher (``torchrun``, ``python -m torch.distributed.run``: ``RANK`` and
 ``WORLD_SIZE`` in the environment) ``gradtrace run -o OUT`` writes each rank's trace
 to ``OUT/rank<k>/``. The same layout is what ``gradtrace replay`` writes for a
-``ddp:N`` target. Here is how such a folder is found and read::
+``ddp:N`` target. Such a folder is found by :mod:`gradtrace.graph.folders` and read
+here::
 
     >>> from gradtrace.ranks import load_ranks
     >>> traces = load_ranks("gradtrace-out/train")     # {0: Trace, 1: Trace, ...}
@@ -19,19 +20,18 @@ with a one-line message.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-from .graph.io import DOT_FILE, TRACE_FILE, VALUES_FILE, TraceError, check_path
+from .graph.folders import is_trace_folder, rank_folder, rank_folders
+from .graph.io import TRACE_FILE, TraceError, check_path
+from .trace import load
 
-_RANK_DIR = re.compile(r"^rank(\d+)$")
-# What ``gradtrace run`` writes into a trace folder (report.write_run_outputs).
-RUN_FILES = (TRACE_FILE, VALUES_FILE, DOT_FILE, "graph.svg", "graph.html")
+__all__ = ["launcher_position", "load_rank", "load_ranks", "missing_ranks"]
 
 
 def launcher_position(environ=None) -> tuple[int, int] | None:
-    """``(rank, world_size)`` when this process was started by a launcher that sets
-    ``RANK`` and ``WORLD_SIZE`` (torchrun, ``torch.distributed.run``), else None.
+    """Return ``(rank, world_size)`` when this process was started by a launcher that
+    sets ``RANK`` and ``WORLD_SIZE`` (torchrun, ``torch.distributed.run``), else None.
 
     Raises :class:`ValueError` (one line) when they are set but make no sense."""
     env = os.environ if environ is None else environ
@@ -48,36 +48,6 @@ def launcher_position(environ=None) -> tuple[int, int] | None:
     return rank, world
 
 
-def rank_folder(out, rank: int) -> Path:
-    """The folder rank ``rank`` writes under ``out``: ``out/rank<rank>``."""
-    return Path(out) / f"rank{int(rank)}"
-
-
-def is_trace_folder(path) -> bool:
-    """True for a folder with a ``trace.json`` of its own (or a ``trace.json`` file)."""
-    p = Path(path)
-    return (p / TRACE_FILE).is_file() if p.is_dir() else p.is_file()
-
-
-def rank_folders(path) -> dict[int, Path]:
-    """The ``rank<k>`` subfolders of ``path`` that hold a ``trace.json``, by rank,
-    in rank order; ``{}`` when there are none (or ``path`` is a trace itself)."""
-    p = Path(path)
-    if not p.is_dir() or is_trace_folder(p):
-        return {}
-    found = {}
-    for d in p.iterdir():
-        m = _RANK_DIR.match(d.name)
-        if m and (d / TRACE_FILE).is_file():
-            found[int(m.group(1))] = d
-    return dict(sorted(found.items()))
-
-
-def is_multi_rank(path) -> bool:
-    """True for a folder of ``rank<k>`` trace folders (and no trace of its own)."""
-    return bool(rank_folders(path))
-
-
 def _ranks_text(ranks) -> str:
     return ", ".join(str(k) for k in ranks)
 
@@ -90,14 +60,12 @@ def _not_a_trace(path) -> TraceError:
 
 
 def load_ranks(path) -> dict:
-    """Load a trace folder or a multi-rank folder: ``{rank: gradtrace.Trace}``.
+    """Load a trace folder or a multi-rank folder; return ``{rank: gradtrace.Trace}``.
 
     A multi-rank folder gives one entry per ``rank<k>`` subfolder (keyed by ``k``);
     a single trace folder gives ``{its rank: trace}`` (0 for a run that was not
     distributed). Raises :class:`gradtrace.TraceError` (one line) for a folder that
     is neither, or for a rank whose trace cannot be read."""
-    from .trace import load
-
     check_path(path)
     folders = rank_folders(path)
     if folders:
@@ -109,14 +77,12 @@ def load_ranks(path) -> dict:
 
 
 def load_rank(path, rank: int | None = None):
-    """Load one trace from a trace folder or a multi-rank folder.
+    """Load one trace from a trace folder or a multi-rank folder and return it.
 
     ``rank=None`` asks for the only trace there is: a multi-rank folder with several
     ranks raises :class:`gradtrace.TraceError` naming them. With ``rank``, a
     multi-rank folder gives that rank's trace and a single trace folder must be of
     that rank."""
-    from .trace import load
-
     check_path(path)
     folders = rank_folders(path)
     if folders:
@@ -138,21 +104,7 @@ def load_rank(path, rank: int | None = None):
 
 
 def missing_ranks(traces: dict) -> list[int]:
-    """The ranks below the recorded world size that have no trace in ``traces``
+    """Return the ranks below the recorded world size that have no trace in ``traces``
     (``{rank: Trace}``), e.g. a rank that was killed before it wrote its folder."""
     world = max((int(t.meta.get("world_size") or 1) for t in traces.values()), default=1)
     return [k for k in range(world) if k not in traces]
-
-
-def clear_single_trace(out) -> list[Path]:
-    """Remove the files of a single-process trace from ``out`` (what ``gradtrace run``
-    wrote there before); return what was removed. A folder with a ``trace.json`` of
-    its own is read as one trace, so without this an earlier single-process run
-    would hide the rank folders a launched run writes beside it."""
-    removed = []
-    for name in RUN_FILES:
-        f = Path(out) / name
-        if f.is_file():
-            f.unlink()
-            removed.append(f)
-    return removed

@@ -13,6 +13,8 @@ import zipfile
 
 from .trace import Trace
 
+__all__ = ["ScriptResult", "run_script", "user_traceback"]
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 

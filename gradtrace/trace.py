@@ -6,18 +6,18 @@ import platform
 import sys
 import threading
 import traceback
-import weakref
 from pathlib import Path
 
 import torch
 
 from . import __version__
-from .graph.build import FORMAT, build_graph
-from .graph.io import DOT_FILE, load_graph, load_values, save
-from .record import modestack, patches
-from .record.hidden import restore_thread_state, thread_state
-from .record.mode import Recorder
-from .record.source import scope_items
+from .graph.build import build_graph
+from .graph.io import load_graph, load_values
+from .graph.schema import FORMAT
+from .outputs import save_trace
+from .record import session
+
+__all__ = ["Trace", "VALUES", "default_values_max", "load", "math_settings", "trace"]
 
 VALUES = ("none", "stats", "all")
 _active = threading.local()
@@ -87,7 +87,8 @@ class Trace:
             "status": "running",
             "error": None,
         }
-        self._rec: Recorder | None = None
+        self._rec = None  # the recorder (gradtrace.record.mode.Recorder), once started
+        self._session = None
         self._graph = None
         self._values = None
 
@@ -98,20 +99,9 @@ class Trace:
             raise RuntimeError("gradtrace.trace() is already active on this thread: traces do not nest")
         if self._rec is not None:
             raise RuntimeError("this gradtrace.trace() has already run; start a new one")
-        modestack.sweep(_ended)  # recorders torch put back after their trace ended
-        self._named_before = _tensors_named_in(sys._getframe(1))
-        self._thread_state = thread_state()
-        rec = self._rec = Recorder(self.values_mode, self.values_max)
         self.meta["math_start"] = math_settings()
-        patches.attach(rec)
-        try:
-            rec.modules.install()
-            rec.__enter__()
-        except BaseException:
-            modestack.remove(rec)
-            rec.modules.remove()
-            patches.detach(rec)
-            raise
+        self._session = session.start(self.values_mode, self.values_max, sys._getframe(1))
+        self._rec = self._session.recorder
         _active.trace = self
         return self
 
@@ -119,27 +109,8 @@ class Trace:
         # Nothing here may replace the user's exception: each step is kept apart,
         # and what fails is noted in the trace.
         rec = self._rec
-        rec._closed = True
-        problems = []
-        for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
-                     rec.callers.clear,  # callers hold the traced code's module globals
-                     rec.copies.wait):  # values copied from a GPU without waiting, once, now
-            try:
-                step()
-            except Exception as e:
-                problems.append(f"{type(e).__name__}: {e}")
-        try:
-            if restore_thread_state(self._thread_state):
-                problems.append("an interrupt inside the recorder had left torch functions disabled; "
-                                "switched back on")
-        except Exception as e:
-            problems.append(f"{type(e).__name__}: {e}")
+        problems = self._session.stop()
         _active.trace = None
-        try:
-            _label_tensors_named_before(rec, self._named_before)
-        except Exception as e:
-            problems.append(f"{type(e).__name__}: {e}")
-        self._named_before = ()
         try:
             self.meta["math"] = math_settings()
         except Exception as e:
@@ -158,6 +129,12 @@ class Trace:
                 "traceback": "".join(traceback.format_exception(et, ev, tb)),
             }
         return False
+
+    @property
+    def recorder(self):
+        """The function mode recording this trace (``gradtrace.record.mode.Recorder``),
+        None before it starts; a loaded trace has none."""
+        return self._rec
 
     # -- results ----------------------------------------------------------------------
 
@@ -184,29 +161,9 @@ class Trace:
         return its path.
 
         ``graph.dot`` is left out (with a note on standard error) when the drawing would
-        be too big to lay out (:data:`gradtrace.drawsize.SVG_MAX_LINES`); values that
+        be too big to lay out (:data:`gradtrace.views.drawsize.SVG_MAX_LINES`); values that
         safetensors cannot hold are listed in ``values_not_saved``."""
-        text = None
-        if dot:
-            text = self._dot_text(Path(folder))
-        out = save(self.graph, folder, self.values, text)
-        if dot and text is None:
-            (out / DOT_FILE).unlink(missing_ok=True)  # an earlier trace's drawing would misstate this one
-        return out
-
-    def _dot_text(self, folder: Path):
-        from .views.dot import DEFAULT_DEPTH, to_dot
-        from .views.drawsize import too_big_to_draw
-
-        try:
-            why = too_big_to_draw(self.graph, DEFAULT_DEPTH)
-            if why:
-                print(f"gradtrace: note: {folder / 'graph.dot'} not written: {why}", file=sys.stderr)
-                return None
-            return to_dot(self.graph)
-        except Exception as e:  # a drawing problem must not lose the trace
-            print(f"gradtrace: graph.dot not written ({type(e).__name__}: {e})", file=sys.stderr)
-            return None
+        return save_trace(self, folder, dot)
 
     def summary(self) -> str:
         """Return a plain-text summary of the trace."""
@@ -240,36 +197,6 @@ class Trace:
 
     def _repr_pretty_(self, p, cycle):
         p.text(self.summary())
-
-
-def _tensors_named_in(frame) -> list:
-    """``[(weak reference, name)]`` of the tensors bound to names in ``frame`` (its
-    locals, then its module's globals) as a trace starts: a tensor made before the
-    trace has no assignment in it to be named by."""
-    found, seen = [], set()
-    try:
-        for name, v in scope_items(frame):
-            # issubclass of the type: isinstance would ask a proxy's __class__ (user code)
-            if issubclass(type(v), torch.Tensor) and not name.startswith("_") and id(v) not in seen:
-                seen.add(id(v))
-                found.append((weakref.ref(v), name))
-    except Exception:  # an odd frame or a tensor without weak references: no names
-        return found
-    return found
-
-
-def _label_tensors_named_before(rec: Recorder, named: list) -> None:
-    """Name the tensors the trace saw that the user had bound to a name before it
-    started, unless the trace already names them (an assignment, a module path)."""
-    for ref, name in named:
-        t = ref()
-        info = rec.lookup(t) if t is not None else None
-        if info is not None and info.tid not in rec.labels and info.tid not in rec.params:
-            rec.labels[info.tid] = name
-
-
-def _ended(mode) -> bool:
-    return isinstance(mode, Recorder) and mode._closed
 
 
 def trace(values: str = "stats", **kwargs) -> Trace:

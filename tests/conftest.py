@@ -14,9 +14,8 @@ def _nothing_left_on_the_mode_stack():
     recorder that torch itself pushed back (its _pop_mode_temporarily generator closed
     after a signal) only passes calls through; it is swept, as the next trace would."""
     yield
-    from gradtrace.record import modestack
-    from gradtrace.trace import _ended
+    from gradtrace.record.session import sweep_ended
 
-    modestack.sweep(_ended)
+    sweep_ended()
     depth = torch._C._len_torch_function_stack()
     assert depth == 0, f"{depth} torch function mode(s) left active"

@@ -954,12 +954,12 @@ def _written_in_a_loop():
 
 
 def test_the_index_lists_each_tensors_versions_as_a_full_scan_does():
-    from gradtrace.analyze.checks.graph import _Q, _eager_versions
+    from gradtrace.analyze.checks.graph import Query, eager_versions
 
     G = _written_in_a_loop()
-    q = _Q(G)
+    q = Query(G)
     assert {tid: list(vs) for tid, vs in q.versions.items()} == {
-        tid: list(vs) for tid, vs in _eager_versions(G._node).items()}
+        tid: list(vs) for tid, vs in eager_versions(G._node).items()}
 
 
 def test_a_graph_whose_tensor_nodes_are_renamed_is_checked_the_same():

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 import gradtrace
 from gradtrace.analyze.diff import compare_values, diff_graphs, tolerance
 from gradtrace.cli import main
-from gradtrace.report import write_run_outputs
+from gradtrace.outputs import write_run_outputs
 from gradtrace.runner import run_script
 
 PROGRAM = '''import torch

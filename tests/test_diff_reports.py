@@ -4,7 +4,7 @@ dtypes, modules, tensor names, autocast, repeated differences (issue 13)."""
 import re
 
 from gradtrace.analyze.diff import diff_graphs, format_report_md
-from gradtrace.report import write_run_outputs
+from gradtrace.outputs import write_run_outputs
 from gradtrace.runner import run_script
 
 

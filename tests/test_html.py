@@ -16,7 +16,7 @@ from torch import nn
 
 import gradtrace
 from gradtrace.cli import main
-from gradtrace.report import write_run_outputs
+from gradtrace.outputs import write_run_outputs
 from gradtrace.runner import run_script
 from gradtrace.views import html as viewer
 from gradtrace.views.steps import find_steps

@@ -9,8 +9,8 @@ from torch.overrides import handle_torch_function
 
 import gradtrace
 from gradtrace.record import hidden as hidden_mod
-from gradtrace.record import mode as R
 from gradtrace.record import ops
+from gradtrace.record import saved as saved_mod
 
 
 def _step(model, x):
@@ -73,7 +73,7 @@ def test_a_torch_node_class_keeps_only_the_saved_fields_that_can_hold_a_tensor()
     b = torch.randn(5, requires_grad=True)
     with gradtrace.trace(values="none"):
         y = torch.nn.functional.linear(x, w, b)
-    assert set(R._SAVED_ATTRS[type(y.grad_fn)]) == {"_saved_mat1", "_saved_mat2"}
+    assert set(saved_mod.SAVED_NAMES[type(y.grad_fn)]) == {"_saved_mat1", "_saved_mat2"}
 
 
 def test_the_backward_hooks_of_a_none_trace_enter_no_hidden_block(monkeypatch):

@@ -212,6 +212,6 @@ def test_records_of_a_loop_leave_the_garbage_collector_before_its_oldest_generat
         # full collection walks it again, unless they stopped tracking it.
         gc.collect(0)
         gc.collect(1)
-        rec = tr._rec
-        tracked = [r for r in rec.ops + rec.edges if r is not None and gc.is_tracked(r)]
+        records = tr.recorder.records
+        tracked = [r for r in records.ops + records.edges if r is not None and gc.is_tracked(r)]
     assert tracked == []

@@ -14,9 +14,10 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from gradtrace import report
 from gradtrace.analyze.summary import summary_text
 from gradtrace.cli import main
+from gradtrace.cli.report import print_run_report
+from gradtrace.outputs import write_run_outputs
 from gradtrace.progress import phase
 from gradtrace.runner import run_script
 from gradtrace.views import drawsize
@@ -251,20 +252,20 @@ def test_run_outputs_of_a_drawing_too_big_make_no_dot_text(tmp_path, monkeypatch
     made = []
     monkeypatch.setattr(drawsize, "SVG_MAX_LINES", 10)
     monkeypatch.setattr("gradtrace.views.dot.to_dot", lambda *a, **k: made.append(1) or "digraph {}")
-    report.write_run_outputs(traced(tmp_path, LOOP), tmp_path / "out", depth=3, svg=False)
+    write_run_outputs(traced(tmp_path, LOOP), tmp_path / "out", depth=3, svg=False)
     assert made == [] and not (tmp_path / "out" / "graph.dot").exists()
 
 
 def test_too_big_note_without_modules_points_at_the_busiest_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(drawsize, "SVG_MAX_LINES", 10)
-    report.write_run_outputs(traced(tmp_path, LOOP), tmp_path / "out", depth=3, svg=False)
+    write_run_outputs(traced(tmp_path, LOOP), tmp_path / "out", depth=3, svg=False)
     err = capsys.readouterr().err
     assert "--line s.py:4" in err and "--depth" not in err
 
 
 def test_too_big_note_with_modules_that_collapse_suggests_depth_1(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(drawsize, "SVG_MAX_LINES", 15)  # 22 elements drawn at depth 3, 3 at depth 1
-    report.write_run_outputs(traced(tmp_path, MODULES), tmp_path / "out", depth=3, svg=False)
+    write_run_outputs(traced(tmp_path, MODULES), tmp_path / "out", depth=3, svg=False)
     assert "--depth 1" in capsys.readouterr().err
 
 
@@ -274,8 +275,8 @@ def test_run_report_lists_only_the_files_this_run_wrote(tmp_path, monkeypatch, c
     (out / "graph.svg").write_text("<svg/>")  # left by an earlier run
     monkeypatch.setattr(drawsize, "SVG_MAX_LINES", 10)
     tr = traced(tmp_path, LOOP)
-    written = report.write_run_outputs(tr, out, depth=3, svg=False)
-    report.print_run_report(tr, out, written=written)
+    written = write_run_outputs(tr, out, depth=3, svg=False)
+    print_run_report(tr, out, written=written)
     assert re.search(r"^wrote \S*trace\.json$", capsys.readouterr().out, re.M)
 
 
@@ -356,13 +357,13 @@ for i in range(12):
 
 
 def test_a_long_loop_whose_one_step_drawing_is_small_still_gets_its_graph_dot(tmp_path, monkeypatch):
-    from gradtrace.views.dot import count_elements
+    from gradtrace.views.forward import count_elements
 
     tr = traced(tmp_path, TRAINING_STEPS)
     one_step = count_elements(tr.graph, 3)
     assert drawsize.forward_elements_at_least(tr.graph, 3) > 2 * one_step
     monkeypatch.setattr(drawsize, "SVG_MAX_LINES", one_step + 1)  # every step together would be too big
-    written = report.write_run_outputs(tr, tmp_path / "out", depth=3, svg=False)
+    written = write_run_outputs(tr, tmp_path / "out", depth=3, svg=False)
     assert "dot" in written and (tmp_path / "out" / "graph.dot").exists()
 
 

@@ -23,6 +23,8 @@ import gradtrace
 from gradtrace.record import compat, modestack, patches
 from gradtrace.record import mode as recorder
 from gradtrace.record.hidden import hidden
+from gradtrace.record.op import OpPath
+from gradtrace.record.tensors import Tensors
 
 MODES = ["none", "stats", "all"]
 
@@ -96,7 +98,7 @@ def test_an_op_whose_outputs_cannot_be_read_still_returns_the_users_result(monke
     def broken(*args, **kwargs):
         raise RuntimeError("recorder bug")
 
-    monkeypatch.setattr(recorder.Recorder, "_after", broken)
+    monkeypatch.setattr(OpPath, "after", broken)
     y, tr = traced("stats", lambda: torch.ones(2) + 1)
     assert torch.equal(y, torch.full((2,), 2.0))
     assert [d["category"] for d in ops(tr.graph, "Tensor.add")] == ["unknown"]
@@ -106,7 +108,7 @@ def test_an_op_whose_inputs_cannot_be_read_runs_once(monkeypatch):
     def broken(self, t, origin="torch"):
         raise RuntimeError("recorder bug")
 
-    monkeypatch.setattr(recorder.Recorder, "tensor", broken)
+    monkeypatch.setattr(Tensors, "register", broken)
     x = torch.ones(2)
     with gradtrace.trace() as tr:
         x.add_(1)
@@ -360,7 +362,7 @@ def test_two_threads_tracing_at_once_leave_nothing_patched_or_alive():
                 a_in.set()
                 b_in.wait()
                 torch.from_numpy(np.ones(3)) + 1
-            refs.append(weakref.ref(tr._rec))
+            refs.append(weakref.ref(tr.recorder))
             del tr
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
@@ -374,7 +376,7 @@ def test_two_threads_tracing_at_once_leave_nothing_patched_or_alive():
                 b_in.set()
                 a_out.wait()
                 torch.from_numpy(np.ones(3)) + 1
-            refs.append(weakref.ref(tr._rec))
+            refs.append(weakref.ref(tr.recorder))
             del tr
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
@@ -393,7 +395,7 @@ def test_two_threads_tracing_at_once_leave_nothing_patched_or_alive():
 def test_a_finished_traces_recorder_is_not_kept_by_the_patches():
     with gradtrace.trace() as tr:
         torch.from_numpy(np.ones(2))
-    ref = weakref.ref(tr._rec)
+    ref = weakref.ref(tr.recorder)
     del tr
     gc.collect()
     assert ref() is None
@@ -488,12 +490,12 @@ def test_an_ended_recorder_that_torch_puts_back_on_the_stack_records_nothing():
     # closed; a signal landing inside it does that after the trace has ended.
     with gradtrace.trace() as tr:
         pass
-    torch._C._push_on_torch_function_stack(tr._rec)
+    torch._C._push_on_torch_function_stack(tr.recorder)
     try:
         y = torch.ones(2) + 1
-        n_ops = len(tr._rec.ops)
+        n_ops = len(tr.recorder.records.ops)
     finally:
-        removed = modestack.remove(tr._rec)
+        removed = modestack.remove(tr.recorder)
     assert torch.equal(y, torch.full((2,), 2.0))
     assert (n_ops, removed) == (0, True)
 
@@ -501,17 +503,17 @@ def test_an_ended_recorder_that_torch_puts_back_on_the_stack_records_nothing():
 def test_a_new_trace_sweeps_ended_recorders_off_the_stack():
     with gradtrace.trace() as old:
         pass
-    torch._C._push_on_torch_function_stack(old._rec)
+    torch._C._push_on_torch_function_stack(old.recorder)
     with gradtrace.trace():
         stack = [torch._C._get_function_stack_at(i) for i in range(torch._C._len_torch_function_stack())]
-    assert old._rec not in stack
+    assert old.recorder not in stack
 
 
 # -- torch versions --------------------------------------------------------------------
 
 
 def test_backward_through_the_pre_2_13_redispatch_records_custom_backward_ops(monkeypatch):
-    monkeypatch.setattr(recorder, "redispatch_function", compat._redispatch_by_copy)
+    monkeypatch.setattr(recorder, "redispatch_function", compat.redispatch_by_copy)
     x = torch.tensor([1.0, 2.0], requires_grad=True)
     with gradtrace.trace() as tr:
         Square.apply(x).sum().backward()
@@ -521,7 +523,7 @@ def test_backward_through_the_pre_2_13_redispatch_records_custom_backward_ops(mo
 
 def test_a_direct_autograd_backward_is_recorded_through_the_pre_2_11_patch(monkeypatch):
     monkeypatch.setattr(compat, "AUTOGRAD_BACKWARD_DISPATCHES", False)
-    monkeypatch.setattr(recorder, "redispatch_function", compat._redispatch_by_copy)
+    monkeypatch.setattr(recorder, "redispatch_function", compat.redispatch_by_copy)
     x = torch.tensor([1.0, 2.0], requires_grad=True)
     with gradtrace.trace() as tr:
         patched = hasattr(torch.autograd.backward, "__wrapped__")

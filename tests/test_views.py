@@ -19,7 +19,7 @@ import gradtrace
 from gradtrace.cli import main
 from gradtrace.runner import run_script
 from gradtrace.views.dot import have_graphviz, render, to_dot
-from gradtrace.views.static import cut
+from gradtrace.views.picture import cut
 
 CORPUS = Path(__file__).parent / "views_corpus"
 needs_graphviz = pytest.mark.skipif(not have_graphviz(), reason="Graphviz's dot is not installed")
@@ -128,7 +128,7 @@ def test_backward_calls_are_numbered_across_the_program(resnet):
 
 
 def test_element_count_is_the_op_elements_of_one_step_not_of_the_whole_run(resnet):
-    from gradtrace.views.dot import count_elements
+    from gradtrace.views.forward import count_elements
 
     drawn = [n for n in _nodes(_parse(to_dot(resnet))) if n.get_shape() in ("box", "box3d")]
     ops = sum(1 for _, k in resnet.nodes(data="kind") if k == "op")
@@ -607,3 +607,12 @@ def test_a_users_line_run_in_a_loop_is_one_box_that_counts_its_runs():
     labels = _labels(to_dot(tr.graph))
     line = [lb for lb in labels if "losses.append" in lb]
     assert len(line) == 1 and "run 10 times" in line[0]
+
+
+def test_the_autograd_view_draws_two_gradients_reaching_one_node_in_one_call():
+    with gradtrace.trace() as tr:
+        x = torch.ones(4, requires_grad=True)
+        a, b = x.chunk(2)  # two outputs of one autograd node
+        (a * 2 + b * 3).sum().backward()
+    labels = " ".join(_labels(to_dot(tr.graph, view="autograd", step="all")))
+    assert labels.count("∇ #1") >= 2

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import re
 
+__all__ = [
+    "SWITCHES", "apply_switches", "candidates", "confirmation", "explanation_text",
+    "first_switchable", "where_text",
+]
+
 # Unit roundoff of each dtype: the relative error one rounding to it makes.
 _ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
 # TF32 keeps 10 mantissa bits: one rounding is 2**-11; a dot product of a few

@@ -13,6 +13,12 @@ import networkx as nx
 
 from ..graph.names import name_of
 
+__all__ = [
+    "MOVE_CATEGORIES", "TEXT_MAX", "busiest_lines", "edges_of", "format_summary", "human_bytes",
+    "move_groups", "move_op_attrs", "nodes_of", "ops_in_order", "plain", "summarize",
+    "summary_text", "values_kept_text",
+]
+
 MOVE_CATEGORIES = ("move", "convert")
 TEXT_MAX = 200  # characters of one label, name or source line in printed text
 _ESCAPES = {i: f"\\x{i:02x}" for i in (*range(9), *range(11, 32), 127)} | {10: "\\n", 13: "\\r"}

@@ -1,4 +1,4 @@
-"""``gradtrace check``: registers itself on the ``gradtrace`` command group."""
+"""``gradtrace check``: the findings of a script's run or of a saved trace."""
 
 from __future__ import annotations
 
@@ -8,16 +8,23 @@ from pathlib import Path
 
 import click
 
-from . import (
+from ..analyze.checks import CHECKS, check_graph, format_finding
+from ..graph.folders import is_trace_folder, rank_folder, rank_folders
+from ..outputs import write_run_outputs
+from ..runner import run_script
+from ..views.dot import to_dot
+from .common import (
     RANK_OPTION,
     SCRIPT_CONTEXT,
-    _check_out_dir,
-    _check_script,
-    _launcher_position,
-    _load_ranks,
+    check_out_dir,
+    check_script,
     fail,
-    main,
+    launch_position,
+    load_traces,
 )
+from .report import start_fresh_line
+
+__all__ = ["check"]
 
 _STYLE = {"error": "red", "warning": "yellow", "info": "cyan"}
 
@@ -29,7 +36,7 @@ def _split(values):
     return out or None
 
 
-@main.command(context_settings=SCRIPT_CONTEXT)
+@click.command(context_settings=SCRIPT_CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option("--select", multiple=True, metavar="CODES",
               help="Only these checks (comma-separated or repeated; prefixes like GT10 allowed).")
@@ -66,16 +73,12 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
       gradtrace check gradtrace-out/train --ignore GT108 --json
       gradtrace check runs/ddp --rank 1
     """
-    from ..analyze.checks import CHECKS, check_graph, format_finding
-
     if list_codes:
         for c in CHECKS.values():
             click.echo(f"{c.code}  {c.severity:8s} {c.title}")
         return
     if not target:
         fail("missing TARGET: a script or a trace folder (see gradtrace check --help)")
-    from ..ranks import is_trace_folder, rank_folders
-
     p = Path(target)
     exit_note = None
     labelled = False  # findings of several ranks: each labelled with its rank
@@ -85,33 +88,12 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
             if sub.params["target"] != str(target):
                 fail(f"unexpected argument after the trace folder: {sub.params['target']}")
             return ctx.invoke(check, **sub.params)
-        graphs = {k: t.graph for k, t in _load_ranks(p, rank).items()}
+        graphs = {k: t.graph for k, t in load_traces(p, rank).items()}
         labelled = len(graphs) > 1 or (rank is None and bool(rank_folders(p)))
     else:
         if p.is_dir():
             fail(f"not a trace folder (no trace.json, and no rank<k> folders with one): {target}")
-        _check_script(target)
-        from ..runner import run_script
-
-        pos = _launcher_position()
-        r, world = pos or (0, 1)
-        if out_dir:
-            from ..ranks import rank_folder
-
-            _check_out_dir(rank_folder(out_dir, r) if pos else Path(out_dir))
-        result = run_script(target, list(args), values=values, rank=r, world_size=world)
-        from ..report import start_fresh_line
-
-        start_fresh_line()
-        graphs = {r: result.trace.graph}
-        labelled = pos is not None
-        if result.exit_code:
-            exit_note = f"note: {target} exited with code {result.exit_code}; findings are for what ran"
-        if out_dir:
-            from ..ranks import rank_folder
-            from ..report import write_run_outputs
-
-            write_run_outputs(result.trace, rank_folder(out_dir, r) if pos else Path(out_dir), depth=3, svg=False)
+        graphs, labelled, exit_note = _trace_script(target, args, values, out_dir)
     findings = []  # (rank, finding)
     for k, G in graphs.items():
         try:
@@ -119,8 +101,6 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
         except ValueError as e:
             fail(str(e))
     if dot_out:
-        from ..views.dot import to_dot
-
         k0, G0 = next(iter(graphs.items()))
         mine = [f for k, f in findings if k == k0]
         Path(dot_out).write_text(to_dot(G0, view="all", step="all", findings=mine), encoding="utf-8")
@@ -132,23 +112,48 @@ def check(ctx, as_json, select, ignore, values, out_dir, dot_out, explain, list_
         click.echo(json.dumps([{**f.to_dict(), "rank": k} if labelled else f.to_dict() for k, f in findings],
                               indent=1, default=str))
     else:
-        lines = []
-        for k, f in findings:
-            text = format_finding(f, explain=explain)
-            head, _, rest = text.partition("\n")
-            if labelled:
-                head = f"[rank {k}] {head}"
-            lines.append(click.style(head, fg=_STYLE.get(f.severity), bold=f.severity == "error"))
-            if rest:
-                lines.append(rest)
-        by = {}
-        for _, f in findings:
-            by[f.severity] = by.get(f.severity, 0) + 1
-        summary = ", ".join(f"{by[s]} {s}" for s in ("error", "warning", "info") if s in by)
-        total = f"{len(findings)} finding{'s' if len(findings) != 1 else ''}" + (f": {summary}" if summary else "")
-        if labelled:
-            total = (f"[rank {', '.join(str(k) for k in graphs)}] " if len(graphs) == 1 else
-                     f"ranks {', '.join(str(k) for k in graphs)}: ") + total
-        lines.append(total)
-        click.echo("\n".join(lines))  # one write: ranks started by one launcher share the terminal
+        _echo_findings(findings, graphs, labelled, explain)
     sys.exit(1 if any(f.severity == "error" for _, f in findings) else 0)
+
+
+def _trace_script(target, args, values, out_dir):
+    """Run the script ``target`` traced (on this rank, under a launcher), saving its trace
+    with ``-o``: ``({rank: graph}, whether findings are labelled by rank, the note on its
+    exit code or None)``."""
+    check_script(target)
+    pos = launch_position()
+    r, world = pos or (0, 1)
+    out = (rank_folder(out_dir, r) if pos else Path(out_dir)) if out_dir else None
+    if out is not None:
+        check_out_dir(out)
+    result = run_script(target, list(args), values=values, rank=r, world_size=world)
+    start_fresh_line()
+    exit_note = None
+    if result.exit_code:
+        exit_note = f"note: {target} exited with code {result.exit_code}; findings are for what ran"
+    if out is not None:
+        write_run_outputs(result.trace, out, depth=3, svg=False)
+    return {r: result.trace.graph}, pos is not None, exit_note
+
+
+def _echo_findings(findings, graphs, labelled, explain):
+    """The findings as text, coloured by severity, and the count of each severity."""
+    lines = []
+    for k, f in findings:
+        text = format_finding(f, explain=explain)
+        head, _, rest = text.partition("\n")
+        if labelled:
+            head = f"[rank {k}] {head}"
+        lines.append(click.style(head, fg=_STYLE.get(f.severity), bold=f.severity == "error"))
+        if rest:
+            lines.append(rest)
+    by = {}
+    for _, f in findings:
+        by[f.severity] = by.get(f.severity, 0) + 1
+    summary = ", ".join(f"{by[s]} {s}" for s in ("error", "warning", "info") if s in by)
+    total = f"{len(findings)} finding{'s' if len(findings) != 1 else ''}" + (f": {summary}" if summary else "")
+    if labelled:
+        total = (f"[rank {', '.join(str(k) for k in graphs)}] " if len(graphs) == 1 else
+                 f"ranks {', '.join(str(k) for k in graphs)}: ") + total
+    lines.append(total)
+    click.echo("\n".join(lines))  # one write: ranks started by one launcher share the terminal

@@ -1,4 +1,5 @@
-"""``gradtrace replay`` and ``gradtrace diff``: register themselves on the ``gradtrace`` command group."""
+"""``gradtrace replay`` and ``gradtrace diff``: one program on several targets, and two
+saved traces, compared down to the first op that diverges."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, SCRIPT_CONTEXT, _check_script, _load, fail, main
+from ..analyze.diff import diff_graphs, format_report_md, load_run, settle_verdict
+from ..graph.folders import rank_folders
+from ..graph.io import TraceError, clean
+from ..replay import TargetError
+from ..replay import replay as run_replay
+from ..views.divergence import divergence_dot
+from .common import CONTEXT, SCRIPT_CONTEXT, check_script, fail, load_trace
+
+__all__ = ["diff", "replay"]
 
 
-def _print_md(text: str):
-    click.echo(text)
-
-
-@main.command(context_settings=SCRIPT_CONTEXT)
+@click.command(context_settings=SCRIPT_CONTEXT)
 @click.option("--on", "targets", multiple=True, metavar="TARGET",
               help="A target: cpu, cpu64 (float64 reference), cuda, cuda:N, ddp:N (N ranks). Repeat it.")
 @click.option("--baseline", default=None, metavar="TARGET", help="The target the others are diffed against "
@@ -57,17 +62,14 @@ def replay(targets, baseline, out_dir, rtol, atol, values, rng, seed, timeout, d
       gradtrace replay --on cpu --on ddp:2 -o runs/dp examples/data_parallel.py
       gradtrace replay --on cpu --on cpu64 --values all examples/train_mlp.py
     """
-    _check_script(script)
-    from ..replay import TargetError
-    from ..replay import replay as run_replay
-
+    check_script(script)
     try:
         rep = run_replay(script, list(args), targets or ("cpu",), baseline=baseline, out=out_dir, rtol=rtol,
                          atol=atol, values=values, rng=rng, seed=seed, timeout=timeout, explain=explain)
     except TargetError as e:
         fail(str(e))
     out = Path(rep["out"])
-    _print_md((out / "report.md").read_text(encoding="utf-8"))
+    click.echo((out / "report.md").read_text(encoding="utf-8"))
     for e in rep["errors"]:
         click.echo(f"gradtrace: error: {e['text']}" + (" (timed out)" if e.get("timed_out") else "")
                    + (f"; traces kept: {', '.join(e['traces_kept'])}" if e.get("traces_kept") else ""),
@@ -79,8 +81,6 @@ def replay(targets, baseline, out_dir, rtol, atol, values, rng, seed, timeout, d
 
 
 def _write_dot_from_replay(rep, dot_file):
-    from ..analyze.diff import divergence_dot, load_run
-
     for name, c in rep["comparisons"].items():
         if c.get("first_divergence"):
             G, _, _ = load_run(rep["runs"][rep["baseline"]]["folder"])
@@ -92,7 +92,7 @@ def _write_dot_from_replay(rep, dot_file):
     click.echo("no divergence: --dot not written", err=True)
 
 
-@main.command(context_settings=CONTEXT)
+@click.command(context_settings=CONTEXT)
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
 @click.option("--rtol", type=float, default=None, help="Relative tolerance [default: per dtype].")
@@ -121,17 +121,13 @@ def diff(a, b, rtol, atol, as_json, dot_file, rank):
       gradtrace diff gradtrace-out/replay-train/cpu gradtrace-out/replay-train/ddp:2 --json
       gradtrace diff runs/ddp/rank0 runs/ddp/rank1
     """
-    from ..analyze.diff import diff_graphs, load_run
-    from ..graph.io import TraceError
-    from ..ranks import rank_folders
-
     fa, fb = rank_folders(a), rank_folders(b)
     names = (Path(a).name or str(a), Path(b).name or str(b))
     if rank is not None:
         if not (fa or fb):
             fail(f"--rank applies to folders of rank<k> folders; {a} and {b} are single traces")
-        ta = _load(a, rank) if fa else _load(a)
-        tb = _load(b, rank) if fb else _load(b)
+        ta = load_trace(a, rank) if fa else load_trace(a)
+        tb = load_trace(b, rank) if fb else load_trace(b)
         names = tuple(f"{n}/rank{rank}" if f else n for n, f in zip(names, (fa, fb)))
         rep = _as_peers(diff_graphs(ta.graph, tb.graph, rtol=rtol, atol=atol, values_a=ta.values,
                                     values_b=tb.values, names=names), ta.graph)
@@ -163,21 +159,16 @@ def _as_peers(rep, ga):
     verdict is then what diff_graphs gives without that section."""
     if rep.get("data_parallel") is None or int(ga.graph.get("world_size") or 1) <= 1:
         return rep
-    from ..analyze.diff import settle_verdict
-
     rep["data_parallel"] = None
     return settle_verdict(rep)
 
 
 def _diff_out(rep, ga, as_json, dot_file):
     """Print one diff report (Markdown or JSON) and write its --dot."""
-    from ..analyze.diff import divergence_dot, format_report_md
-    from ..graph.io import _clean
-
     if as_json:
-        click.echo(json.dumps(_clean(rep), indent=1, default=str))
+        click.echo(json.dumps(clean(rep), indent=1, default=str))
     else:
-        _print_md(format_report_md(rep))
+        click.echo(format_report_md(rep))
     if dot_file:
         text = divergence_dot(ga, rep, "a")
         if text:
@@ -189,15 +180,12 @@ def _diff_out(rep, ga, as_json, dot_file):
 
 def _diff_rank_by_rank(a, b, fa, fb, names, rtol, atol, as_json, dot_file):
     """Two multi-rank folders: rank k of A against rank k of B, for every rank."""
-    from ..analyze.diff import diff_graphs, divergence_dot, format_report_md
-    from ..graph.io import _clean
-
     if set(fa) != set(fb):
         fail(f"{a} has ranks {', '.join(map(str, fa))} and {b} has ranks {', '.join(map(str, fb))}: compare "
              f"one rank with --rank N, or two rank folders (gradtrace diff {a}/rankN {b}/rankM)")
     reports, first_a = {}, {}
     for k in fa:
-        ta, tb = _load(fa[k]), _load(fb[k])
+        ta, tb = load_trace(fa[k]), load_trace(fb[k])
         reports[k] = _as_peers(diff_graphs(ta.graph, tb.graph, rtol=rtol, atol=atol, values_a=ta.values,
                                            values_b=tb.values, names=(f"{names[0]}/rank{k}", f"{names[1]}/rank{k}")),
                                ta.graph)
@@ -205,11 +193,11 @@ def _diff_rank_by_rank(a, b, fa, fb, names, rtol, atol, as_json, dot_file):
     agrees = all(r["agrees"] for r in reports.values())
     diverging = [k for k, r in reports.items() if not r["agrees"]]
     if as_json:
-        click.echo(json.dumps(_clean({"agrees": agrees, "ranks": {str(k): r for k, r in reports.items()}}),
+        click.echo(json.dumps(clean({"agrees": agrees, "ranks": {str(k): r for k, r in reports.items()}}),
                               indent=1, default=str))
     else:
         for r in reports.values():
-            _print_md(format_report_md(r))
+            click.echo(format_report_md(r))
         click.echo(f"ranks {', '.join(map(str, fa))}: " + (
             "every rank agrees" if agrees else f"rank {', '.join(map(str, diverging))} diverge"
             + ("s" if len(diverging) == 1 else "")))

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import gc
 import linecache
-from contextlib import contextmanager
 
 import networkx as nx
 
 from ..record import stats as _stats
-from ..record.mode import Opaque, Recorder
+from ..record.scan import Opaque
+from .gcpause import gc_paused
 
-FORMAT = "gradtrace/1"
+__all__ = ["build_graph", "label_numbers"]
 
 
 def _args_text(scalars) -> str:
@@ -47,34 +46,6 @@ def _edge_stats(attrs: dict) -> dict:
     return attrs
 
 
-@contextmanager
-def gc_paused():
-    """Pause the cyclic garbage collector while millions of small acyclic dicts are
-    made: each collection would walk them all again."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            if gc.get_freeze_count() == 0:
-                # The graph's objects join the oldest generation without a young-
-                # generation pass over each of them (a second for a 200k-op trace);
-                # a program that froze objects itself is left as it is.
-                gc.freeze()
-                gc.unfreeze()
-            gc.enable()
-
-
-def tensor_labels(rec: Recorder) -> dict:
-    """Return ``{tid: label}``: the name the user bound the tensor to, else the name
-    of a library call's result, else its module's name for a parameter or buffer."""
-    out = dict(rec.registered_labels())
-    out.update(rec.fallback_labels)
-    out.update(rec.labels)
-    return out
-
-
 def label_numbers(label_of: dict) -> dict:
     """Return ``{tid: k}`` for tensors whose label other tensors share: ``k`` (from 1)
     orders the tensors bound to that label by first sight (tid). Tensors with a label
@@ -85,8 +56,9 @@ def label_numbers(label_of: dict) -> dict:
     return {tid: k for tids in by_label.values() if len(tids) > 1 for k, tid in enumerate(tids, 1)}
 
 
-def build_graph(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
-    """Return the trace graph of a finished recording, with ``meta`` as ``G.graph``."""
+def build_graph(rec, meta: dict) -> nx.MultiDiGraph:
+    """Return the trace graph of a recording (a ``gradtrace.record.mode.Recorder``:
+    its ``records``, ``labels`` and ``modules``), with ``meta`` as ``G.graph``."""
     with gc_paused():
         return _build(rec, meta)
 
@@ -129,25 +101,26 @@ class _Filler:
         keydict[k] = attrs
 
 
-def _released(rec: Recorder, meta: dict) -> bool:
+def _released(meta: dict) -> bool:
     """True when the graph built now is the trace's one graph (recording has ended):
     each list of records is then let go once turned into the graph, so the records
     and the graph are not both held at their full size."""
     return meta.get("status") not in (None, "running")
 
 
-def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
+def _build(rec, meta: dict) -> nx.MultiDiGraph:
+    records = rec.records
     G = nx.MultiDiGraph()
     G.graph.update(meta)
     G.graph["other_thread_module_calls"] = rec.modules.other_threads
-    G.graph["grad_reads"] = rec.grad_reads
+    G.graph["grad_reads"] = records.grad_reads
     G.graph["unknown"] = [
         {"what": what, "error": msg, "count": n, "first_op": op}
-        for (what, _), (n, msg, op) in rec.unknown.items()
+        for (what, _), (n, msg, op) in records.unknown.items()
     ]
     f = _Filler(G)
     add_node, add_edge = f.add_node, f.add_edge
-    release = _released(rec, meta)
+    release = _released(meta)
 
     variables = rec.modules.vars
     for path, typ in rec.modules.modules.items():
@@ -156,7 +129,7 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
         add_edge(f"mod:{parent}", f"mod:{child}", {"kind": "parent"})
 
     nodes, succ, pred = f.node, f.succ, f.pred
-    for sid, (device, nbytes, origin) in rec.storages.items():
+    for sid, (device, nbytes, origin) in records.storages.items():
         if sid in nodes:
             add_node(sid, _StorageAttrs(device, nbytes, origin).__dict__)
         else:  # the common case, inline
@@ -164,14 +137,14 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
             succ[sid] = {}
             pred[sid] = {}
     if release:
-        rec.storages = {}
-    for nid, attrs in rec.numpy.items():
+        records.storages = {}
+    for nid, attrs in records.numpy.items():
         add_node(nid, {"kind": "numpy", **attrs})
-    for fid, attrs in rec.fns.items():
+    for fid, attrs in records.fns.items():
         add_node(fid, {"kind": "grad_fn", **attrs})
-    for bw, attrs in rec.backwards.items():
+    for bw, attrs in records.backwards.items():
         add_node(bw, {"kind": "backward", **attrs})
-    for cid, attrs in rec.collectives.items():
+    for cid, attrs in records.collectives.items():
         attrs = {"kind": "collective", **attrs}
         for k in ("local", "reduced"):
             if k in attrs and not isinstance(attrs[k], dict):
@@ -179,11 +152,11 @@ def _build(rec: Recorder, meta: dict) -> nx.MultiDiGraph:
         add_node(cid, attrs)
 
     take = _drain if release else iter
-    _add_tensors(rec, f, take(rec.tensors))
+    _add_tensors(rec, f, take(records.tensors))
     if release:  # names are in the graph now; a long loop has one entry per tensor
-        rec.labels, rec.fallback_labels, rec._last_indirect = {}, {}, {}
-    _add_ops(rec, f, take(rec.ops))
-    _add_edges(take(rec.edges), f)
+        rec.labels.release()
+    _add_ops(rec, f, take(records.ops))
+    _add_edges(take(records.edges), f)
     # A node an edge names but no record made (a read that failed half-way) is
     # kept, marked, rather than left without the attributes every reader expects.
     for data in G._node.values():
@@ -265,10 +238,10 @@ def _drain(records: list):
     records.clear()
 
 
-def _add_tensors(rec: Recorder, f: _Filler, records):
-    label_of = tensor_labels(rec)
+def _add_tensors(rec, f: _Filler, records):
+    label_of = rec.labels.by_tid()
     label_n = label_numbers(label_of)
-    params = rec.params
+    params = rec.labels.params
     finalize = _stats.finalize
     nodes, succ, pred = f.node, f.succ, f.pred
     for node, tid, ver, shape, dtype, device, stride, sid, offset, rg, leaf, fid, st in records:
@@ -306,7 +279,7 @@ def _add_tensors(rec: Recorder, f: _Filler, records):
                 out[fid] = back[node] = {0: _KindAttrs("grad_fn").__dict__}
 
 
-def _add_ops(rec: Recorder, f: _Filler, records):
+def _add_ops(rec, f: _Filler, records):
     add_node, add_edge = f.add_node, f.add_edge
     nodes, succ, pred = f.node, f.succ, f.pred
     codes: dict = {}  # (file, line) -> the source line, one string for all its ops

@@ -15,8 +15,13 @@ from pathlib import Path
 import networkx as nx
 import torch
 
-from .build import FORMAT, gc_paused
-from .schema import FormatViolation, check_data, check_refs, check_values
+from .gcpause import gc_paused
+from .schema import FORMAT, FormatViolation, check_data, check_refs, check_values
+
+__all__ = [
+    "DOT_FILE", "TRACE_FILE", "TraceError", "VALUES_FILE", "check_path", "clean", "load_graph",
+    "load_values", "save", "trace_path",
+]
 
 TRACE_FILE = "trace.json"
 VALUES_FILE = "values.safetensors"
@@ -27,13 +32,13 @@ class TraceError(ValueError):
     """A trace folder or file that cannot be read; the message is one line."""
 
 
-def _clean(obj):
+def clean(obj):
     """JSON has no NaN or Inf: write them as strings that load back as floats."""
     t = type(obj)
     if t is str or t is int or t is bool or obj is None:
         return obj
     if t is dict:
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: clean(v) for k, v in obj.items()}
     if isinstance(obj, float):
         if obj != obj:
             return "nan"
@@ -41,9 +46,9 @@ def _clean(obj):
             return "inf" if obj > 0 else "-inf"
         return obj
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [clean(v) for v in obj]
     if isinstance(obj, (dict, str, int)):  # their subclasses
-        return {k: _clean(v) for k, v in obj.items()} if isinstance(obj, dict) else obj
+        return {k: clean(v) for k, v in obj.items()} if isinstance(obj, dict) else obj
     return str(obj)
 
 
@@ -100,7 +105,7 @@ def _write_json(G: nx.MultiDiGraph, f, graph: dict) -> None:
     try:
         head = json.dumps(graph, separators=(",", ":"), allow_nan=False, default=str)
     except ValueError:
-        head = json.dumps(_clean(graph), separators=(",", ":"), allow_nan=False, default=str)
+        head = json.dumps(clean(graph), separators=(",", ":"), allow_nan=False, default=str)
     f.write('{"directed":true,"multigraph":true,"graph":' + head + ',"nodes":[')
     _write_items(f, ({**d, "id": n} for n, d in G._node.items()))
     f.write('],"edges":[')
@@ -112,7 +117,7 @@ def _write_json(G: nx.MultiDiGraph, f, graph: dict) -> None:
 
 
 def _clean_attrs(d: dict) -> dict:
-    """``_clean`` for one node's or edge's attributes, touching only the values that
+    """``clean`` for one node's or edge's attributes, touching only the values that
     are not plain strings, integers or None."""
     out = d
     for k, v in d.items():
@@ -121,7 +126,7 @@ def _clean_attrs(d: dict) -> dict:
             continue
         if out is d:
             out = dict(d)
-        out[k] = _clean(v)
+        out[k] = clean(v)
     return out
 
 

@@ -7,6 +7,8 @@ A trace's ``label`` is the variable name; several tensors may share it (``a = a 
 
 from __future__ import annotations
 
+__all__ = ["display_name", "name_of"]
+
 
 def display_name(G, node, version: bool = False) -> str:
     """Return the name to show for tensor ``node`` of trace ``G``: ``a`` for the only

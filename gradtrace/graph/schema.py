@@ -12,6 +12,13 @@ JSON value; the attributes named here must have the types given, when present.
 
 from __future__ import annotations
 
+__all__ = [
+    "EDGE_ATTRS", "EDGE_REFS", "FORMAT", "FormatViolation", "GRAPH_ATTRS", "NODE_ATTRS", "NODE_REQUIRED",
+    "check_data", "check_refs", "check_values", "value_refs",
+]
+
+FORMAT = "gradtrace/1"  # the version of the trace format a trace declares
+
 _NONE = type(None)
 S = frozenset((str,))
 I = frozenset((int,))  # noqa: E741

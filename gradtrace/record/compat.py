@@ -14,6 +14,12 @@ import types
 
 import torch
 
+__all__ = [
+    "AUTOGRAD_BACKWARD_DISPATCHES", "TORCH", "any_autocast", "autocast_state", "is_compiling", "jit_tracing_state",
+    "redispatch_by_copy", "redispatch_function", "saved_hooks_patches", "saved_tensors_hooks_active",
+    "torch_is_building", "torch_is_busy",
+]
+
 
 def _release(v: str) -> tuple:
     parts = []
@@ -53,13 +59,15 @@ def _false(*args, **kwargs):
     return False
 
 
-def _redispatch_by_copy(func, types_, args, kwargs):
+def redispatch_by_copy(func, types_, args, kwargs):
+    """Call ``func`` past one level of ``__torch_function__`` (torch before 2.13, which
+    has no ``redispatch_function``); return what it returned."""
     return _no_dispatch_copy(getattr(func, "__func__", func))(*args, **kwargs)
 
 
 # Call ``func`` skipping one level of __torch_function__ (public from torch 2.13;
 # earlier releases have no such entry point, so a copy of the function runs).
-redispatch_function = getattr(torch.overrides, "redispatch_function", None) or _redispatch_by_copy
+redispatch_function = getattr(torch.overrides, "redispatch_function", None) or redispatch_by_copy
 
 try:
     is_compiling = torch.compiler.is_compiling

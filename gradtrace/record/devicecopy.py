@@ -18,6 +18,8 @@ from collections import deque
 
 import torch
 
+__all__ = ["IN_FLIGHT_BYTES", "ValueCopies"]
+
 IN_FLIGHT_BYTES = 256 << 20  # device clones waiting for their host copy
 
 

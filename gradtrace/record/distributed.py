@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import threading
 import weakref
+from contextlib import nullcontext
 
 from . import stats as _stats
+
+__all__ = ["install"]
 
 
 def _dist_position():
@@ -80,13 +83,8 @@ def _make_hook(rec_ref):
             except Exception:
                 cid = None
         same_thread = rec is not None and threading.get_ident() == rec.thread
-        if same_thread:
-            busy, rec._busy = rec._busy, True
-        try:
+        with rec.quiet() if same_thread else nullcontext():
             fut = state["hook"](state["state"], bucket)
-        finally:
-            if same_thread:
-                rec._busy = busy
         if cid is None:
             return fut
 
@@ -97,7 +95,7 @@ def _make_hook(rec_ref):
                 try:
                     t = value[0] if isinstance(value, (list, tuple)) else value
                     # read when the graph is built: reading it here would wait for the device
-                    r.collectives[cid]["reduced"] = _stats.compute(t)
+                    r.records.collectives[cid]["reduced"] = _stats.compute(t)
                 except Exception:
                     pass
             return value
@@ -117,12 +115,9 @@ def _record_bucket(rec, state, bucket):
     params = list(bucket.parameters())
     names = state["names"]
     same_thread = threading.get_ident() == rec.thread
-    if same_thread:
-        busy, rec._busy = rec._busy, True
-    try:
+    with rec.quiet() if same_thread else nullcontext():
         buf = bucket.buffer()
-        cid = f"c:{rec._next('c')}"
-        rec.collectives[cid] = {
+        return rec.add_collective({
             "op": "allreduce",
             "bucket": int(bucket.index()),
             "numel": int(buf.numel()),
@@ -131,13 +126,5 @@ def _record_bucket(rec, state, bucket):
             "world_size": int(world),
             "rank": int(rank),
             "hook": getattr(state["hook"], "__name__", repr(state["hook"])),
-            "during": rec._bw,
             "local": _stats.compute(buf),  # finalized when the graph is built
-        }
-        for p in params:
-            info = rec.tensor(p)
-            rec.edges.append((cid, info.node, {"kind": "reduces"}))
-    finally:
-        if same_thread:
-            rec._busy = busy
-    return cid
+        }, params)

@@ -12,6 +12,8 @@ import threading
 
 import torch
 
+__all__ = ["close_open_blocks", "hidden", "is_plain", "restore_thread_state", "thread_state"]
+
 _NO_TF = torch._C.DisableTorchFunction
 _NO_TD = getattr(torch._C, "_DisableTorchDispatch", None)
 _profiling = getattr(torch._C._autograd, "_profiler_enabled", lambda: False)

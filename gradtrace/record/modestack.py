@@ -11,6 +11,8 @@ from torch._C import _len_torch_function_stack as _depth
 from torch._C import _pop_torch_function_stack as _pop
 from torch._C import _push_on_torch_function_stack as _push
 
+__all__ = ["on_top", "push", "push_under", "remove", "remove_top", "sweep"]
+
 
 def push_under(mode):
     """Put ``mode`` at the bottom of the stack, below every mode now on it."""

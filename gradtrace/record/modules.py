@@ -17,6 +17,8 @@ from torch.nn.modules import module as _module
 from . import source
 from .compat import torch_is_busy
 
+__all__ = ["ModuleStack"]
+
 # Wrappers whose `module` child is the user's model: they add no path component,
 # so a model's ops keep the same module paths with and without data parallel.
 _WRAPPERS = ("DistributedDataParallel", "DataParallel")
@@ -57,6 +59,11 @@ class ModuleStack:
         self._on_registered = on_registered
         self._on_output = on_output
         self._handles = []
+
+    def listen(self, on_first_call, on_registered, on_output) -> None:
+        """Who hears of a module's first call (its path), of a parameter or buffer a
+        module registers, and of a module's output."""
+        self._on_first_call, self._on_registered, self._on_output = on_first_call, on_registered, on_output
 
     def install(self):
         self._handles = [

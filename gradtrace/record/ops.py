@@ -8,6 +8,11 @@ import types
 import torch
 from torch.overrides import resolve_name as _resolve_name
 
+__all__ = [
+    "BACKWARD", "CONVERSIONS", "DATA_SET", "GRAD_MODE", "GRAD_READ", "OP", "PASS", "RANDOM",
+    "SPECS", "Spec", "cached_spec", "lasting", "qualified_name", "spec_of",
+]
+
 # torch wraps resolve_name in warnings.catch_warnings(), and every entry to that
 # resets each module's record of warnings already shown: the user's warnings would
 # print again. The function itself needs no such wrapper.
@@ -143,7 +148,7 @@ def _classify(func) -> Spec:
     return Spec(name, OP)
 
 
-_SPECS: dict = {}  # callable -> Spec, for the whole process (see cached_spec)
+SPECS: dict = {}  # callable -> Spec, for the whole process (see cached_spec; the mode reads it first)
 _SPECS_MAX = 8192
 _FUNCTION_TYPES = (type(torch.add), type(torch.Tensor.add), type(torch.Tensor.__add__),
                    type(torch.Tensor.shape.__get__))
@@ -166,11 +171,11 @@ def cached_spec(func) -> Spec:
     """Return ``spec_of(func)``, computed once per process for a lasting callable
     (the spec is a function of the callable alone); None for any other callable,
     which the caller classifies and caches for itself."""
-    spec = _SPECS.get(func)
+    spec = SPECS.get(func)
     if spec is None and lasting(func):
-        if len(_SPECS) >= _SPECS_MAX:
-            _SPECS.clear()
-        spec = _SPECS[func] = spec_of(func)
+        if len(SPECS) >= _SPECS_MAX:
+            SPECS.clear()
+        spec = SPECS[func] = spec_of(func)
     return spec
 
 

@@ -18,6 +18,8 @@ import torch
 from . import compat, modestack, ops, source
 from .modules import ModuleStack
 
+__all__ = ["active", "attach", "current", "detach"]
+
 _lock = threading.Lock()
 _recorders: dict = {}  # thread id -> the recorder tracing on that thread
 _undo: list = []  # (object, attribute, original), in the order patched
@@ -139,9 +141,9 @@ def _grad_mode(arg):
         return
     try:
         with torch._C.DisableTorchFunction():
-            rec._grad_mode("torch.inference_mode", arg)
+            rec.grad_mode_changed("torch.inference_mode", arg)
     except Exception as e:
-        rec._unknown("grad mode", e)
+        rec.note_unknown("grad mode", e)
 
 
 def _patch_autograd_backward():
@@ -152,10 +154,10 @@ def _patch_autograd_backward():
 
     def backward(*args, **kwargs):
         rec = current()
-        if rec is None or rec._busy or rec._bw is not None or not modestack.on_top(rec):
+        if rec is None or rec.is_quiet() or rec.backward.current is not None or not modestack.on_top(rec):
             return orig(*args, **kwargs)  # Tensor.backward's own inner call, or untraced
         with torch.overrides._pop_mode_temporarily():  # as torch does before __torch_function__
-            return rec._backward(orig, spec, None, args, kwargs)
+            return rec.run_backward(orig, spec, args, kwargs)
 
     backward.__doc__ = orig.__doc__
     backward.__wrapped__ = orig
@@ -194,7 +196,7 @@ def _patch_compile_wrappers():
 
     def enter():
         rec = current()
-        if rec is None or rec._busy or compat.torch_is_busy() or not modestack.on_top(rec):
+        if rec is None or rec.is_quiet() or compat.torch_is_busy() or not modestack.on_top(rec):
             return _nothing
         torch._C._pop_torch_function_stack()
         f = sys._getframe(1)

@@ -15,6 +15,12 @@ import types
 
 import torch
 
+__all__ = [
+    "RETURNED", "bound_name", "call_as_user", "called_by_autograd", "called_by_user", "callee_of",
+    "grad_mode_caller", "line_of", "module_caller", "receiver_name", "returned_name",
+    "scope_items", "user_call", "user_frame",
+]
+
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _TORCH = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _STDLIB = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
@@ -304,11 +310,11 @@ def scope_items(frame) -> list:
 _GRAD_MODE_FILES = ("grad_mode.py", "_contextlib.py", "contextlib.py")
 
 
-def grad_mode_caller():
-    """For a call to ``torch._C._set_grad_enabled``: return the name of the
-    context manager the user wrote (``torch.no_grad``, ...) when user code
+def grad_mode_caller(depth: int = 2):
+    """For a call to ``torch._C._set_grad_enabled`` made ``depth`` frames up: return the
+    name of the context manager the user wrote (``torch.no_grad``, ...) when user code
     asked for it, or None when torch itself switched grad mode (an optimizer)."""
-    f = sys._getframe(2)
+    f = sys._getframe(depth)
     name = None
     while f is not None and f.f_code.co_filename.endswith(_GRAD_MODE_FILES):
         if f.f_code.co_filename.endswith("grad_mode.py"):  # the outermost one is the user's

@@ -38,6 +38,8 @@ import torch
 
 from .hidden import hidden, is_plain
 
+__all__ = ["STAT_KEYS", "compute", "finalize"]
+
 STAT_KEYS = ("min", "max", "mean", "norm", "nan", "inf")
 _LIST_MAX = 128
 _NUMPY_MAX = 4096

@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import linecache
 import os
+import re
 import signal
 import sys
 import time
 import traceback
 from pathlib import Path
+
+import torch
+
+from ..analyze.causes import apply_switches
+from ..graph.folders import rank_folder
+from ..outputs import write_run_outputs
+from ..runner import run_script
+from ..views.dot import DEFAULT_DEPTH
+from .device_map import setup_child
+from .processes import RUN_FILE
+from .targets import parse_target
+
+__all__ = ["main"]
 
 
 def _user_frame(exc, script_path):
@@ -24,7 +39,7 @@ def _user_frame(exc, script_path):
     script_path = os.path.abspath(script_path)
     mine = [f for f in frames if os.path.abspath(f.filename) == script_path]
     if not mine:
-        here = os.path.dirname(os.path.abspath(__file__))
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the gradtrace package
         mine = [f for f in frames if not f.filename.startswith(here) and "site-packages" not in f.filename
                 and "/lib/python" not in f.filename]
     if not mine:
@@ -34,6 +49,8 @@ def _user_frame(exc, script_path):
 
 
 def main(argv=None):
+    """Run one target of a replay as this process's command line asks; return the
+    script's exit code (2 for a command line without ``--script``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--script" not in argv:
         print("usage: python -m gradtrace.replay.child OPTIONS --script SCRIPT [ARGS]", file=sys.stderr)
@@ -48,21 +65,20 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=None)
     p.add_argument("--switch-off", action="append", default=[], metavar="CAUSE",
-                   help="turn a cause of divergence off before the script runs (gradtrace.causes.SWITCHES)")
+                   help="turn a cause of divergence off before the script runs "
+                        "(gradtrace.analyze.causes.SWITCHES)")
     p.add_argument("--name", default=None, help="the target as the report names it (cpu-2)")
     p.add_argument("--backend", default=None, help="the process-group backend ranks use (nccl, gloo)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs the ranks are placed on (0: the script's own)")
     a = p.parse_args(opts)
     script, sargv = rest[0], rest[1:]
 
-    from . import parse_target, setup_child
-
     target = parse_target(a.target)
     # a script may ask which target it runs on, named as the report names it (cpu-2)
     os.environ["GRADTRACE_TARGET"] = a.name or target.name
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    out = Path(a.out) / f"rank{rank}" if target.kind == "ddp" else Path(a.out)
+    out = rank_folder(a.out, rank) if target.kind == "ddp" else Path(a.out)
 
     state = {"running": True}
 
@@ -73,15 +89,8 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, on_term)
 
-    from ..analyze.causes import apply_switches
-    from ..report import write_run_outputs
-    from ..runner import run_script
-    from ..views.dot import DEFAULT_DEPTH
-
     if target.kind == "ddp" and a.gpus:
         target.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % a.gpus}"
-        import torch
-
         torch.cuda.set_device(target.device)  # NCCL uses the current device
     mode = setup_child(target, a.rng, a.seed, a.timeout, backend=a.backend)
     switched = apply_switches(a.switch_off)
@@ -120,22 +129,18 @@ def main(argv=None):
     info = {"target": target.name, "rank": rank, "world_size": world, "status": status,
             "exit_code": result.exit_code, "error": err, "started_at": t0, "ended_at": ended,
             "seconds": round(ended - t0, 3)}
-    (out / "run.json").write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
+    (out / RUN_FILE).write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
     return result.exit_code
 
 
 def _frame_from_text(text, script):
     """Fallback: the last ``File "<script>", line N`` of a formatted traceback."""
-    import re
-
     found = None
     for m in re.finditer(r'File "([^"]+)", line (\d+)', text):
         if os.path.abspath(m.group(1)) == os.path.abspath(script):
             found = m
     if found is None:
         return None
-    import linecache
-
     line = int(found.group(2))
     return {"file": found.group(1), "line": line, "code": linecache.getline(found.group(1), line).strip() or None}
 

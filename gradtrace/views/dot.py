@@ -3,9 +3,10 @@
 Views (trace format): ``forward`` (ops and the tensors between them),
 ``autograd`` (grad_fn nodes, backward calls and the gradients they sent),
 ``memory`` (storages as columns of their tensors, views, versions, numpy sharing,
-moves) and ``all``. The drawing itself lives in :mod:`gradtrace.views`: one step of
-a training loop at a time, tensors as shape-labelled edges, parameters folded into
-the ops that use them, modules deeper than ``depth`` and repeated blocks folded.
+moves) and ``all``. :func:`build` draws each on a :class:`~.picture.Picture` with
+:mod:`.forward`, :mod:`.autograd` and :mod:`.memory`: one step of a training loop at
+a time, tensors as shape-labelled edges, parameters folded into the ops that use
+them, modules deeper than ``depth`` and repeated blocks folded, a title and a legend.
 """
 
 from __future__ import annotations
@@ -17,8 +18,57 @@ from pathlib import Path
 import networkx as nx
 import pydot
 
-from .static import CATEGORY_COLORS, DEFAULT_DEPTH, VIEWS, build, count_elements  # noqa: F401
-from .steps import PHASES  # noqa: F401
+from .autograd import draw_autograd
+from .forward import Forward
+from .memory import draw_memory
+from .picture import DEFAULT_DEPTH, Picture
+
+__all__ = [
+    "DEFAULT_DEPTH", "VIEWS", "GraphvizMissing", "RenderError", "build", "have_graphviz", "marks_of", "render",
+    "render_svg", "render_to_file", "to_dot", "to_pydot",
+]
+
+VIEWS = ("forward", "autograd", "memory", "all")
+
+
+def build(G, view="forward", depth=DEFAULT_DEPTH, highlight=None, step=None, phase=None, tensors=False,
+          saved=False, findings=None, legend=True) -> pydot.Dot:
+    """Return the pydot graph of one view of trace ``G``. ``highlight``: nodes to
+    outline (a set, or {node: [finding codes]}); ``findings``: findings of
+    ``gradtrace.check`` whose nodes are outlined with their codes. Raises
+    ``ValueError`` for an unknown view, phase or step."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}: choose one of {', '.join(VIEWS)}")
+    p = Picture(G, depth, step, phase, tensors, saved, marks_of(highlight, findings))
+    if view in ("forward", "all"):
+        Forward(p).draw()
+    if view in ("autograd", "all"):
+        draw_autograd(p)
+    if view in ("memory", "all"):
+        draw_memory(p)
+    p.title(view)
+    if legend:
+        p.legend(view)
+    return p.dot
+
+
+def marks_of(highlight, findings) -> dict:
+    """Return {node: [codes]} from a highlight set or dict and findings (read
+    defensively: any object with ``code`` and ``nodes``)."""
+    marks: dict = {}
+    if isinstance(highlight, dict):
+        for n, codes in highlight.items():
+            marks.setdefault(n, []).extend(codes or ())
+    else:
+        for n in highlight or ():
+            marks.setdefault(n, [])
+    for f in findings or ():
+        code = getattr(f, "code", None) or (f.get("code") if isinstance(f, dict) else None) or "finding"
+        nodes = getattr(f, "nodes", None) or (f.get("nodes") if isinstance(f, dict) else None) or ()
+        for n in nodes:
+            if code not in marks.setdefault(n, []):
+                marks[n].append(code)
+    return marks
 
 
 class GraphvizMissing(RuntimeError):

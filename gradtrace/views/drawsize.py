@@ -3,6 +3,10 @@ and the run report (graph.svg), without either importing the other."""
 
 from __future__ import annotations
 
+from .forward import count_elements
+
+__all__ = ["SVG_MAX_LINES", "drawn_elements", "forward_elements_at_least", "too_big_to_draw"]
+
 SVG_MAX_LINES = 6000  # Graphviz lays out a few thousand elements in seconds, not tens of thousands
 
 
@@ -39,8 +43,6 @@ def drawn_elements(G, depth: int) -> int:
     the exact count of that one step."""
     n, steps = _quick_count(G, depth)
     if n > SVG_MAX_LINES and steps:
-        from .dot import count_elements
-
         return count_elements(G, depth)
     return n
 

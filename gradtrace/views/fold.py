@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import re
 
+__all__ = [
+    "CONTAINERS", "FOLD_AT_LEAST", "collapsed_at", "element_of", "has_children", "level", "mod_type", "outermost",
+    "prefixes", "relative", "repeated_calls", "repeated_lines", "repeated_runs", "runs_among", "user_path",
+]
+
 CONTAINERS = {"Sequential", "ModuleList", "ModuleDict"}
 FOLD_AT_LEAST = 3  # runs of two stay drawn: a 2-layer encoder shows both layers
 
 
 def mod_type(G, path) -> str:
+    """Return the type of module ``path`` (``Conv2d``), or ``module`` when unknown."""
     return (G.nodes.get(f"mod:{path}") or {}).get("type") or "module"
 
 
@@ -26,6 +32,7 @@ def user_path(G, path: str) -> str:
 
 
 def prefixes(path: str) -> list[str]:
+    """Return the paths from the root down to module ``path`` (``a``, ``a.b``, ``a.b.c``)."""
     parts = path.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
@@ -37,6 +44,7 @@ def level(G, path: str) -> int:
 
 
 def has_children(G, path: str) -> bool:
+    """Return whether module ``path`` has submodules."""
     return any(k == "parent" for _, _, k in G.out_edges(f"mod:{path}", data="kind")) if f"mod:{path}" in G else False
 
 

@@ -19,8 +19,11 @@ from pathlib import Path
 from ..graph.names import name_of
 from ..graph.query import op_inputs, op_outputs
 from . import fold
-from .static import CATEGORY_COLORS, DEFAULT_DEPTH, op_name, shape_text
+from .picture import CATEGORY_COLORS, DEFAULT_DEPTH, op_name, shape_text
 from .steps import PHASES, find_steps
+
+__all__ = ["DEFAULT_DEPTH", "FOLD_LINES_PAST", "HTML_MAX_OPS", "VENDOR_FILES", "notebook_html", "page_data",
+           "to_html", "write_html"]
 
 VENDOR_FILES = ("cytoscape.min.js", "cytoscape-dagre.min.js")
 FOLD_LINES_PAST = 1000  # drawn elements past which ops of one source line fold into one node

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+__all__ = ["DEFAULT_PHASES", "PHASES", "Steps", "find_steps", "parse_phases", "select_ops"]
+
 PHASES = ("init", "data", "forward", "backward", "optimizer")
 DEFAULT_PHASES = frozenset({"forward", "backward"})
 
@@ -45,6 +47,7 @@ class Steps:
 
     @property
     def last_complete(self) -> int:
+        """Return the last finished step (the last step when none finished)."""
         return self.complete or self.count
 
 

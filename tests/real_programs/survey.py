@@ -83,7 +83,7 @@ def all_nodes(graph):
 
 def picture_size(dot_file):
     """(op/module boxes, tensor nodes, title lines) of a DOT file written by
-    ``gradtrace dot``. gradtrace/views/static.py names its drawn nodes n0, n1, ...;
+    ``gradtrace dot``. gradtrace/views/picture.py names its drawn nodes n0, n1, ...;
     tensors are ellipses, the legend is a plaintext node named "legend" and the
     title is the graph's label, not a node."""
     graphs = pydot.graph_from_dot_file(str(dot_file))

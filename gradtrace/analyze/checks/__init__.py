@@ -15,10 +15,11 @@ from __future__ import annotations
 import gc
 import os
 
+from ...graph.io import load_graph
 from . import fixes as fx
 from . import gradients, memory, saved, values  # noqa: F401  (each registers its checks)
-from .findings import _RANK, CHECKS, SEVERITIES, WRITES, Check, Finding
-from .graph import _Q
+from .findings import CHECKS, SEVERITIES, SEVERITY_RANK, WRITES, Check, Finding
+from .graph import Query
 
 # Registration follows import order; the codes' own order is the stable one.
 _ordered = dict(sorted(CHECKS.items()))
@@ -52,7 +53,7 @@ def _codes(spec):
 
 def _order(q, f):
     seqs = [q.seq(o["node"]) for o in f.ops if o.get("node") in q.N]
-    return (_RANK.get(f.severity, 3), min(seqs) if seqs else 1 << 60, f.code)
+    return (SEVERITY_RANK.get(f.severity, 3), min(seqs) if seqs else 1 << 60, f.code)
 
 
 def check_graph(G, select=None, ignore=None, suppress=True) -> list:
@@ -74,7 +75,7 @@ def check_graph(G, select=None, ignore=None, suppress=True) -> list:
 
 
 def _run(G, sel, ign, suppress):
-    q = _Q(G)
+    q = Query(G)
     found, index = [], {}
     for code, c in CHECKS.items():
         if (sel is not None and code not in sel) or code in ign:
@@ -101,9 +102,7 @@ def check(trace_or_graph, select=None, ignore=None, suppress=True) -> list:
     trace folder (a path); ``suppress=False`` keeps findings on lines that carry a
     ``# gradtrace: ignore`` comment."""
     if isinstance(trace_or_graph, (str, os.PathLike)):
-        from ...trace import load
-
-        G = load(trace_or_graph).graph
+        G = load_graph(trace_or_graph)
     elif hasattr(trace_or_graph, "graph") and not hasattr(trace_or_graph, "nodes"):
         G = trace_or_graph.graph
     else:

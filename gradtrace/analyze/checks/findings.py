@@ -7,8 +7,13 @@ from dataclasses import asdict, dataclass, field
 
 from . import fixes as fx
 
+__all__ = [
+    "CHECKS", "Check", "Finding", "SEVERITIES", "SEVERITY_RANK", "WRITES", "code_of", "finding",
+    "has_bad", "names_of", "register", "statement_of", "stats_text",
+]
+
 SEVERITIES = ("error", "warning", "info")
-_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 WRITES = ("inplace", "setitem", "out")  # op categories that write into an existing tensor
 
 
@@ -55,7 +60,7 @@ class Check:
 CHECKS: dict = {}
 
 
-def _register(code, severity, title, example, explanation, fix):
+def register(code, severity, title, example, explanation, fix):
     def deco(func):
         CHECKS[code] = Check(code, severity, title, example, explanation, fix, func)
         return func
@@ -64,7 +69,7 @@ def _register(code, severity, title, example, explanation, fix):
 
 
 
-def _stats_text(s) -> str:
+def stats_text(s) -> str:
     if not s:
         return "no statistics"
     parts = [f"{k}={s[k]:.4g}" for k in ("min", "max", "mean") if isinstance(s.get(k), (int, float))]
@@ -75,11 +80,11 @@ def _stats_text(s) -> str:
     return " ".join(parts)
 
 
-def _bad(s, what):
+def has_bad(s, what):
     return bool(s) and bool(s.get(what))
 
 
-def _F(q, code, message, ops=(), tensors=(), nodes=(), severity=None, explanation=None, fix=None):
+def finding(q, code, message, ops=(), tensors=(), nodes=(), severity=None, explanation=None, fix=None):
     """Build a finding; ``ops`` are (op node, role) and ``tensors`` (tensor node, role)."""
     c = CHECKS[code]
     op_refs = [q.op_ref(o, r) for o, r in ops if o in q.N]
@@ -97,17 +102,17 @@ def _F(q, code, message, ops=(), tensors=(), nodes=(), severity=None, explanatio
 
 
 
-def _code(q, op):
+def code_of(q, op):
     return (q.N.get(op) or {}).get("code")
 
 
-def _stmt(q, op):
-    s = fx.statement(_code(q, op))
+def statement_of(q, op):
+    s = fx.statement(code_of(q, op))
     return f"`{s}`" if s else f"{q.N[op]['name']}"
 
 
 
-def _names(q, ts, k=3):
+def names_of(q, ts, k=3):
     names = [q.name(t) for t in ts]
     return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 

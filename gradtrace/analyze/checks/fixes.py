@@ -11,6 +11,11 @@ from __future__ import annotations
 import linecache
 import re
 
+__all__ = [
+    "assigned_name", "detach_instead_of_data", "drop_data", "guarded", "ignored_codes",
+    "is_ignored", "optimizer_name", "out_of_place", "statement", "with_clone", "without_data",
+]
+
 _NAME = r"[A-Za-z_][\w.]*(?:\[[^\]]*\])?"
 _AUG = re.compile(rf"^(?P<target>{_NAME})\s*(?P<op>\*\*|//|<<|>>|[-+*/%@&|^])=\s*(?P<rhs>.+)$")
 _METHOD = re.compile(rf"^(?P<target>{_NAME})\.(?P<meth>[a-z][a-z0-9]*(?:_[a-z0-9]+)*)_\((?P<args>.*)\)$")

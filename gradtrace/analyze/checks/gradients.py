@@ -9,8 +9,10 @@ import re
 from collections import defaultdict
 
 from . import fixes as fx
-from .findings import _F, WRITES, _code, _names, _register, _stmt
-from .graph import _plain
+from .findings import WRITES, code_of, finding, names_of, register, statement_of
+from .graph import plain_name
+
+__all__ = []
 
 _CUTS = {"Tensor.detach": "detach()", "torch.detach": "detach()", "Tensor.data": ".data"}
 
@@ -79,7 +81,7 @@ def _grad_off_at(q, op):
     return q.mode_ops[i - 1] if i else None
 
 
-@_register(
+@register(
     "GT106", "warning", "gradient path cut by no_grad, .data or detach",
     "y1 = x ** 2\nwith torch.no_grad(): y2 = x ** 3\n(y1 + y2).backward()  # x.grad is 2, not 5",
     "The tensor was computed from tensors that require grad, but with gradient recording off "
@@ -116,7 +118,7 @@ def _gt106(q):
             continue
         cut, (j, o, bw) = hits[0]
         bop = q.N[bw].get("op")
-        yield _F(q, "GT106",
+        yield finding(q, "GT106",
                  f"{q.name(cut)} was computed from tensors that require grad under {how} "
                  f"({d['name']}, {q.where(op)}) and then used in {q.N[j]['name']} ({q.where(j)}), "
                  f"which the backward call at {q.where(bop)} differentiates: no gradient flows through it",
@@ -160,17 +162,17 @@ def _first_joins(q, starts):
 
 
 def _cut_fix(q, op, how):
-    code = _code(q, op)
+    code = code_of(q, op)
     if how == ".data":
         new, const = fx.drop_data(code), fx.detach_instead_of_data(code)
         if new:
             return f"`{new}` lets the gradient through; if a constant is meant, `{const}` says so"
     if how == "detach()":
-        return (f"drop `.detach()` from {_stmt(q, op)} ({q.where(op)}) if the gradient should flow; "
+        return (f"drop `.detach()` from {statement_of(q, op)} ({q.where(op)}) if the gradient should flow; "
                 "keep it for a deliberate stop-gradient (a target, a truncated history)")
     g = _grad_off_at(q, op)
-    block = f"the `{fx.statement(_code(q, g)) or 'torch.no_grad()'}` block at {q.where(g)}" if g else "no_grad"
-    return (f"compute {_stmt(q, op)} ({q.where(op)}) outside {block} so the gradient flows; "
+    block = f"the `{fx.statement(code_of(q, g)) or 'torch.no_grad()'}` block at {q.where(g)}" if g else "no_grad"
+    return (f"compute {statement_of(q, op)} ({q.where(op)}) outside {block} so the gradient flows; "
             "if a constant is meant, compute it with gradients on and `.detach()` it to say so")
 
 
@@ -223,7 +225,7 @@ def _why_cut(q, c):
     return f"through {d['name']}, which has no derivative"
 
 
-@_register(
+@register(
     "GT107", "warning", "a tensor requiring grad that no backward call reached",
     "w = torch.ones(3, requires_grad=True)\nwith torch.no_grad(): y = w * 2\n... loss.backward()  # w.grad is None",
     "A leaf that requires grad (a parameter) was used to compute a loss that was differentiated, "
@@ -280,22 +282,22 @@ def _gt107(q):
             cut_at[c].append(fed_rg[0])
     last = q.N[max(bws, key=q.bw_seq)].get("op")
     for c, ts in sorted(cut_at.items(), key=lambda kv: q.seq(kv[0])):
-        names = _names(q, ts)
+        names = names_of(q, ts)
         why = _why_cut(q, c)
         what = "parameter" if all(q.is_param(q.N[t]["tid"]) for t in ts) else "tensor"
         msg = (f"{what}{'s' if len(ts) > 1 else ''} {names} require{'' if len(ts) > 1 else 's'} grad and "
                f"{'were' if len(ts) > 1 else 'was'} used to compute a differentiated loss, but no gradient "
-               f"reached {'them' if len(ts) > 1 else 'it'}: the path goes {why} at {_stmt(q, c)} ({q.where(c)})")
-        one = _plain(q.name(ts[0]))
-        fix = (f"compute {_stmt(q, c)} ({q.where(c)}) with gradients on"
+               f"reached {'them' if len(ts) > 1 else 'it'}: the path goes {why} at {statement_of(q, c)} ({q.where(c)})")
+        one = plain_name(q.name(ts[0]))
+        fix = (f"compute {statement_of(q, c)} ({q.where(c)}) with gradients on"
                + (" and without the cut" if q.N[c]["name"] in _CUTS else "")
                + f" if {names} should train; if not, freeze {'them' if len(ts) > 1 else 'it'} with "
                f"`{one}.requires_grad_(False)` so the intent is explicit")
         if "no derivative" in why:
-            fix = (f"{_stmt(q, c)} ({q.where(c)}) has no gradient: use a differentiable surrogate "
+            fix = (f"{statement_of(q, c)} ({q.where(c)}) has no gradient: use a differentiable surrogate "
                    f"(e.g. `torch.sigmoid` for a threshold, a straight-through estimator) if {names} should "
                    f"train, or freeze {'them' if len(ts) > 1 else 'it'} with `{one}.requires_grad_(False)`")
-        yield _F(q, "GT107", msg, [(c, "cut"), (last, "backward")], [(t, "no gradient") for t in ts], fix=fix)
+        yield finding(q, "GT107", msg, [(c, "cut"), (last, "backward")], [(t, "no gradient") for t in ts], fix=fix)
     # A custom autograd.Function (reentrant checkpointing among them) delivers gradients the
     # trace does not see: what looks like "no gradient" there may have had one.
     custom = any(_CUSTOM_FN.search(q.N[fn].get("name") or "") for fn in reached)
@@ -321,14 +323,14 @@ _QUIET = (("frozen", "frozen (requires_grad False when backward ran)"),
 
 def _quiet_summary(q, quiet):
     total = sum(len(v) for v in quiet.values())
-    parts = [f"{len(quiet[k])} {text} ({_names(q, quiet[k], 2)})" for k, text in _QUIET if quiet.get(k)]
+    parts = [f"{len(quiet[k])} {text} ({names_of(q, quiet[k], 2)})" for k, text in _QUIET if quiet.get(k)]
     firsts = [t for k, _ in _QUIET for t in quiet.get(k, ())[:1]]
     first_use = []
     for t in firsts:
         o = next(iter(q.uses(q.N[t]["tid"])), None)
         if o is not None:
             first_use.append(o)
-    return _F(q, "GT107", f"{total} tensor{'s' if total != 1 else ''} requiring grad got no gradient and "
+    return finding(q, "GT107", f"{total} tensor{'s' if total != 1 else ''} requiring grad got no gradient and "
               f"need none: " + "; ".join(parts),
               [(o, "first use") for o in sorted(first_use, key=q.seq)[:1]], [(t, "no gradient") for t in firsts],
               severity="info", fix="nothing to do; freeze them with `requires_grad_(False)` to make it explicit")
@@ -341,7 +343,7 @@ def _zero(stats):
     return bool(stats) and stats.get("min") == 0 and stats.get("max") == 0
 
 
-@_register(
+@register(
     "GT108", "warning", "stale gradients used by an update",
     "loss.backward(); opt.step(); loss.backward(); opt.step()  # the second step re-applies the first gradient",
     "`.grad` is summed over backward calls until it is cleared (`zero_grad()`, `p.grad = None`, "
@@ -395,29 +397,29 @@ def _gt108(q):
             pairs.setdefault(key, ([], between, used))[0].append(t1)
     for (b0, b1, _, _), (leaves, between, used) in sorted(pairs.items(), key=lambda kv: q.bw_seq(kv[0][1])):
         o0, o1 = q.N[b0].get("op"), q.N[b1].get("op")
-        names = _names(q, leaves, 5)
-        opt = fx.optimizer_name(_code(q, used)) or (fx.optimizer_name(_code(q, between)) if between else None)
+        names = names_of(q, leaves, 5)
+        opt = fx.optimizer_name(code_of(q, used)) or (fx.optimizer_name(code_of(q, between)) if between else None)
         zg = f"`{opt}.zero_grad()`" if opt else "`optimizer.zero_grad()`"
         if between:
-            msg = (f"the update {_stmt(q, used)} ({q.where(used)}) used the gradient of {names} that the "
-                   f"backward call at {q.where(o1)} added to the one already applied by {_stmt(q, between)} "
+            msg = (f"the update {statement_of(q, used)} ({q.where(used)}) used the gradient of {names} that the "
+                   f"backward call at {q.where(o1)} added to the one already applied by {statement_of(q, between)} "
                    f"({q.where(between)}): a stale gradient, applied twice")
-            fix = f"call {zg} before {_stmt(q, o1)} ({q.where(o1)}), or right after {_stmt(q, between)}"
+            fix = f"call {zg} before {statement_of(q, o1)} ({q.where(o1)}), or right after {statement_of(q, between)}"
             sev = "warning"
         else:
             calls = f"two backward calls at {q.where(o1)}" if q.where(o0) == q.where(o1) else \
                 f"the backward calls at {q.where(o0)} and {q.where(o1)}"
-            msg = (f"the update {_stmt(q, used)} ({q.where(used)}) used the gradients of {names} summed over "
+            msg = (f"the update {statement_of(q, used)} ({q.where(used)}) used the gradients of {names} summed over "
                    f"{calls} (gradient accumulation)")
-            fix = f"if the accumulation is not meant, call {zg} before {_stmt(q, o1)} ({q.where(o1)})"
+            fix = f"if the accumulation is not meant, call {zg} before {statement_of(q, o1)} ({q.where(o1)})"
             sev = "info"
-        yield _F(q, "GT108", msg, [(o1, "accumulating backward"), (used, "update"), (o0, "first backward")]
+        yield finding(q, "GT108", msg, [(o1, "accumulating backward"), (used, "update"), (o0, "first backward")]
                  + ([(between, "earlier update")] if between else []),
                  [(t, "accumulated") for t in leaves], [b0, b1], severity=sev, fix=fix)
 
 
 
-@_register(
+@register(
     "GT112", "warning", ".grad read on a non-leaf tensor",
     "y = x * 2; y.sum().backward(); print(y.grad)  # None",
     "Only leaves get `.grad`; reading it on an intermediate tensor returns None (PyTorch warns).",
@@ -427,10 +429,10 @@ def _gt112(q):
     for r in q.G.graph.get("grad_reads") or []:
         t = r.get("tensor")
         nm = q.name(t) if t in q.N else "a non-leaf tensor"
-        f = _F(q, "GT112", f".grad of non-leaf {nm} read: it is None "
+        f = finding(q, "GT112", f".grad of non-leaf {nm} read: it is None "
                "unless retain_grad() was called", [], [(t, "non-leaf")],
-               fix=(f"call `{_plain(nm)}.retain_grad()` before the backward call, or read the gradient with "
-                    f"`torch.autograd.grad(loss, {_plain(nm)})`" if t in q.N and q.label(t) else None))
+               fix=(f"call `{plain_name(nm)}.retain_grad()` before the backward call, or read the gradient with "
+                    f"`torch.autograd.grad(loss, {plain_name(nm)})`" if t in q.N and q.label(t) else None))
         code = linecache.getline(r["file"], r["line"]).strip() if r.get("file") and r.get("line") else None
         f.ops.append({"node": None, "name": "Tensor.grad", "file": r.get("file"), "line": r.get("line"),
                       "code": code or None, "module": None, "role": "read"})

@@ -8,6 +8,11 @@ from collections import defaultdict
 
 from ...graph.query import pos_key
 
+__all__ = [
+    "Query", "alias_of", "data_alias", "eager_versions", "is_view", "plain_name", "written_tensor",
+    "written_through",
+]
+
 # -- the graph, indexed once ----------------------------------------------------------
 
 _EDGE_KINDS = ("view_of", "next_version", "moved_to", "shares_memory", "next", "accumulates", "weights",
@@ -49,7 +54,7 @@ class _Versions:
         return (vs for _, vs in self.items())
 
 
-def _eager_versions(N):
+def eager_versions(N):
     """``tid -> [version nodes, oldest first]`` of any graph (node names not relied on)."""
     versions = defaultdict(list)
     for n, d in N.items():
@@ -61,7 +66,7 @@ def _eager_versions(N):
     return versions
 
 
-class _Q:
+class Query:
     """Indexes over one trace graph that the checks share, built in one pass over the
     nodes and one over the edges. ``input``/``output`` edges (most of a trace) are kept
     as plain lists of node ids, their attributes read from the graph when a check needs
@@ -107,7 +112,7 @@ class _Q:
         for vs in later.values():
             if len(vs) > 1:
                 vs.sort(key=lambda n: N[n]["version"])
-        versions = _Versions(N, later) if by_id else _eager_versions(N)
+        versions = _Versions(N, later) if by_id else eager_versions(N)
         self.ops, self._by_name = ops, by_name
         self.out_ops = sorted(out_ops, key=lambda n: N[n]["seq"])
         self.mode_ops = sorted(mode_ops, key=lambda n: N[n]["seq"])
@@ -292,19 +297,19 @@ class _Q:
 
     def t_ref(self, t, role=None):
         d = self.N[t]
-        ref = {"node": t, "label": d.get("label"), "name": _plain(self.name(t)), "shape": d.get("shape"),
+        ref = {"node": t, "label": d.get("label"), "name": plain_name(self.name(t)), "shape": d.get("shape"),
                "dtype": d.get("dtype")}
         if role:
             ref["role"] = role
         return ref
 
 
-def _plain(name):
+def plain_name(name):
     return name[1:-1] if name.startswith("`") and name.endswith("`") and name.count("`") == 2 else name
 
 
 
-def _written(q, op, tensor_nodes):
+def written_tensor(q, op, tensor_nodes):
     """The tensor the op wrote through: its input on the storage of ``tensor_nodes``."""
     sids = {q.N[t].get("storage") for t in tensor_nodes}
     ins = sorted(q.input_edges(op), key=lambda e: (e[1].get("pos") != "out", str(e[1].get("pos"))))
@@ -314,28 +319,28 @@ def _written(q, op, tensor_nodes):
     return None
 
 
-def _alias(q, t):
+def alias_of(q, t):
     """``data`` or ``detach`` when ``t`` is that alias of another tensor."""
     first = q.versions[q.N[t]["tid"]][0]
     return next((d.get("alias") for _, d in q.out["view_of"][first] if d.get("alias")), None)
 
 
-def _is_view(q, t):
+def is_view(q, t):
     first = q.versions[q.N[t]["tid"]][0]
     return any(not d.get("alias") for _, d in q.out["view_of"][first])
 
 
-def _through(q, w, target):
+def written_through(q, w, target):
     """' through view `v`' when the write ``w`` went through another tensor than ``target``."""
     if w is None or q.N[w]["tid"] == q.N[target]["tid"]:
         return ""
-    a = _alias(q, w)
+    a = alias_of(q, w)
     if a:
         return f" through `.{a}()`" if a == "detach" else f" through `.{a}`"
-    return f" through the view {q.name(w)}" if _is_view(q, w) else f" through {q.name(w)}, which shares its storage"
+    return f" through the view {q.name(w)}" if is_view(q, w) else f" through {q.name(w)}, which shares its storage"
 
 
-def _data_alias(q, t):
+def data_alias(q, t):
     """True when ``t`` is ``.data`` of another tensor, or a view of one: writes through
     it do not move the version counter autograd checks."""
     for _ in range(8):

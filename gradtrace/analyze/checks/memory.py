@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections import defaultdict
 
 from . import fixes as fx
-from .findings import _F, WRITES, _code, _register, _stmt
-from .graph import _alias, _is_view, _written
+from .findings import WRITES, code_of, finding, register, statement_of
+from .graph import alias_of, is_view, written_tensor
+
+__all__ = []
 
 
-@_register(
+@register(
     "GT103", "info", "write through a view changes its base and other views",
     "r = x[0, :]; r += 1  # x[0] changed too",
     "A view shares storage with its base: writing through it changes the base and every other "
@@ -26,8 +28,8 @@ def _gt103(q):
         if q.N[w].get("category") not in WRITES or q.N[w].get("direct") is False:
             continue  # not a write, or library code's own (nn.Embedding zeroing its padding row)
         changed = by_op[w]
-        wt = _written(q, w, changed)
-        if wt is None or not _is_view(q, wt) or _alias(q, wt):
+        wt = written_tensor(q, w, changed)
+        if wt is None or not is_view(q, wt) or alias_of(q, wt):
             continue
         others = [u for u in changed if q.N[u]["tid"] != q.N[wt]["tid"]]
         if not others:
@@ -37,11 +39,11 @@ def _gt103(q):
                 q.N[w].get("file"), q.N[w].get("line")):
             continue  # `x[:, :10] *= 0`: a slice made to be written, in one statement: writing the base is the point
         names = ", ".join(q.name(u) for u in others)
-        lhs = fx.assigned_name(_code(q, made)) if made else None
-        rhs = fx.statement(_code(q, made)).split("=", 1)[1].strip() if lhs else None
+        lhs = fx.assigned_name(code_of(q, made)) if made else None
+        rhs = fx.statement(code_of(q, made)).split("=", 1)[1].strip() if lhs else None
         fix = (f"if {names} must not change, make the view a copy at {q.where(made)}: `{lhs} = {rhs}.clone()`"
                if lhs else None)
-        yield _F(q, "GT103",
+        yield finding(q, "GT103",
                  f"writing the view {q.name(wt)} with {q.N[w]['name']} ({q.where(w)}) also changed {names}",
                  [(w, "written by")], [(wt, "written")] + [(u, "changed") for u in others], fix=fix)
 
@@ -49,7 +51,7 @@ def _gt103(q):
 _RESHAPES = ("Tensor.reshape", "torch.reshape", "Tensor.reshape_as", "Tensor.flatten", "torch.flatten")
 
 
-@_register(
+@register(
     "GT104", "warning", "in-place write to a copy that reshape made",
     "t = x.t().reshape(12); t[0] = 5  # x does not change",
     "`reshape` (and `flatten`) return a view when the layout allows and a copy otherwise; here "
@@ -71,17 +73,17 @@ def _gt104(q):
                       if e.get("op") and q.seq(e["op"]) > d["seq"]
                       and q.N[e["op"]].get("category") in WRITES), None)
             if w is not None:
-                yield _F(q, "GT104",
+                yield finding(q, "GT104",
                          f"{q.name(o)} is a copy made by {d['name']} ({q.where(op)}), not a view of "
                          f"{q.name(srcs[0])}; the write by {q.N[w]['name']} ({q.where(w)}) does not change it",
                          [(w, "written by"), (op, "copied by")], [(o, "copy"), (srcs[0], "original")],
                          fix=(f"to change {q.name(srcs[0])}, write into it (or make {q.name(o)} with `.view(...)`, "
-                              f"which fails loudly instead of copying) rather than {_stmt(q, w)} ({q.where(w)}); "
+                              f"which fails loudly instead of copying) rather than {statement_of(q, w)} ({q.where(w)}); "
                               "if a copy is meant, say so with `.clone()`"))
                 break
 
 
-@_register(
+@register(
     "GT105", "warning", "write on one side of a numpy/tensor shared buffer",
     "b = torch.from_numpy(a); s = b.sum(); a += 1  # b changed too, torch never saw it",
     "`.numpy()` and `torch.from_numpy` share one buffer: a write on either side changes the "
@@ -122,7 +124,7 @@ def _gt105(q):
             msg = (f"numpy wrote the buffer of {q.name(u)} (noticed at {q.N[at]['name']}, {q.where(at)})"
                    + (f" after torch read it at {q.N[first]['name']} ({q.where(first)}): results before and "
                       "after differ and torch saw no write" if first else ": torch saw no write"))
-            yield _F(q, "GT105", msg, ([(first, "read by")] if first else []) + [(at, "noticed at")],
+            yield finding(q, "GT105", msg, ([(first, "read by")] if first else []) + [(at, "noticed at")],
                      [(u, "changed")], arrs, severity="warning" if first else "info", fix=_np_fix(q, u))
         else:
             w = d.get("op")
@@ -132,7 +134,7 @@ def _gt105(q):
             if not arrs:
                 continue
             done.add(("w", w, sid))
-            yield _F(q, "GT105",
+            yield finding(q, "GT105",
                      f"{q.N[w]['name']} ({q.where(w)}) wrote {q.name(u)}, which shares its buffer with "
                      f"{' and '.join(np_name(a) for a in arrs)}: the array changed too",
                      [(w, "written by")], [(u, "changed")], arrs, severity="info", fix=_np_fix(q, u))
@@ -141,7 +143,7 @@ def _gt105(q):
 def _np_fix(q, t):
     """Where the shared buffer was made, rewritten to copy."""
     made = q.producer(q.versions[q.N[t]["tid"]][0])
-    code = fx.statement(_code(q, made)) if made else None
+    code = fx.statement(code_of(q, made)) if made else None
     if code and "torch.from_numpy(" in code:
         return (f"`{code.replace('torch.from_numpy(', 'torch.tensor(', 1)}` ({q.where(made)}) copies the array, "
                 f"so {q.name(t)} and the array stay independent")
@@ -151,7 +153,7 @@ def _np_fix(q, t):
 
 
 
-@_register(
+@register(
     "GT109", "warning", "out= tensor of the wrong shape silently resized",
     "result = torch.empty(5, 3); torch.add(x, y, out=result)  # x, y are 4x3: result becomes 4x3",
     "PyTorch resizes an `out=` tensor whose shape does not match the result (with only a "
@@ -166,16 +168,16 @@ def _gt109(q):
             for v, d in q.out["next_version"][u]:
                 old, new = q.N[u]["shape"], q.N[v]["shape"]
                 if d.get("op") == op and old != new and all(old):
-                    yield _F(q, "GT109",
+                    yield finding(q, "GT109",
                              f"out= tensor {q.name(u)} had shape {old} but {q.N[op]['name']} ({q.where(op)}) "
                              f"produces {new}: PyTorch resized it", [(op, "resized by")],
                              [(u, "before"), (v, "after")],
                              fix=f"allocate {q.name(u)} with shape {new} (e.g. `torch.empty_like(...)` of the "
-                                 f"result) before {_stmt(q, op)}, or drop `out=`")
+                                 f"result) before {statement_of(q, op)}, or drop `out=`")
 
 
 
-@_register(
+@register(
     "GT111", "warning", ".to(device) returned the same tensor, then a write",
     "z = x.to('cpu'); z.add_(1)  # x changed too; on a GPU, z would be a copy",
     "`.to()` (and `.cpu()`, `.cuda()`) return the tensor itself when it is already there, and a "
@@ -202,13 +204,13 @@ def _gt111(q):
                       and q.N[d["op"]].get("direct") is not False
                       and q.N[d["op"]]["category"] in WRITES), None)  # not a module's buffer update
             if w is not None:
-                yield _F(q, "GT111",
+                yield finding(q, "GT111",
                          f"{q.N[move]['name']} ({q.where(move)}) returned {q.name(u)} itself (already on "
                          f"{e['dst_device']}); the write by {q.N[w]['name']} ({q.where(w)}) changes both names "
                          "here, but only one of them on another device",
                          [(move, "same tensor"), (w, "written by")], [(u, "moved")],
-                         fix=(f"`{fx.with_clone(_code(q, move))}` makes the copy explicit on every device"
-                              if fx.with_clone(_code(q, move)) else None))
+                         fix=(f"`{fx.with_clone(code_of(q, move))}` makes the copy explicit on every device"
+                              if fx.with_clone(code_of(q, move)) else None))
                 break
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 
 from . import fixes as fx
-from .findings import _F, WRITES, _code, _register, _stmt
-from .graph import _data_alias, _through, _written
+from .findings import WRITES, code_of, finding, register, statement_of
+from .graph import data_alias, written_tensor, written_through
+
+__all__ = []
 
 
 def _writes_into_saved(q):
@@ -30,8 +32,8 @@ def _writes_into_saved(q):
             cands.append((q.seq(d["op"]), d["op"], d.get("visible", True)))
         for w in writes_on.get(q.N[t].get("storage"), ()):
             if q.seq(w) > fs and q.N[w].get("phase") != "backward":
-                wt = _written(q, w, [t])
-                cands.append((q.seq(w), w, not _data_alias(q, wt)))
+                wt = written_tensor(q, w, [t])
+                cands.append((q.seq(w), w, not data_alias(q, wt)))
         if cands:
             _, w, visible = min(cands, key=lambda c: (c[0], c[2]))
             hits[w].append((t, fn, visible))
@@ -55,7 +57,7 @@ def _saved_verdict(q, w, saved):
 def _saved_finding(q, code, w, saved, severity, how, fix):
     t0, fn0, _ = saved[0]
     fop = q.N[fn0].get("op")
-    wt = _written(q, w, [t0])
+    wt = written_tensor(q, w, [t0])
     saver = q.N[fn0]["name"]
     verdict, bw = _saved_verdict(q, w, saved)
     if verdict is None:
@@ -64,7 +66,7 @@ def _saved_finding(q, code, w, saved, severity, how, fix):
         severity = "error" if verdict == "later" else "warning"
     msg = (f"{q.name(t0)} was saved for backward by {saver}"
            + (f" ({q.N[fop]['name']}, {q.where(fop)})" if fop in q.N else "")
-           + f" and then {how} by {q.N[w]['name']}{_through(q, wt, t0)} ({q.where(w)})")
+           + f" and then {how} by {q.N[w]['name']}{written_through(q, wt, t0)} ({q.where(w)})")
     if verdict == "later":
         bop = q.N[bw].get("op")
         msg += (f"; the backward call at {q.where(bop)} "
@@ -79,14 +81,14 @@ def _saved_finding(q, code, w, saved, severity, how, fix):
         ops.append((q.N[bw].get("op"), "backward"))
     tensors = [(t, "saved") for t, _, _ in saved] + ([(wt, "written")] if wt else [])
     nodes = [fn for _, fn, _ in saved] + ([bw] if bw else [])
-    return _F(q, code, msg, ops, tensors, nodes, severity=severity, fix=fix(verdict, bw))
+    return finding(q, code, msg, ops, tensors, nodes, severity=severity, fix=fix(verdict, bw))
 
 
 
 # -- the checks -----------------------------------------------------------------------
 
 
-@_register(
+@register(
     "GT101", "error", "in-place write to a tensor saved for backward",
     "y = x.sigmoid(); y.mul_(2); y.sum().backward()",
     "Autograd saved this tensor to compute a gradient later; the in-place write changed it and "
@@ -102,7 +104,7 @@ def _gt101(q):
         vis = [s for s in saved if s[2]]
         if not vis:
             continue
-        wt = _written(q, w, [vis[0][0]])
+        wt = written_tensor(q, w, [vis[0][0]])
         # A parameter update (a leaf requiring grad, written under no_grad) whose graph no
         # backward ever uses is the normal end of a training step's graph.
         if wt is not None and q.N[wt].get("is_leaf") and q.N[wt].get("requires_grad") \
@@ -110,9 +112,9 @@ def _gt101(q):
             continue
 
         def fix(verdict, bw, w=w):
-            new = fx.out_of_place(_code(q, w))
+            new = fx.out_of_place(code_of(q, w))
             head = f"write `{new}` ({q.where(w)}) instead, so the saved values stay as they were" if new else \
-                f"write {_stmt(q, w)} ({q.where(w)}) out of place, or into a `.clone()` of the tensor"
+                f"write {statement_of(q, w)} ({q.where(w)}) out of place, or into a `.clone()` of the tensor"
             return head + (f", or move the write after the backward call at {q.where(q.N[bw].get('op'))}"
                            if bw else "")
 
@@ -121,7 +123,7 @@ def _gt101(q):
             yield f
 
 
-@_register(
+@register(
     "GT102", "error", "write through `.data` that autograd cannot see",
     "y = x * x; x.data *= 100; y.backward()  # x.grad is 200, not 2",
     "A write through `.data` does not move the version counter, so autograd cannot tell that a "
@@ -141,11 +143,11 @@ def _gt102(q):
 
         def fix(verdict, bw, w=w):
             if bw:
-                return (f"move {_stmt(q, w)} after the backward call at {q.where(q.N[bw].get('op'))} "
-                        f"(`{fx.statement(_code(q, q.N[bw].get('op'))) or 'backward()'}`), which needs the old values")
-            new = fx.without_data(_code(q, w))
+                return (f"move {statement_of(q, w)} after the backward call at {q.where(q.N[bw].get('op'))} "
+                        f"(`{fx.statement(code_of(q, q.N[bw].get('op'))) or 'backward()'}`), which needs the old values")
+            new = fx.without_data(code_of(q, w))
             return (f"`{new}` so autograd sees the write" if new else
-                    f"make the write {_stmt(q, w)} under `torch.no_grad()` without `.data`")
+                    f"make the write {statement_of(q, w)} under `torch.no_grad()` without `.data`")
 
         if q.N[w].get("direct") is False and _saved_verdict(q, w, hidden)[0] != "later":
             continue  # library code (gradcheck's perturbations) whose values no backward used
@@ -166,10 +168,10 @@ def _gt102(q):
                    and q.N[o].get("category") != "view" for o in q.uses(q.N[u]["tid"])):
             continue
         seen.add(w)
-        wt = _written(q, w, [u])
-        new = fx.without_data(_code(q, w))
-        yield _F(q, "GT102",
-                 f"{q.name(u)} was written by {q.N[w]['name']}{_through(q, wt, u)} ({q.where(w)}), "
+        wt = written_tensor(q, w, [u])
+        new = fx.without_data(code_of(q, w))
+        yield finding(q, "GT102",
+                 f"{q.name(u)} was written by {q.N[w]['name']}{written_through(q, wt, u)} ({q.where(w)}), "
                  "which autograd does not see; nothing had saved it for backward, so gradients stay correct",
                  [(w, "written by")], [(u, "changed"), (wt, "written")], severity="info",
                  fix=(f"`{new}` says the same and lets autograd check it" if new else None))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 
 from . import fixes as fx
-from .findings import _F, _bad, _code, _register, _stats_text, _stmt
+from .findings import code_of, finding, has_bad, register, statement_of, stats_text
+
+__all__ = []
 
 _UNINIT = ("torch.empty", "torch.empty_like", "Tensor.new_empty", "torch.empty_strided")
 
 
-@_register(
+@register(
     "GT110", "error", "first NaN or Inf",
     "y = torch.log(x - 1)  # x has a 1: the first -inf, and NaN where x < 1",
     "The first op whose output has NaN/Inf while its inputs had none is where the bad values "
@@ -21,7 +23,7 @@ _UNINIT = ("torch.empty", "torch.empty_like", "Tensor.new_empty", "torch.empty_s
 )
 def _gt110(q):
     def has(s, what):
-        return any(_bad(s, w) for w in what)
+        return any(has_bad(s, w) for w in what)
 
     # Forward: the first op whose output has NaN (error) / Inf (warning) from finite inputs,
     # where the bad values go on to matter: a -inf mask that softmax turns into zeros, or a
@@ -34,7 +36,7 @@ def _gt110(q):
             if d.get("phase") == "backward" or d["category"] in ("backward", "grad_mode") \
                     or d["name"] in _UNINIT or what in (d.get("args") or "").lower():
                 continue  # uninitialised memory, or the value was passed in (a -inf mask)
-            bad = [t for t in q.outputs(op) if _bad(q.N[t].get("stats"), what)]
+            bad = [t for t in q.outputs(op) if has_bad(q.N[t].get("stats"), what)]
             ins = q.inputs(op)
             if bad and not any(q.N[t].get("stats") is None or has(q.N[t]["stats"], ("nan", "inf")) for t in ins) \
                     and any(_matters(q, t) for t in bad):
@@ -44,18 +46,18 @@ def _gt110(q):
         d, t = q.N[op], hits[0][1]
         kinds = " and ".join("NaN" if w == "nan" else "Inf" for w, _ in hits)
         ins = q.inputs(op)
-        ins_text = "; ".join(f"{q.name(i)}: {_stats_text(q.N[i].get('stats'))}" for i in ins[:4])
+        ins_text = "; ".join(f"{q.name(i)}: {stats_text(q.N[i].get('stats'))}" for i in ins[:4])
         mod = f" in module {d['module']}" if d.get("module") else ""
-        yield _F(q, "GT110",
+        yield finding(q, "GT110",
                  f"first {kinds} in forward: {d['name']} ({q.where(op)}){mod} made {q.name(t)} "
-                 f"({_stats_text(q.N[t].get('stats'))}) from finite inputs" + (f" ({ins_text})" if ins_text else ""),
+                 f"({stats_text(q.N[t].get('stats'))}) from finite inputs" + (f" ({ins_text})" if ins_text else ""),
                  [(op, "first " + kinds)], [(t, kinds)] + [(i, "input") for i in ins],
                  severity="error" if hits[0][0] == "nan" else "warning", fix=_nan_fix(q, op))
     # Backward: in the first call with one, the bad gradient nearest the loss.
     seen = set()
     for what in ("nan", "inf"):
         for bw in q.backwards:
-            bad = [(t, d) for t, d in q.out["grad"][bw] if q.kind_of(t) == "tensor" and _bad(d.get("stats"), what)]
+            bad = [(t, d) for t, d in q.out["grad"][bw] if q.kind_of(t) == "tensor" and has_bad(d.get("stats"), what)]
             if not bad:
                 continue
             t, gd = max(bad, key=lambda x: q.seq(q.producer(x[0])) if q.producer(x[0]) else -1)
@@ -66,11 +68,11 @@ def _gt110(q):
             c = next((o for o in q.uses(q.N[t]["tid"]) if q.N[o].get("grad_enabled", True)
                       and q.N[o]["category"] not in ("backward", "grad_mode") and q.seq(o) > q.seq(p)), None)
             bop = q.N[bw].get("op")
-            kinds = " and ".join(k for k, w in (("NaN", "nan"), ("Inf", "inf")) if _bad(gd.get("stats"), w))
+            kinds = " and ".join(k for k, w in (("NaN", "nan"), ("Inf", "inf")) if has_bad(gd.get("stats"), w))
             at = f", made by the derivative of {q.N[c]['name']} ({q.where(c)})" if c else ""
-            yield _F(q, "GT110",
+            yield finding(q, "GT110",
                      f"first {kinds} in backward (call at {q.where(bop)}): the gradient reaching "
-                     f"{q.name(t)} ({_stats_text(gd.get('stats'))}){at}",
+                     f"{q.name(t)} ({stats_text(gd.get('stats'))}){at}",
                      ([(c, "derivative")] if c else []) + ([(p, "produced")] if p else []) + [(bop, "backward")],
                      [(t, "bad gradient")], [bw], severity="error" if what == "nan" else "warning",
                      fix=_nan_fix(q, c) if c else None)
@@ -98,8 +100,8 @@ def _matters(q, t) -> bool:
             outs = q.outputs(c)
             if not outs and q.N[c]["category"] not in ("backward", "grad_mode"):
                 return True  # read out of torch: the program has the bad value
-            stack.extend(o for o in outs if _bad(q.N[o].get("stats"), "nan") or _bad(q.N[o].get("stats"), "inf"))
-        stack.extend(v for v in nxt if _bad(q.N[v].get("stats"), "nan") or _bad(q.N[v].get("stats"), "inf"))
+            stack.extend(o for o in outs if has_bad(q.N[o].get("stats"), "nan") or has_bad(q.N[o].get("stats"), "inf"))
+        stack.extend(v for v in nxt if has_bad(q.N[v].get("stats"), "nan") or has_bad(q.N[v].get("stats"), "inf"))
     return len(seen) >= 4096
 
 
@@ -125,13 +127,13 @@ def _nan_fix(q, op):
     d = q.N[op]
     if d.get("lib_file"):
         lib = f"{os.path.basename(d['lib_file'])}:{d.get('lib_line')}"
-        return (f"{d['name']} runs inside library code ({lib}), reached from {_stmt(q, op)} ({q.where(op)}): "
+        return (f"{d['name']} runs inside library code ({lib}), reached from {statement_of(q, op)} ({q.where(op)}): "
                 "check what your code passes to it (NaN/Inf or out-of-range inputs, a learning rate, a "
                 "loss scale) rather than the library's line")
-    new = fx.guarded(_code(q, op), q.N[op]["name"])
+    new = fx.guarded(code_of(q, op), q.N[op]["name"])
     if new:
         return f"`{new}` keeps {q.N[op]['name']} away from 0 ({q.where(op)})"
-    return (f"guard the domain of {q.N[op]['name']} in {_stmt(q, op)} ({q.where(op)}): clamp its input, add "
+    return (f"guard the domain of {q.N[op]['name']} in {statement_of(q, op)} ({q.where(op)}): clamp its input, add "
             "an epsilon, or use a stable form (log_softmax, logsumexp, BCEWithLogits)")
 
 

@@ -1,19 +1,19 @@
-"""Terminal output of the CLI: the run report and the ``show`` tables (rich)."""
+"""Terminal output of the ``gradtrace`` commands: the run report and the ``show``
+tables (rich), and a fresh line after what a traced script printed."""
 
 from __future__ import annotations
 
 import os
 import stat
 import sys
-import weakref
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .analyze.checks import check_graph
-from .analyze.summary import (
+from ..analyze.checks import check_graph
+from ..analyze.summary import (
     MOVE_CATEGORIES,
     edges_of,
     format_summary,
@@ -25,12 +25,15 @@ from .analyze.summary import (
     summarize,
     values_kept_text,
 )
-from .graph.names import name_of
-from .graph.query import op_inputs, op_outputs
-from .progress import phase
-from .views import drawsize
+from ..graph.io import DOT_FILE, TRACE_FILE, VALUES_FILE
+from ..graph.names import name_of
+from ..graph.query import op_inputs, op_outputs
+from ..outputs import HTML_FILE, SVG_FILE, run_findings, run_summary
+from ..progress import phase
 
-_graphviz_note_said = False
+__all__ = ["PIPE_WIDTH", "make_console", "print_run_report", "rank_rows", "show_ranks", "show_table",
+           "start_fresh_line"]
+
 PIPE_WIDTH = 1_000_000  # off a terminal nothing wraps: a table is as wide as its widest row
 
 
@@ -108,140 +111,6 @@ def _stats_text(s) -> str:
         f" nan={s['nan']}" if s.get("nan") else "") + (f" inf={s['inf']}" if s.get("inf") else "")
 
 
-def _too_big_note(G, out: Path, what: str, size: str) -> str:
-    """The note for a drawing too big to lay out, with a next step that can help this trace."""
-    if any(True for _ in nodes_of(G, "module")) and drawsize.drawn_elements(G, 1) <= drawsize.SVG_MAX_LINES:
-        hint = f"try `gradtrace dot {out} --depth 1 -o g.svg`"
-    else:
-        top = _busiest_line(_summary(G))
-        hint = (f"list one line's ops with `gradtrace show {out} --line {top}`" if top
-                else f"see `gradtrace show {out} --summary`")
-    return f"gradtrace: note: {what} not written: the drawing has {size}, too many to lay out quickly; {hint}"
-
-
-def _busiest_line(s: dict):
-    """``FILE:LINE`` (file name only) of the source line with the most ops (of a
-    :func:`summarize` dict), or None."""
-    top = s["top_lines"]
-    return f"{Path(top[0]['file']).name}:{top[0]['line']}" if top else None
-
-
-def _forget(path: Path):
-    # A drawing left by an earlier run into this folder would not match this trace.
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def write_run_outputs(trace, out: Path, depth: int, svg: bool = True, html: bool | None = None) -> dict:
-    """Save a finished trace into ``out``, with its graph.dot (and graph.svg when
-    Graphviz is installed) when the drawing is small enough to lay out, and graph.html
-    (the interactive viewer; ``html`` None: when ``svg`` is asked for, so replay and
-    check runs, which draw nothing, skip it); return the paths written, by name. The
-    DOT text is made at most once, and not at all for a drawing too big to draw."""
-    out = Path(out)
-    with phase("building the graph"):
-        G = trace.graph
-    with phase(f"saving {out}"):
-        trace.save(out, dot=False)
-    written = {"trace": out / "trace.json"}
-    if (out / "values.safetensors").exists():
-        written["values"] = out / "values.safetensors"
-    if svg if html is None else html:
-        written.update(_write_html(G, out, depth))
-    size = drawsize.drawn_elements(G, depth)
-    if size > drawsize.SVG_MAX_LINES:
-        _forget(out / "graph.dot")
-        _forget(out / "graph.svg")
-        print(_too_big_note(G, out, "graph.dot and graph.svg", f"{size} elements"), file=sys.stderr)
-        return written
-    written.update(_draw(G, out, depth, svg))
-    return written
-
-
-_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-_summaries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _summary(G) -> dict:
-    """:func:`summarize` of ``G``, once per graph: the run report, its notes and the
-    viewer's size check all read it (each pass over a 200k-op trace costs a second)."""
-    s = _summaries.get(G)
-    if s is None:
-        s = _summaries[G] = summarize(G)
-    return s
-
-
-def _findings(G) -> list:
-    """The findings of ``G``, checked once per graph: the viewer and the report of one
-    run both show them."""
-    found = _checked.get(G)
-    if found is None:
-        found = _checked[G] = check_graph(G)
-    return found
-
-
-def _write_html(G, out: Path, depth: int) -> dict:
-    """graph.html, the interactive viewer: written also when the SVG is too big to lay
-    out (the page folds and opens modules itself), skipped with a note past
-    :data:`~gradtrace.views.html.HTML_MAX_OPS` ops."""
-    from .views.html import HTML_MAX_OPS, write_html
-
-    _forget(out / "graph.html")
-    ops = _summary(G)["ops"]
-    if ops > HTML_MAX_OPS:
-        print(f"gradtrace: note: graph.html not written: the trace has {ops} ops, more than the viewer opens "
-              f"quickly ({HTML_MAX_OPS}); see `gradtrace show {out} --summary`", file=sys.stderr)
-        return {}
-    try:
-        with phase("writing graph.html"):
-            write_html(G, out / "graph.html", findings=_findings(G), depth=depth)
-    except Exception as e:  # a viewer problem must not lose the trace
-        print(f"gradtrace: note: graph.html not written ({type(e).__name__}: {e})", file=sys.stderr)
-        return {}
-    return {"html": out / "graph.html"}
-
-
-def _draw(G, out: Path, depth: int, svg: bool) -> dict:
-    global _graphviz_note_said
-    from .views.dot import GraphvizMissing, have_graphviz, render, to_dot
-
-    written = {}
-    with phase("drawing graph.dot"):
-        try:
-            text = to_dot(G, "forward", depth)
-        except Exception as e:  # a drawing problem must not lose the trace
-            print(f"gradtrace: note: graph.dot not written ({type(e).__name__}: {e})", file=sys.stderr)
-            return written
-        (out / "graph.dot").write_text(text, encoding="utf-8")
-    written["dot"] = out / "graph.dot"
-    _forget(out / "graph.svg")
-    if not svg:
-        return written
-    if not have_graphviz():
-        if not _graphviz_note_said:
-            print("gradtrace: note: Graphviz's 'dot' is not installed, so graph.svg was not "
-                  "rendered (apt-get install graphviz); graph.dot was written.", file=sys.stderr)
-            _graphviz_note_said = True
-        return written
-    lines = text.count("\n")
-    if lines > drawsize.SVG_MAX_LINES:
-        print(_too_big_note(G, out, "graph.svg", f"{lines} elements"), file=sys.stderr)
-        return written
-    try:
-        with phase("rendering graph.svg"):
-            (out / "graph.svg").write_bytes(render(text, "svg"))
-        written["svg"] = out / "graph.svg"
-    except (GraphvizMissing, RuntimeError, OSError) as e:
-        print(f"gradtrace: note: graph.svg not rendered ({e})", file=sys.stderr)
-    except Exception as e:  # e.g. a render timeout on a huge graph
-        print(f"gradtrace: note: graph.svg not rendered ({type(e).__name__})", file=sys.stderr)
-    return written
-
-
 def _findings_text(findings) -> str:
     by = {}
     for f in findings:
@@ -267,14 +136,14 @@ def print_run_report(trace, out: Path, console: Console | None = None, all_ranks
 
     ``all_ranks``: the folder of all the ranks when this run is one rank of a launched
     run; rank 0 prints the full report, naming its rank, and every other rank one line.
-    ``written``: what :func:`write_run_outputs` returned (else the files found in ``out``)."""
+    ``written``: what :func:`gradtrace.outputs.write_run_outputs` returned (else the files found in ``out``)."""
     c = console or make_console()
     G = trace.graph
     out = Path(out)
     pos = _rank_of(G) if all_ranks is not None else None
-    s = _summary(G)
+    s = run_summary(G)
     with phase("checking"):
-        findings = _findings(G)
+        findings = run_findings(G)
     files = list((written or _files_in(out)).values())
     with c.capture() as cap:
         if pos is not None and pos[0] != 0:
@@ -289,7 +158,7 @@ def print_run_report(trace, out: Path, console: Console | None = None, all_ranks
 
 
 def _files_in(out: Path) -> dict:
-    names = {"trace": "trace.json", "dot": "graph.dot", "values": "values.safetensors", "svg": "graph.svg", "html": "graph.html"}
+    names = {"trace": TRACE_FILE, "dot": DOT_FILE, "values": VALUES_FILE, "svg": SVG_FILE, "html": HTML_FILE}
     return {k: out / f for k, f in names.items() if (out / f).exists()}
 
 

@@ -1,0 +1,74 @@
+"""``gradtrace run``: trace a script and write its trace folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..analyze.summary import human_bytes
+from ..graph.folders import rank_folder
+from ..outputs import clear_single_trace, write_run_outputs
+from ..runner import run_script
+from ..trace import default_values_max
+from ..views.dot import DEFAULT_DEPTH
+from .common import SCRIPT_CONTEXT, SIZE, check_out_dir, check_script, fail, launch_position, reason
+from .report import print_run_report, start_fresh_line
+
+__all__ = ["run"]
+
+
+@click.command(context_settings=SCRIPT_CONTEXT)
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Trace folder to write [default: gradtrace-out/<script stem>].")
+@click.option("--values", type=click.Choice(["none", "stats", "all"]), default="stats", show_default=True,
+              help="What to keep of tensor values: nothing, statistics, or everything.")
+@click.option("--values-max", "values_max", type=SIZE, default=None, metavar="SIZE",
+              help="With --values all: copy at most SIZE (512M, 2G) [default: half the memory available].")
+@click.option("--depth", type=int, default=None, help="Module depth of graph.dot/graph.svg.")
+@click.option("--no-svg", is_flag=True, help="Do not render graph.svg.")
+@click.argument("script", type=click.Path(dir_okay=True))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run(out_dir, values, values_max, depth, no_svg, script, args):
+    """Run SCRIPT [ARGS]... as `python SCRIPT ARGS` would, traced, and write its trace.
+
+    gradtrace's options go before SCRIPT; everything after it is the script's.
+    The folder gets trace.json, values.safetensors (when values were kept),
+    graph.dot, graph.svg when Graphviz is installed, and graph.html (the
+    interactive viewer, also with --no-svg). The exit code is the script's.
+
+    Under a launcher (torchrun, python -m torch.distributed.run: RANK and
+    WORLD_SIZE set) each rank writes its own folder, OUT/rank<k>, with its rank
+    and world size in the trace; rank 0 prints the report, the other ranks one
+    line each. `gradtrace show OUT` then lists the ranks.
+
+    \b
+    Example:
+      gradtrace run -o runs/mlp --values all examples/train_mlp.py --steps 3
+      torchrun --nproc-per-node 2 -m gradtrace run -o runs/ddp train_ddp.py
+    """
+    check_script(script)
+    pos = launch_position()
+    base = Path(out_dir) if out_dir else Path("gradtrace-out") / Path(script).stem
+    if pos is not None:
+        rank, world = pos
+        out = rank_folder(base, rank)
+        if rank == 0:  # an earlier single-process trace in base would be read instead of the ranks
+            clear_single_trace(base)
+    else:
+        rank, world, out = 0, 1, base
+    check_out_dir(out)
+    if values == "all":
+        limit = values_max if values_max is not None else default_values_max()
+        print(f"gradtrace: --values all keeps a copy of every tensor version and gradient, at most "
+              f"{human_bytes(limit)} (--values-max); a version whose value did not change shares its copy",
+              file=sys.stderr)
+    result = run_script(script, list(args), values=values, rank=rank, world_size=world, values_max=values_max)
+    start_fresh_line()
+    try:
+        written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)
+    except Exception as e:  # the script ran: its exit code stands, whatever the disk says
+        fail(f"the trace was not written to {out}: {reason(e)}", result.exit_code)
+    print_run_report(result.trace, out, all_ranks=base if pos is not None else None, written=written)
+    sys.exit(result.exit_code)

@@ -1,0 +1,72 @@
+"""``gradtrace show``: tables over a saved trace, or over the ranks of a launched run."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..graph.folders import rank_folders
+from ..ranks import missing_ranks
+from .common import CONTEXT, RANK_OPTION, fail, load_trace, load_traces
+from .report import show_ranks, show_table
+
+__all__ = ["show"]
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path())
+@click.option("--ops", "what", flag_value="ops", help="Every op, in call order (default).")
+@click.option("--backward", "what", flag_value="backward", help="Backward calls, weights and gradients.")
+@click.option("--aliases", "what", flag_value="aliases", help="Views, aliases and in-place writes.")
+@click.option("--moves", "what", flag_value="moves", help="Device and dtype moves.")
+@click.option("--modules", "what", flag_value="modules", help="Modules and their op counts.")
+@click.option("--summary", "what", flag_value="summary", help="The run summary.")
+@click.option("--line", "line", default=None, metavar="FILE:LINE", help="Only ops from this source line.")
+@click.option("--module", "module", default=None, metavar="PATH", help="Only ops inside this module.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@RANK_OPTION
+def show(folder, what, line, module, as_json, rank):
+    """Print tables over a saved trace FOLDER.
+
+    A folder of rank<k> folders (a launched run): without --rank, a table of the
+    ranks (status, ops, backward calls, all-reduce buckets, findings), or with a
+    table option that table for each rank in turn; --rank N shows one rank.
+    With --json the per-rank tables are an object keyed by rank.
+
+    \b
+    Example:
+      gradtrace show gradtrace-out/autograd --backward
+      gradtrace show gradtrace-out/train --ops --line train.py:42 --json
+      gradtrace show runs/ddp --rank 1 --backward
+    """
+    if rank is None and rank_folders(folder):
+        _show_ranks(folder, what, line, module, as_json)
+        return
+    tr = load_trace(folder, rank)
+    try:
+        rows = show_table(tr.graph, what or "ops", line=line, module=module, as_json=as_json)
+    except ValueError as e:
+        fail(str(e))
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=str))
+
+
+def _show_ranks(folder, what, line, module, as_json):
+    """A multi-rank folder: the table of its ranks, or one table per rank."""
+    traces = load_traces(folder)
+    if what is None and not line and not module:
+        rows = show_ranks(traces, folder, as_json=as_json, missing=missing_ranks(traces))
+        if as_json:
+            click.echo(json.dumps(rows, indent=1, default=str))
+        return
+    out = {}
+    for k, tr in traces.items():
+        if not as_json:
+            click.echo(click.style(f"── rank {k} ({tr.path}) ──", bold=True))
+        try:
+            out[str(k)] = show_table(tr.graph, what or "ops", line=line, module=module, as_json=as_json)
+        except ValueError as e:
+            fail(str(e))
+    if as_json:
+        click.echo(json.dumps(out, indent=1, default=str))

@@ -1,0 +1,97 @@
+"""One recording from start to stop: the recorder on torch's mode stack, torch patched
+and module hooks installed while it runs, and nothing of it left behind once it stops
+(whatever the program did, a KeyboardInterrupt inside the recorder included)."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from . import modestack, patches
+from .hidden import restore_thread_state, thread_state
+from .mode import Recorder
+from .source import scope_items
+
+__all__ = ["Session", "start", "sweep_ended"]
+
+
+class Session:
+    """A running recording: ``recorder`` is its mode; :meth:`stop` ends it."""
+
+    def __init__(self, recorder: Recorder, named_before: list, state):
+        self.recorder = recorder
+        self._named_before = named_before
+        self._state = state
+
+    def stop(self) -> list:
+        """End the recording; return what failed while ending it (``Type: message``
+        lines, for the trace). Nothing here raises: each step is kept apart, so the
+        user's own exception is what the user gets."""
+        rec = self.recorder
+        rec.closed = True
+        problems = []
+        for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
+                     rec.callers.clear,  # callers hold the traced code's module globals
+                     rec.copies.wait):  # values copied from a GPU without waiting, once, now
+            try:
+                step()
+            except Exception as e:
+                problems.append(f"{type(e).__name__}: {e}")
+        try:
+            if restore_thread_state(self._state):
+                problems.append("an interrupt inside the recorder had left torch functions disabled; "
+                                "switched back on")
+        except Exception as e:
+            problems.append(f"{type(e).__name__}: {e}")
+        try:
+            rec.labels.named_before(self._named_before)
+        except Exception as e:
+            problems.append(f"{type(e).__name__}: {e}")
+        self._named_before = ()
+        return problems
+
+
+def start(values: str, values_max: int | None, frame) -> Session:
+    """Start recording on this thread; ``frame`` is the code entering the trace (the
+    tensors it has named already are named by those names). Return the session."""
+    sweep_ended()
+    named_before = _tensors_named_in(frame)
+    state = thread_state()
+    rec = Recorder(values, values_max)
+    patches.attach(rec)
+    try:
+        rec.modules.install()
+        rec.__enter__()
+    except BaseException:
+        modestack.remove(rec)
+        rec.modules.remove()
+        patches.detach(rec)
+        raise
+    return Session(rec, named_before, state)
+
+
+def _tensors_named_in(frame) -> list:
+    """``[(weak reference, name)]`` of the tensors bound to names in ``frame`` (its
+    locals, then its module's globals) as a trace starts: a tensor made before the
+    trace has no assignment in it to be named by."""
+    found, seen = [], set()
+    try:
+        for name, v in scope_items(frame):
+            # issubclass of the type: isinstance would ask a proxy's __class__ (user code)
+            if issubclass(type(v), torch.Tensor) and not name.startswith("_") and id(v) not in seen:
+                seen.add(id(v))
+                found.append((weakref.ref(v), name))
+    except Exception:  # an odd frame or a tensor without weak references: no names
+        return found
+    return found
+
+
+def sweep_ended() -> None:
+    """Take off torch's mode stack the recorders torch put back after their trace ended
+    (its ``_pop_mode_temporarily`` generator closed after a signal)."""
+    modestack.sweep(_ended)
+
+
+def _ended(mode) -> bool:
+    return isinstance(mode, Recorder) and mode.closed
