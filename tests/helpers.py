@@ -1,6 +1,10 @@
 """Small queries over trace graphs, shared by the tests."""
 
+from pathlib import Path
+
 import torch
+
+TESTS = Path(__file__).resolve().parent  # the tests folder: its corpora and helpers
 
 
 def ops(G, name=None, category=None):

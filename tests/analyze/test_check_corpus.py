@@ -10,14 +10,14 @@ Every finding must name a line of the program itself and never a graph node id.
 """
 
 import re
-from pathlib import Path
 
 import pytest
+from helpers import TESTS
 
 from gradtrace.analyze.checks import check_graph, format_finding
 from gradtrace.runner import run_script
 
-HERE = Path(__file__).parent / "check_corpus"
+HERE = TESTS / "check_corpus"
 CORRECT = sorted((HERE / "correct").glob("*.py"))
 HAZARD = sorted((HERE / "hazard").glob("*.py"))
 

@@ -3,16 +3,16 @@ data-parallel ranks over gloo, each target in its own process."""
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import TESTS
 
 from gradtrace.cli import main
 from gradtrace.replay import DeviceMap, TargetError, parse_target, parse_targets
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = TESTS.parent
 EXAMPLES = ROOT / "examples"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 

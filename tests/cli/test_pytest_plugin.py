@@ -1,5 +1,7 @@
 """The pytest plugin: the `gradtrace_check` fixture fails a test on error-level findings."""
 
+from helpers import TESTS
+
 pytest_plugins = ["pytester"]
 
 USER_TESTS = '''
@@ -98,11 +100,10 @@ def test_forward_only(gradtrace_check):
 
 def test_readme_docs_and_checks_agree_on_every_severity():
     import re
-    from pathlib import Path
 
     from gradtrace.analyze.checks import CHECKS
 
-    root = Path(__file__).parent.parent
+    root = TESTS.parent
     for doc in (root / "README.md", root / "docs" / "checks.md"):
         rows = dict(re.findall(r"^\| (GT1\d\d) \| ([a-z /]+?) \|", doc.read_text(), re.M))
         assert {c: rows[c].split(" / ")[0] for c in CHECKS} == {c: k.severity for c, k in CHECKS.items()}, doc

@@ -3,7 +3,7 @@
 
 import pytest
 import torch
-from helpers import edges, ops, outputs, tensors
+from helpers import TESTS, edges, ops, outputs, tensors
 
 import gradtrace
 
@@ -230,11 +230,10 @@ def test_an_inplace_write_on_a_view_rewires_the_base_to_copyslices():
 
 
 def test_the_notes_example_scripts_trace_with_status_ok():
-    from pathlib import Path
 
     from gradtrace.runner import run_script
 
-    root = Path(__file__).resolve().parents[1] / "examples"
+    root = TESTS.parent / "examples"
     for name in ("tensors.py", "autograd.py"):
         result = run_script(root / name, values="stats")
         assert result.exit_code == 0

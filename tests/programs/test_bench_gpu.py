@@ -4,12 +4,12 @@ The table's code runs here on CPU (``--sections gpu --device cpu``, tiny models)
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import TESTS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = TESTS.parent
 BENCH = ROOT / "benchmarks" / "bench.py"
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import TESTS
 
 from gradtrace.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = TESTS.parent
 EXAMPLES = ROOT / "examples"
 
 

@@ -24,11 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import TESTS
 
 pytestmark = pytest.mark.corpus
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "tests" / "corpus"
+ROOT = TESTS.parent
+CORPUS = TESTS / "corpus"
 HARNESS = CORPUS / "_harness.py"
 PROGRAMS = sorted(p.stem for p in CORPUS.glob("*.py") if not p.name.startswith("_"))
 TRACED = ("none", "stats", "all")

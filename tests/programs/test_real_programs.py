@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
 
 import pytest
+from helpers import TESTS
 from test_corpus import FACTS, TRACED, check_fact, module_runs
 
 pytestmark = pytest.mark.corpus
 
-REAL = Path(__file__).resolve().parent / "real_programs"
+REAL = TESTS / "real_programs"
 PROGRAMS = sorted(p.stem for p in REAL.glob("*.py") if p.stem != "survey")
 NEEDS_TRANSFORMERS = {p for p in PROGRAMS if p.startswith("hf_")}
 HAVE_TRANSFORMERS = importlib.util.find_spec("transformers") is not None

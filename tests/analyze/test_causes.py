@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import TESTS
 
 from gradtrace.cli import main
 from gradtrace.replay import ddp_placement, parse_target
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = TESTS.parent
 EXAMPLES = ROOT / "examples"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -3,9 +3,10 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import TESTS
+
+ROOT = TESTS.parent
 
 
 def test_benchmark_runs_on_the_tiny_configuration(tmp_path):

@@ -1,17 +1,17 @@
 """Every bundled example runs under `gradtrace run` and its DOT renders."""
 
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import TESTS
 
 from gradtrace.runner import run_script
 from gradtrace.views.dot import have_graphviz, render, to_dot
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
+EXAMPLES = sorted((TESTS.parent / "examples").glob("*.py"))
 # The tour's lesson scripts (a lesson that takes its program from another example, with
 # a "Snippet:" line, has no code of its own).
-TOUR = [p for p in sorted((Path(__file__).resolve().parents[1] / "examples" / "tour").glob("[0-9]*.py"))
+TOUR = [p for p in sorted((TESTS.parent / "examples" / "tour").glob("[0-9]*.py"))
         if "\nSnippet: " not in p.read_text()]
 
 # Warnings an example raises on purpose, because they are its lesson: the course notes

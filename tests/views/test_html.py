@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import TESTS
 from torch import nn
 
 import gradtrace
@@ -21,8 +22,8 @@ from gradtrace.runner import run_script
 from gradtrace.views import html as viewer
 from gradtrace.views.steps import find_steps
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(__file__).parent / "views_corpus"
+ROOT = TESTS.parent
+CORPUS = TESTS / "views_corpus"
 
 
 class Net(nn.Module):

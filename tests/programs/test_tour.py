@@ -7,12 +7,12 @@ import difflib
 import importlib.util
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import TESTS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = TESTS.parent
 TOUR = ROOT / "docs" / "tour.md"
 REGENERATE = "regenerate it: .venv/bin/python scripts/make_tour.py"
 

@@ -13,6 +13,7 @@ import pydot
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import TESTS
 from torch import nn
 
 import gradtrace
@@ -21,7 +22,7 @@ from gradtrace.runner import run_script
 from gradtrace.views.dot import have_graphviz, render, to_dot
 from gradtrace.views.picture import cut
 
-CORPUS = Path(__file__).parent / "views_corpus"
+CORPUS = TESTS / "views_corpus"
 needs_graphviz = pytest.mark.skipif(not have_graphviz(), reason="Graphviz's dot is not installed")
 
 

@@ -2,9 +2,10 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import TESTS
+
+ROOT = TESTS.parent
 
 
 def test_the_suite_summary_says_why_a_test_was_skipped(tmp_path):
