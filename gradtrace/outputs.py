@@ -47,10 +47,17 @@ def run_summary(G) -> dict:
 
 
 def run_findings(G) -> list:
-    """Return the findings of ``gradtrace check`` on ``G``, checked once per graph."""
+    """Return the findings of ``gradtrace check`` on ``G``, checked once per graph, for
+    a report or a picture to show; when checking fails, none (with a note on standard
+    error): a drawing or a report must not be lost to a check's error."""
     found = _checked.get(G)
     if found is None:
-        found = _checked[G] = check_graph(G)
+        try:
+            found = check_graph(G)
+        except Exception as e:  # noqa: BLE001
+            print(f"gradtrace: note: findings not marked ({type(e).__name__}: {e})", file=sys.stderr)
+            found = []
+        _checked[G] = found
     return found
 
 

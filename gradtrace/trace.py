@@ -14,7 +14,7 @@ from . import __version__
 from .graph.build import build_graph
 from .graph.io import load_graph, load_values
 from .graph.schema import FORMAT
-from .outputs import save_trace
+from .outputs import run_findings, save_trace
 from .record import session
 
 __all__ = ["Trace", "VALUES", "default_values_max", "load", "math_settings", "trace"]
@@ -186,14 +186,9 @@ class Trace:
         None while recording, so the notebook falls back to the text form."""
         if self.meta.get("status") == "running" or (self._graph is None and self._rec is None):
             return None
-        from .analyze.checks import check
         from .views.html import notebook_html
 
-        try:
-            findings = list(check(self.graph))
-        except Exception:  # noqa: BLE001 - a failing check must not hide the picture
-            findings = []
-        return notebook_html(self.graph, findings)
+        return notebook_html(self.graph, run_findings(self.graph))
 
     def _repr_pretty_(self, p, cycle):
         p.text(self.summary())

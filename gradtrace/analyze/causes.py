@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from ..graph.query import numel
+
 __all__ = [
     "SWITCHES", "apply_switches", "candidates", "confirmation", "explanation_text",
     "first_switchable", "where_text",
@@ -221,17 +223,10 @@ def _rounding(fig, terms: int | None = None) -> float:
     return _ROUNDOFF.get(dt, _ROUNDOFF["float32"]) * (max(terms, 1) ** 0.5 if terms else 4)
 
 
-def _numel(shape) -> int:
-    n = 1
-    for s in shape or ():
-        n *= int(s)
-    return n
-
-
 def _sum_terms(f) -> int | None:
     """About how many terms each output element sums: the largest input's size over the output's."""
-    out = _numel((f.get("figures") or {}).get("shape"))
-    ins = [_numel(i.get("shape")) for i in f.get("inputs") or [] if i.get("shape") is not None]
+    out = numel((f.get("figures") or {}).get("shape"))
+    ins = [numel(i.get("shape")) for i in f.get("inputs") or [] if i.get("shape") is not None]
     if not ins or not out:
         return None
     return max(1, max(ins) // out)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..analyze.checks import check
 from ..graph.folders import rank_folders
+from ..outputs import run_findings
 from ..views.dot import DEFAULT_DEPTH, GraphvizMissing, RenderError, render_to_file, to_dot
 from ..views.html import DEFAULT_DEPTH as HTML_DEPTH
 from ..views.html import write_html
@@ -63,7 +63,7 @@ def dot(folder, out, view, depth, fmt, step, phase, tensors, saved, rank):
         fail(f"--format {fmt} needs -o FILE")
     try:
         text = to_dot(tr.graph, view=view, depth=depth if depth is not None else DEFAULT_DEPTH,
-                      step=step, phase=phase, tensors=tensors, saved=saved, findings=_findings(tr.graph))
+                      step=step, phase=phase, tensors=tensors, saved=saved, findings=run_findings(tr.graph))
     except ValueError as e:
         fail(str(e))
     if fmt == "dot":
@@ -103,18 +103,8 @@ def html(folder, out, depth, rank):
     here = Path(getattr(tr, "path", folder))  # a rank's own folder when --rank picked one
     target = Path(out) if out else (here if here.is_dir() else here.parent) / "graph.html"
     try:
-        write_html(tr.graph, target, findings=_findings(tr.graph),
+        write_html(tr.graph, target, findings=run_findings(tr.graph),
                    depth=depth if depth is not None else HTML_DEPTH)
     except OSError as e:
         fail(f"cannot write {target} ({e.strerror or e})")
     click.echo(f"wrote {target}")
-
-
-def _findings(G) -> list:
-    """The findings of `gradtrace check` to mark in a drawing; none when checking fails
-    (a drawing must not be lost to a check's error)."""
-    try:
-        return list(check(G))
-    except Exception as e:  # noqa: BLE001
-        click.echo(f"gradtrace: note: findings not marked ({type(e).__name__}: {e})", err=True)
-        return []

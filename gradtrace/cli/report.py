@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..analyze.checks import check_graph
 from ..analyze.summary import (
     MOVE_CATEGORIES,
     edges_of,
@@ -217,7 +216,7 @@ def rank_rows(traces: dict) -> list:
     for k, t in traces.items():
         G = t.graph
         s = summarize(G)
-        findings = check_graph(G)
+        findings = run_findings(G)
         rows.append({"rank": k, "trace_rank": G.graph.get("rank"), "world_size": G.graph.get("world_size"),
                      "status": s["status"], "ops": s["ops"],
                      "backward": len(s["backward"]), "collectives": len(_collectives(G)),

@@ -16,7 +16,7 @@ import networkx as nx
 import torch
 
 from .gcpause import gc_paused
-from .schema import FORMAT, FormatViolation, check_data, check_refs, check_values
+from .schema import FORMAT, FormatViolation, check_data, check_refs, check_values, short_repr
 
 __all__ = [
     "DOT_FILE", "TRACE_FILE", "TraceError", "VALUES_FILE", "check_path", "clean", "load_graph",
@@ -304,7 +304,7 @@ def _read_graph(p: Path) -> nx.MultiDiGraph:
     if fmt != FORMAT:
         if isinstance(fmt, str) and fmt.startswith("gradtrace/"):
             raise TraceError(f"{p}: trace format {fmt} is not supported (this gradtrace reads {FORMAT})")
-        raise TraceError(f"{p}: not a gradtrace trace (format is {_short(fmt)}, expected {FORMAT!r})")
+        raise TraceError(f"{p}: not a gradtrace trace (format is {short_repr(fmt)}, expected {FORMAT!r})")
     try:
         refs = check_data(data)
         G = _node_link_graph(data)
@@ -312,11 +312,6 @@ def _read_graph(p: Path) -> nx.MultiDiGraph:
     except FormatViolation as e:
         raise TraceError(f"{p}: malformed trace: {e}") from None
     return G
-
-
-def _short(x) -> str:
-    r = repr(x)
-    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def _node_id(x):
@@ -356,7 +351,7 @@ def _node_link_graph(data: dict) -> nx.MultiDiGraph:
                 keydict = succ[u][v] = pred[v][u] = {}
         except KeyError as e:
             raise FormatViolation(f"edge #{i} ({d.get('kind')}): {'source' if e.args[0] == u else 'target'} "
-                                  f"{_short(e.args[0])} is not a node of the trace") from None
+                                  f"{short_repr(e.args[0])} is not a node of the trace") from None
         if type(k) not in (int, str):
             k = len(keydict)
             while k in keydict:

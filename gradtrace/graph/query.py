@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["op_inputs", "op_outputs", "pos_key"]
+__all__ = ["numel", "op_inputs", "op_outputs", "pos_key"]
 
 
 def pos_key(pos):
@@ -30,3 +30,12 @@ def op_outputs(G, op, kinds=("tensor",)) -> list:
     found = [(pos_key(e.get("pos")), v) for _, v, e in G.out_edges(op, data=True)
              if e.get("kind") == "output" and G.nodes[v].get("kind") in kinds]
     return [v for _, v in sorted(found, key=lambda t: t[0])]
+
+
+def numel(shape) -> int:
+    """Return the number of elements of a tensor of ``shape`` (a size that is not an int,
+    a symbolic one, counts as 1)."""
+    n = 1
+    for s in shape or ():
+        n *= int(s) if isinstance(s, int) else 1
+    return n

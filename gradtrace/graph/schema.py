@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = [
     "EDGE_ATTRS", "EDGE_REFS", "FORMAT", "FormatViolation", "GRAPH_ATTRS", "NODE_ATTRS", "NODE_REQUIRED",
-    "check_data", "check_refs", "check_values", "value_refs",
+    "check_data", "check_refs", "check_values", "short_repr", "value_refs",
 ]
 
 FORMAT = "gradtrace/1"  # the version of the trace format a trace declares
@@ -94,7 +94,8 @@ class FormatViolation(ValueError):
     """A trace that does not follow the format; the message is one line."""
 
 
-def _short(x, n=60) -> str:
+def short_repr(x, n=60) -> str:
+    """``repr(x)`` cut to ``n`` characters (what an error message quotes of bad input)."""
     r = repr(x)
     return r if len(r) <= n else r[: n - 3] + "..."
 
@@ -117,7 +118,7 @@ def _dims_error(v):
         return f"is {_jtype(v)}, not a list of integers"
     for x in v:
         if type(x) is not int:
-            return f"holds {_short(x)}, not an integer"
+            return f"holds {short_repr(x)}, not an integer"
     return None
 
 
@@ -130,11 +131,11 @@ def _stats_error(v):
         x = v.get(k)
         t = type(x)
         if not (t is float or t is int or x is None or (t is str and x in _FLOAT_WORDS)):
-            return f"{k} is {_short(x)}, not a number"
+            return f"{k} is {short_repr(x)}, not a number"
     for k in _STAT_COUNTS:
         x = v.get(k)
         if not (type(x) is int or x is None):
-            return f"{k} is {_short(x)}, not a count"
+            return f"{k} is {short_repr(x)}, not a count"
     return None
 
 
@@ -172,7 +173,7 @@ def _check_item(d: dict, flat: dict, what: str):
     for k, v in d.items():
         t = flat.get(k)
         if t is not None and type(v) not in t:
-            raise FormatViolation(f"{what}: attribute {k!r} is {_jtype(v)} ({_short(v)}), expected {_want(t)}")
+            raise FormatViolation(f"{what}: attribute {k!r} is {_jtype(v)} ({short_repr(v)}), expected {_want(t)}")
 
 
 def _check_items(items, specs, other, what: str, required: dict, refs=None):
@@ -211,8 +212,8 @@ def _check_items(items, specs, other, what: str, required: dict, refs=None):
 
 def _item_name(d, i, what) -> str:
     if type(d.get("id")) is str:
-        return f"node {_short(d['id'], 40)}"
-    return f"{what} #{i} ({_short(d.get('kind'), 30)})"
+        return f"node {short_repr(d['id'], 40)}"
+    return f"{what} #{i} ({short_repr(d.get('kind'), 30)})"
 
 
 def check_refs(refs: list, nodes) -> None:
@@ -220,7 +221,7 @@ def check_refs(refs: list, nodes) -> None:
     names a node in ``nodes`` (a container of node ids); raise :class:`FormatViolation`."""
     for i, kind, k, n in refs:
         if type(n) not in _ID or n not in nodes:
-            raise FormatViolation(f"edge #{i} ({kind}): {k} {_short(n)} is not a node of the trace")
+            raise FormatViolation(f"edge #{i} ({kind}): {k} {short_repr(n)} is not a node of the trace")
 
 
 def check_data(data) -> list:
@@ -238,21 +239,21 @@ def check_data(data) -> list:
     for k, v in graph.items():
         t = GRAPH_ATTRS.get(k)
         if t is not None and type(v) not in t:
-            raise FormatViolation(f"graph attribute {k!r} is {_jtype(v)} ({_short(v)}), expected {_want(t)}")
+            raise FormatViolation(f"graph attribute {k!r} is {_jtype(v)} ({short_repr(v)}), expected {_want(t)}")
     vns = graph.get("values_not_saved")
     if vns and not all(type(v) is str for v in vns.values()):
         raise FormatViolation("graph attribute 'values_not_saved' must map value keys to reasons (strings)")
     for k, t in _GRAPH_LIST_ITEMS.items():
         for x in graph.get(k) or ():
             if type(x) not in t:
-                raise FormatViolation(f"graph attribute {k!r} holds {_jtype(x)} ({_short(x)}), expected {_want(t)}")
+                raise FormatViolation(f"graph attribute {k!r} holds {_jtype(x)} ({short_repr(x)}), expected {_want(t)}")
     err = graph.get("error")
     for k in ("type", "message", "traceback"):
         if err and type(err.get(k)) not in SN:
             raise FormatViolation(f"graph attribute 'error': {k} is {_jtype(err.get(k))}, expected a string")
     for k in ("directed", "multigraph"):
         if data.get(k, True) is not True:
-            raise FormatViolation(f"{k!r} is {_short(data.get(k))}: a trace is a directed multigraph")
+            raise FormatViolation(f"{k!r} is {short_repr(data.get(k))}: a trace is a directed multigraph")
     edges = data.get("edges", [])
     refs = []
     _check_items(data.get("nodes"), _NODE_SPECS, _NODE_OTHER, "node", NODE_REQUIRED)
@@ -290,10 +291,10 @@ def check_values(values: dict, G) -> None:
     for key, t in values.items():
         ref = refs.get(key)
         if ref is None:
-            raise FormatViolation(f"value {_short(key)} matches no tensor node or gradient edge of the trace")
+            raise FormatViolation(f"value {short_repr(key)} matches no tensor node or gradient edge of the trace")
         shape, dtype, where = ref
         if shape is not None and list(t.shape) != shape:
-            raise FormatViolation(f"value {_short(key)} has shape {list(t.shape)}, but {where} has shape {shape}")
+            raise FormatViolation(f"value {short_repr(key)} has shape {list(t.shape)}, but {where} has shape {shape}")
         got = str(t.dtype).replace("torch.", "")
         if dtype is not None and got != dtype:
-            raise FormatViolation(f"value {_short(key)} has dtype {got}, but {where} has dtype {dtype}")
+            raise FormatViolation(f"value {short_repr(key)} has dtype {got}, but {where} has dtype {dtype}")

@@ -189,6 +189,19 @@ class Recorder(TorchFunctionMode):
         """The compiled call returned: see :meth:`CompiledCalls.end`."""
         self.compiled.end(call, result)
 
+    def unwire(self) -> None:
+        """Let go of the references the registries hold to one another and to the mode
+        (cycles): once its trace ends, the recorder is then freed by reference counting
+        with the trace, not at the next full collection, which would walk every record.
+        What building the graph reads (records, labels, modules, copies) stays."""
+        self.tensors.autograd = self.tensors.labels = None
+        self.autograd.tensors = self.autograd.saved = None
+        self.saved.tensors = None
+        self.labels.tensors = self.labels.mode = None
+        self.backward.mode = self.backward.hooks = None
+        self.op_path = self.compiled = None
+        self._quiet.rec = None
+
     # -- the kinds of calls -------------------------------------------------------------
 
     def _spec(self, func):

@@ -49,6 +49,10 @@ class Session:
         except Exception as e:
             problems.append(f"{type(e).__name__}: {e}")
         self._named_before = ()
+        try:
+            rec.unwire()
+        except Exception as e:
+            problems.append(f"{type(e).__name__}: {e}")
         return problems
 
 

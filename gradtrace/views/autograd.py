@@ -7,8 +7,9 @@ forward view, and a parameter's AccumulateGrad into the grad_fn that feeds it.
 from __future__ import annotations
 
 from ..graph.names import name_of
+from ..graph.query import numel
 from . import fold
-from .picture import FOLDED_FILL, Picture, cut, lines, numel, shape_text, stat
+from .picture import FOLDED_FILL, Picture, cut, lines, shape_text, stat
 
 __all__ = ["draw_autograd", "weighting_text"]
 

@@ -7,6 +7,7 @@ regions as dashed frames. The tensors between the elements are :mod:`.flow`.
 from __future__ import annotations
 
 from ..graph.names import name_of
+from ..graph.query import numel
 from . import fold
 from .flow import draw_flow, draw_writes, stack_lines
 from .picture import (
@@ -19,7 +20,6 @@ from .picture import (
     esc,
     human,
     lines,
-    numel,
     op_name,
     shape_text,
 )

@@ -18,7 +18,7 @@ from .steps import PHASES, find_steps, parse_phases, select_ops
 
 __all__ = [
     "CATEGORY_COLORS", "DEFAULT_DEPTH", "FOLDED_FILL", "LABEL_CODE_CHARS", "MARK_COLOR", "MEMORY_COLUMNS",
-    "WRITE_CATEGORIES", "Picture", "cut", "esc", "human", "lines", "numel", "op_name", "shape_text", "stat",
+    "WRITE_CATEGORIES", "Picture", "cut", "esc", "human", "lines", "op_name", "shape_text", "stat",
 ]
 
 DEFAULT_DEPTH = 3
@@ -91,14 +91,6 @@ def op_name(d) -> str:
 def stat(s) -> str:
     """Return a tensor's summary as a label reads it (``‖1.23‖``, its norm), or ``""``."""
     return f"‖{s['norm']:.3g}‖" if s and s.get("norm") is not None else ""
-
-
-def numel(shape) -> int:
-    """Return the number of elements of a tensor of ``shape`` (symbolic sizes count as 1)."""
-    n = 1
-    for s in shape or ():
-        n *= int(s) if isinstance(s, int) else 1
-    return n
 
 
 def human(n) -> str:

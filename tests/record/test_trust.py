@@ -593,3 +593,20 @@ def test_a_full_backward_hook_warning_points_at_the_users_line_once():
     with gradtrace.trace():
         traced_ = run()
     assert traced_ == plain
+
+
+def test_a_finished_traces_recorder_is_freed_by_reference_counting():
+    """No cycle keeps the recorder (and its records) waiting for a full collection."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    x = torch.randn(3, 4)
+    gc.collect()
+    gc.disable()
+    try:
+        with gradtrace.trace() as tr:
+            model(x).sum().backward()
+        ref = weakref.ref(tr.recorder)
+        del tr
+        freed = ref() is None
+    finally:
+        gc.enable()
+    assert freed

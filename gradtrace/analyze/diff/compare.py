@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from ...graph.query import numel
 from .runs import Run
 from .tolerances import tolerance
 
@@ -97,7 +98,7 @@ class Comparer:
                 res.update(basis="values", **compare_values(xb, xa, r, a))
             elif sa and sb:
                 # symmetric in its figures; A first so its note reads "A's counts vs B's"
-                res.update(basis="stats", **compare_stats(sa, sb, _numel(shape_b), r, a))
+                res.update(basis="stats", **compare_stats(sa, sb, numel(shape_b), r, a))
             else:
                 res.update(basis="none", agree=True)
         elif self.is_batch_split(shape_a, shape_b):
@@ -134,8 +135,3 @@ class Comparer:
                 and sb[0] * W == sa[0])
 
 
-def _numel(shape):
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
