@@ -7,17 +7,26 @@ hook that keeps DDP's default behaviour (the averaging all-reduce of
 registers later replaces the default inside the same recording wrapper, so it
 is recorded too. Statistics of the reduced bucket are taken when its future
 completes, without changing its result.
+
+A Python comm hook leaves the process group's worker threads Python objects to free,
+and torch before 2.8 destroys a process group holding the GIL while it joins those
+threads (pytorch/pytorch#154976): a group destroyed just after a backward hangs the
+program. The recorder therefore holds each group a recorded DDP uses until the trace
+ends, and lets go of it only once the workers have had the GIL (:func:`release`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from contextlib import nullcontext
 
 from . import stats as _stats
 
-__all__ = ["install"]
+__all__ = ["install", "release"]
+
+_WORKERS_GIL_S = 0.05  # how long the workers get the GIL before a group may be destroyed
 
 
 def _dist_position():
@@ -55,6 +64,7 @@ def install(current) -> list:
             return
         rec_ref = weakref.ref(rec)
         try:
+            rec.process_groups.append(self.process_group)
             names = {id(p): n for n, p in self.module.named_parameters()}
             state = {"hook": allreduce_hook, "state": self.process_group, "names": names,
                      "pg": self.process_group, "user": False}
@@ -71,6 +81,17 @@ def install(current) -> list:
         return orig_register(self, state, hook)
 
     return [(DDP, "__init__", __init__), (DDP, "register_comm_hook", register_comm_hook)]
+
+
+def release(rec) -> None:
+    """Let go of the process groups ``rec`` held, after giving the GIL away long
+    enough for their worker threads to free what the comm hooks left them."""
+    if not rec.process_groups:
+        return
+    deadline = time.monotonic() + _WORKERS_GIL_S
+    while time.monotonic() < deadline:
+        time.sleep(0.005)
+    rec.process_groups.clear()
 
 
 def _make_hook(rec_ref):

@@ -54,6 +54,7 @@ class Recorder(TorchFunctionMode):
         self.thread = threading.get_ident()
         self.records = records = Records()
         self.callers: dict = {}  # see source.call_as_user; emptied when tracing ends
+        self.process_groups: list = []  # see distributed.release; emptied when tracing ends
         self.copies = ValueCopies(limit=values_max)  # key -> CPU copy of a value, values="all" only
         self.tensors = Tensors(records, values, self.copies)
         self.autograd = AutogradNodes(records, f"gradtrace:{id(self)}")

@@ -8,7 +8,7 @@ import weakref
 
 import torch
 
-from . import modestack, patches
+from . import distributed, modestack, patches
 from .hidden import restore_thread_state, thread_state
 from .mode import Recorder
 from .source import scope_items
@@ -33,6 +33,7 @@ class Session:
         problems = []
         for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
                      rec.callers.clear,  # callers hold the traced code's module globals
+                     lambda: distributed.release(rec),  # after the globals: DDP models let go first
                      rec.copies.wait):  # values copied from a GPU without waiting, once, now
             try:
                 step()
