@@ -29,6 +29,7 @@ from ..graph.names import name_of
 from ..graph.query import op_inputs, op_outputs
 from ..outputs import HTML_FILE, SVG_FILE, run_findings, run_summary
 from ..progress import phase
+from .table import print_table
 
 __all__ = ["PIPE_WIDTH", "make_console", "print_run_report", "rank_rows", "show_ranks", "show_table",
            "start_fresh_line"]
@@ -236,9 +237,9 @@ def show_ranks(traces: dict, folder, as_json=False, missing=()):
     c = make_console()
     c.print(_line(_bold(plain(folder)), f": ranks {', '.join(str(k) for k in traces)} of world size "
                   f"{'/'.join(plain(w) for w in worlds)}" + (f" — {plain(scripts[0])}" if len(scripts) == 1 else "")))
-    c.print(_table(c, ("rank", "status", "ops", "backward calls", "all-reduce buckets", "findings", "folder"),
-                   [(r["rank"], r["status"], r["ops"], r["backward"], r["collectives"], r["findings"],
-                     Path(r["folder"]).name) for r in rows]))
+    print_table(c, ("rank", "status", "ops", "backward calls", "all-reduce buckets", "findings", "folder"),
+                [(r["rank"], r["status"], r["ops"], r["backward"], r["collectives"], r["findings"],
+                  Path(r["folder"]).name) for r in rows])
     if missing:
         c.print(f"no trace for rank {', '.join(str(k) for k in missing)} (a rank that ended before "
                 "writing its folder?)")
@@ -248,27 +249,6 @@ def show_ranks(traces: dict, folder, as_json=False, missing=()):
                 "some are from another run")
     c.print(_line(f"one rank's tables: gradtrace show {plain(folder)} --rank N [--ops|--backward|...]"))
     return rows
-
-
-def _cell(value) -> Text:
-    if value is None:
-        return Text("")
-    if isinstance(value, (list, tuple)):
-        value = ", ".join(str(v) for v in value)
-    return Text(plain(value))
-
-
-def _table(c: Console, cols, rows) -> Table:
-    """A table of literal cells; on a terminal long cells fold, elsewhere nothing wraps."""
-    t = Table(show_header=True, header_style="bold")
-    for col in cols:
-        if c.is_terminal:
-            t.add_column(col, overflow="fold")
-        else:
-            t.add_column(col, no_wrap=True, overflow="ignore")
-    for r in rows:
-        t.add_row(*(_cell(v) for v in r))
-    return t
 
 
 def _filter_ops(G, line=None, module=None):
@@ -378,7 +358,7 @@ def show_table(G, what: str, line=None, module=None, as_json=False):
     if as_json:
         return rows
     c = make_console()
-    c.print(_table(c, cols, ([r.get(col) for col in cols] for r in rows)))
+    print_table(c, cols, ([r.get(col) for col in cols] for r in rows))
     if not rows:
         c.print("(no rows)")
     return rows
