@@ -8,14 +8,13 @@ import threading
 import traceback
 from pathlib import Path
 
-import torch
-
 from . import __version__
-from .graph.build import build_graph
 from .graph.io import load_graph, load_values
 from .graph.schema import FORMAT
 from .outputs import run_findings, save_trace
-from .record import session
+
+# torch, the recorder (``record``) and the graph builder are imported where a trace is
+# recorded, not here: loading a trace (``gradtrace show``) never imports them.
 
 __all__ = ["Trace", "VALUES", "default_values_max", "load", "math_settings", "trace"]
 
@@ -25,6 +24,7 @@ _active = threading.local()
 
 def math_settings() -> dict:
     """Return the numerics settings that change results (trace format ``math``)."""
+    import torch
 
     def get(f, default=None):
         try:
@@ -68,6 +68,8 @@ class Trace:
                  rank: int = 0, world_size: int = 1, values_max: int | None = None):
         if values not in VALUES:
             raise ValueError(f"values must be one of {', '.join(VALUES)}, not {values!r}")
+        import torch
+
         self.values_mode = values
         # values="all" copies every tensor version: bounded, so that a big run ends with
         # a trace (and what was left out said) rather than out of memory
@@ -99,6 +101,8 @@ class Trace:
             raise RuntimeError("gradtrace.trace() is already active on this thread: traces do not nest")
         if self._rec is not None:
             raise RuntimeError("this gradtrace.trace() has already run; start a new one")
+        from .record import session
+
         self.meta["math_start"] = math_settings()
         self._session = session.start(self.values_mode, self.values_max, sys._getframe(1))
         self._rec = self._session.recorder
@@ -144,6 +148,8 @@ class Trace:
         if self._graph is None:
             if self._rec is None:
                 raise RuntimeError("nothing recorded yet: use `with gradtrace.trace() as tr:`")
+            from .graph.build import build_graph
+
             if self.meta["status"] == "running":
                 return build_graph(self._rec, self.meta)  # a live view; not cached
             self._graph = build_graph(self._rec, self.meta)
@@ -212,10 +218,11 @@ def load(path) -> Trace:
     once, so what the returned trace holds is what the format promises. Raises
     ``gradtrace.TraceError`` (one line) when the folder is not a readable, well-formed
     trace."""
-    t = Trace(values="none")
-    t._graph = load_graph(path)
-    t.meta = t._graph.graph
+    G = load_graph(path)
+    t = Trace.__new__(Trace)  # not __init__: it describes a run about to be recorded
+    t._rec = t._session = t.values_max = None
+    t._graph, t.meta = G, G.graph
     t.values_mode = t.meta.get("values", "none")
-    t._values = load_values(path, t._graph)
+    t._values = load_values(path, G)
     t.path = Path(path)
     return t

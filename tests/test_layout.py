@@ -181,3 +181,36 @@ def test_every_module_says_what_it_exports():
     missing = [m for m, p in MODULES.items()
                if p.name not in ("__init__.py", "__main__.py") and "__all__" not in p.read_text(encoding="utf-8")]
     assert missing == []
+
+
+_READ_A_TRACE = """
+import sys
+import gradtrace
+from gradtrace.cli import main
+tr = gradtrace.load(sys.argv[1])
+gradtrace.check(tr)
+for args in (["show", sys.argv[1]], ["show", "--summary", sys.argv[1]], ["check", sys.argv[1]]):
+    try:
+        main(args, standalone_mode=False)
+    except SystemExit:
+        pass
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("gradtrace.record")))
+"""
+
+
+def test_reading_a_trace_imports_neither_torch_nor_the_recorder(tmp_path):
+    """``gradtrace show`` and ``check`` of a saved trace start in a fraction of a second:
+    importing torch alone takes seconds."""
+    import subprocess
+    import sys
+
+    import torch
+
+    import gradtrace
+
+    with gradtrace.trace() as tr:
+        (torch.ones(3, requires_grad=True) * 2).sum().backward()
+    tr.save(tmp_path / "t")
+    out = subprocess.run([sys.executable, "-c", _READ_A_TRACE, str(tmp_path / "t")], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

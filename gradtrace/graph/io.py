@@ -5,6 +5,7 @@ Nothing here unpickles: JSON and safetensors only.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -13,7 +14,6 @@ from itertools import count
 from pathlib import Path
 
 import networkx as nx
-import torch
 
 from .gcpause import gc_paused
 from .schema import FORMAT, FormatViolation, check_data, check_refs, check_values, short_repr
@@ -130,13 +130,17 @@ def _clean_attrs(d: dict) -> dict:
     return out
 
 
-# What safetensors holds faithfully; anything else is recorded in ``values_not_saved``.
-_SAFETENSORS_DTYPES = frozenset(
-    getattr(torch, n) for n in (
-        "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
-        "complex64", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
-        "float8_e5m2fnuz")
-    if hasattr(torch, n))
+@functools.cache
+def _safetensors_dtypes() -> frozenset:
+    """What safetensors holds faithfully; anything else is recorded in ``values_not_saved``."""
+    import torch  # here, not above: reading a trace needs no torch
+
+    return frozenset(
+        getattr(torch, n) for n in (
+            "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
+            "complex64", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
+            "float8_e5m2fnuz")
+        if hasattr(torch, n))
 
 
 def _one_line(e: BaseException) -> str:
@@ -147,6 +151,8 @@ def _one_line(e: BaseException) -> str:
 def _value_to_save(v):
     """``(CPU contiguous tensor, None)`` for a value safetensors can hold as it is,
     else ``(None, why not)``."""
+    import torch
+
     if not isinstance(v, torch.Tensor):
         return None, f"not a tensor ({type(v).__name__})"
     try:
@@ -154,7 +160,7 @@ def _value_to_save(v):
             return None, f"quantized tensor ({str(v.dtype).replace('torch.', '')}): safetensors has no such dtype"
         if v.layout != torch.strided:
             return None, f"{str(v.layout).replace('torch.', '')} layout: safetensors holds strided tensors only"
-        if v.dtype not in _SAFETENSORS_DTYPES:
+        if v.dtype not in _safetensors_dtypes():
             return None, f"dtype {str(v.dtype).replace('torch.', '')}: safetensors has no such dtype"
         t = v.detach()
         if t.device.type != "cpu":
@@ -169,6 +175,7 @@ def _value_to_save(v):
 def _save_values(values: dict, vpath: Path) -> dict:
     """Write the values safetensors can hold to ``vpath``; return ``{key: why not}``
     for the others (all of them when the file cannot be written)."""
+    import torch
     from safetensors.torch import save_file
 
     keep, not_saved, first, shared = {}, {}, {}, {}

@@ -68,3 +68,27 @@ def test_run_scale_times_each_phase_of_one_gradtrace_run():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["exit_code"] == 0
     assert all(result["seconds"][k] > 0 for k in ("imports", "script", "build", "save", "summary", "check"))
+
+
+def _same_traces(base, tmp_path):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "same_traces.py"), "--base", str(base), "--only", "tensors",
+         "--values", "none"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def test_same_traces_finds_a_tree_the_same_as_itself(tmp_path):
+    proc = _same_traces(ROOT, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith("1 of 1 traces the same")
+
+
+def test_same_traces_names_what_another_tree_records_differently(tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(ROOT / "gradtrace", other / "gradtrace", ignore=shutil.ignore_patterns("__pycache__"))
+    init = other / "gradtrace" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "', '__version__ = "0.0.0+other-'))
+    proc = _same_traces(other, tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "DIFFERENT none  examples/tensors.py  .graph.gradtrace_version:" in proc.stdout
