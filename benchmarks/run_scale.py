@@ -115,9 +115,9 @@ def phases(ops: int, values: str = "none") -> dict:
 _RUN_PHASES = r"""
 import json, resource, sys, time
 t_start = time.perf_counter()
+import gradtrace.graph.build as build
 import gradtrace.outputs as outputs
 import gradtrace.runner as runner
-trace_module = sys.modules["gradtrace.trace"]
 times, peaks = {}, {}
 
 def timed(module, name, label):
@@ -131,7 +131,7 @@ def timed(module, name, label):
             peaks[label] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     setattr(module, name, wrapper)
 
-for module, name, label in ((runner, "_run_as_main", "script"), (trace_module, "build_graph", "build"),
+for module, name, label in ((runner, "_run_as_main", "script"), (build, "build_graph", "build"),
                             (outputs, "save", "save"), (outputs, "summarize", "summary"),
                             (outputs, "_write_html", "viewer_size_check"), (outputs, "_too_big_note", "too_big_note"),
                             (outputs, "check_graph", "check")):
