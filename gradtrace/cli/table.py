@@ -54,7 +54,7 @@ def _write_lines(console: Console, cols: list, cells: list) -> None:
     widths = [cell_len(c) for c in cols]
     for r in cells:
         for i, v in enumerate(r):
-            n = len(v) if v.isascii() else cell_len(v)
+            n = _width(v)
             if n > widths[i]:
                 widths[i] = n
     b = _BOX
@@ -80,6 +80,9 @@ def _write_lines(console: Console, cols: list, cells: list) -> None:
     console.file.flush()
 
 
+def _width(value: str) -> int:
+    return len(value) if value.isascii() else cell_len(value)  # cell_len of ASCII is len, found faster
+
+
 def _pad(value: str, width: int) -> str:
-    n = len(value) if value.isascii() else cell_len(value)
-    return value + " " * (width - n)
+    return value + " " * (width - _width(value))

@@ -88,9 +88,7 @@ def release(rec) -> None:
     enough for their worker threads to free what the comm hooks left them."""
     if not rec.process_groups:
         return
-    deadline = time.monotonic() + _WORKERS_GIL_S
-    while time.monotonic() < deadline:
-        time.sleep(0.005)
+    time.sleep(_WORKERS_GIL_S)  # sleeping releases the GIL
     rec.process_groups.clear()
 
 
