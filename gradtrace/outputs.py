@@ -65,14 +65,25 @@ def run_findings(G) -> list:
 
 
 def save_trace(trace, folder, dot: bool = True) -> Path:
-    """Write ``trace`` (a :class:`gradtrace.Trace`) into ``folder``: ``trace.json``,
-    ``values.safetensors`` and, with ``dot``, ``graph.dot`` at the default depth unless
+    """Write ``trace`` (a :class:`gradtrace.Trace`) into ``folder``: ``trace.json`` (its
+    summary at the head), ``values.safetensors`` and, with ``dot``, ``graph.dot`` at the default depth unless
     the drawing would be too big to lay out. Returns the folder's path."""
     text = _dot_text(trace.graph, Path(folder)) if dot else None
-    out = save(trace.graph, folder, trace.values, text)
+    out = save(trace.graph, folder, trace.values, text, _head_summary(trace.graph))
     if dot and text is None:
         (out / DOT_FILE).unlink(missing_ok=True)  # an earlier trace's drawing would misstate this one
     return out
+
+
+def _head_summary(G):
+    """The summary to write at the head of trace.json, or None (with a note) when it
+    cannot be made: readers then summarize the whole trace, and the trace is kept."""
+    try:
+        return run_summary(G)
+    except Exception as e:  # noqa: BLE001
+        print(f"gradtrace: note: no summary written at the head of {TRACE_FILE} ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return None
 
 
 def _dot_text(G, folder: Path):

@@ -23,10 +23,11 @@ import os
 from pathlib import Path
 
 from .graph.folders import is_trace_folder, rank_folder, rank_folders
-from .graph.io import TRACE_FILE, TraceError, check_path
+from .graph.head import read_head
+from .graph.io import TRACE_FILE, TraceError, check_path, load_graph
 from .trace import load
 
-__all__ = ["launcher_position", "load_rank", "load_ranks", "missing_ranks"]
+__all__ = ["launcher_position", "load_rank", "load_ranks", "missing_ranks", "rank_path"]
 
 
 def launcher_position(environ=None) -> tuple[int, int] | None:
@@ -76,31 +77,38 @@ def load_ranks(path) -> dict:
     return {int(t.meta.get("rank") or 0): t}
 
 
-def load_rank(path, rank: int | None = None):
-    """Load one trace from a trace folder or a multi-rank folder and return it.
+def rank_path(path, rank: int | None = None) -> Path:
+    """Return the folder of one trace in ``path``, a trace folder or a multi-rank folder.
 
     ``rank=None`` asks for the only trace there is: a multi-rank folder with several
     ranks raises :class:`gradtrace.TraceError` naming them. With ``rank``, a
-    multi-rank folder gives that rank's trace and a single trace folder must be of
-    that rank."""
+    multi-rank folder gives that rank's folder and a single trace folder must be of
+    that rank (read from the head of its trace)."""
     check_path(path)
     folders = rank_folders(path)
     if folders:
         if rank is None:
             if len(folders) == 1:
-                return load(next(iter(folders.values())))
+                return Path(next(iter(folders.values())))
             raise TraceError(f"{path} holds the traces of ranks {_ranks_text(folders)}: pick one with --rank N "
                              f"(or use {rank_folder(path, next(iter(folders)))})")
         if rank not in folders:
             raise TraceError(f"{path} has no trace for rank {rank} (it has ranks {_ranks_text(folders)})")
-        return load(folders[rank])
+        return Path(folders[rank])
     if not is_trace_folder(path):
         raise _not_a_trace(path)
-    t = load(path)
-    have = int(t.meta.get("rank") or 0)
-    if rank is not None and rank != have:
-        raise TraceError(f"{path} is the trace of rank {have} only; --rank {rank} does not apply")
-    return t
+    if rank is not None:
+        meta = read_head(path) or load_graph(path).graph
+        have = int(meta.get("rank") or 0)
+        if rank != have:
+            raise TraceError(f"{path} is the trace of rank {have} only; --rank {rank} does not apply")
+    return Path(path)
+
+
+def load_rank(path, rank: int | None = None):
+    """Load one trace from a trace folder or a multi-rank folder (chosen as
+    :func:`rank_path` chooses) and return it."""
+    return load(rank_path(path, rank))
 
 
 def missing_ranks(traces: dict) -> list[int]:

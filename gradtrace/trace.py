@@ -9,14 +9,16 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .graph.io import load_graph, load_values
+from .analyze.summary import summarize
+from .graph.head import read_head
+from .graph.io import SUMMARY, load_graph, load_values
 from .graph.schema import FORMAT
 from .outputs import run_findings, save_trace
 
 # torch, the recorder (``record``) and the graph builder are imported where a trace is
 # recorded, not here: loading a trace (``gradtrace show``) never imports them.
 
-__all__ = ["Trace", "VALUES", "default_values_max", "load", "math_settings", "trace"]
+__all__ = ["Trace", "VALUES", "default_values_max", "load", "load_summary", "math_settings", "trace"]
 
 VALUES = ("none", "stats", "all")
 _active = threading.local()
@@ -226,3 +228,19 @@ def load(path) -> Trace:
     t._values = load_values(path, G)
     t.path = Path(path)
     return t
+
+
+def load_summary(path) -> tuple[dict, dict]:
+    """Return ``(summary, meta)`` of a saved trace folder: the figures of
+    :func:`gradtrace.analyze.summary.summarize` and the graph attributes.
+
+    A trace written with its summary at the head of ``trace.json`` (graph attribute
+    ``summary``) is read no further than its head, a few kilobytes of however many
+    megabytes; an older one is loaded whole and summarized. Raises
+    ``gradtrace.TraceError`` (one line) when the folder is not a readable trace."""
+    head = read_head(path)
+    if head is not None and SUMMARY in head:
+        meta = dict(head)
+        return meta.pop(SUMMARY), meta
+    G = load_graph(path)
+    return summarize(G), G.graph

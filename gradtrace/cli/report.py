@@ -31,7 +31,7 @@ from ..outputs import HTML_FILE, SVG_FILE, run_findings, run_summary
 from ..progress import phase
 from .table import print_table
 
-__all__ = ["PIPE_WIDTH", "make_console", "print_run_report", "rank_rows", "show_ranks", "show_table",
+__all__ = ["PIPE_WIDTH", "make_console", "print_run_report", "rank_rows", "show_ranks", "show_summary", "show_table",
            "start_fresh_line"]
 
 PIPE_WIDTH = 1_000_000  # off a terminal nothing wraps: a table is as wide as its widest row
@@ -279,15 +279,18 @@ def _tensor_text(G, n):
     return f"{name_of(d, version=True)} {tuple(d.get('shape') or ())}"
 
 
+def show_summary(s: dict, script=None, as_json=False) -> dict:
+    """Print (unless ``as_json``) a :func:`summarize` dict of a trace of ``script``; return it."""
+    if not as_json:
+        make_console().print(Text(format_summary(s, script)))
+    return s
+
+
 def show_table(G, what: str, line=None, module=None, as_json=False):
     """Print (or, with ``as_json``, return) the rows of one ``show`` table."""
     rows = []
     if what == "summary":
-        s = summarize(G)
-        if as_json:
-            return s
-        make_console().print(Text(format_summary(s, G.graph.get("script"))))
-        return s
+        return show_summary(summarize(G), G.graph.get("script"), as_json)
     if what == "ops":
         for n, d in _filter_ops(G, line, module):
             ins = [_tensor_text(G, u) for u in op_inputs(G, n, _READ_KINDS)]

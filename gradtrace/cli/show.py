@@ -7,27 +7,30 @@ import json
 import click
 
 from ..graph.folders import rank_folders
-from ..ranks import missing_ranks
+from ..graph.io import TraceError
+from ..ranks import missing_ranks, rank_path
+from ..trace import load_summary
 from .common import CONTEXT, RANK_OPTION, fail, load_trace, load_traces
-from .report import show_ranks, show_table
+from .report import show_ranks, show_summary, show_table
 
 __all__ = ["show"]
 
 
 @click.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path())
-@click.option("--ops", "what", flag_value="ops", help="Every op, in call order (default).")
+@click.option("--summary", "what", flag_value="summary",
+              help="The run summary (default; read from the head of trace.json, however big the trace).")
+@click.option("--ops", "what", flag_value="ops", help="Every op, in call order (default with --line or --module).")
 @click.option("--backward", "what", flag_value="backward", help="Backward calls, weights and gradients.")
 @click.option("--aliases", "what", flag_value="aliases", help="Views, aliases and in-place writes.")
 @click.option("--moves", "what", flag_value="moves", help="Device and dtype moves.")
 @click.option("--modules", "what", flag_value="modules", help="Modules and their op counts.")
-@click.option("--summary", "what", flag_value="summary", help="The run summary.")
 @click.option("--line", "line", default=None, metavar="FILE:LINE", help="Only ops from this source line.")
 @click.option("--module", "module", default=None, metavar="PATH", help="Only ops inside this module.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @RANK_OPTION
 def show(folder, what, line, module, as_json, rank):
-    """Print tables over a saved trace FOLDER.
+    """Print tables over a saved trace FOLDER: its summary, or the table an option names.
 
     A folder of rank<k> folders (a launched run): without --rank, a table of the
     ranks (status, ops, backward calls, all-reduce buckets, findings), or with a
@@ -43,13 +46,26 @@ def show(folder, what, line, module, as_json, rank):
     if rank is None and rank_folders(folder):
         _show_ranks(folder, what, line, module, as_json)
         return
-    tr = load_trace(folder, rank)
-    try:
-        rows = show_table(tr.graph, what or "ops", line=line, module=module, as_json=as_json)
-    except ValueError as e:
-        fail(str(e))
+    what = what or ("ops" if line or module else "summary")
+    if what == "summary":
+        rows = _summary(folder, rank, as_json)
+    else:
+        tr = load_trace(folder, rank)
+        try:
+            rows = show_table(tr.graph, what, line=line, module=module, as_json=as_json)
+        except ValueError as e:
+            fail(str(e))
     if as_json:
         click.echo(json.dumps(rows, indent=1, default=str))
+
+
+def _summary(folder, rank, as_json) -> dict:
+    """Print (or return, for ``--json``) the summary of one trace, read from its head."""
+    try:
+        s, meta = load_summary(rank_path(folder, rank))
+    except TraceError as e:
+        fail(str(e))
+    return show_summary(s, meta.get("script"), as_json)
 
 
 def _show_ranks(folder, what, line, module, as_json):

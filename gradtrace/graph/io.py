@@ -19,13 +19,14 @@ from .gcpause import gc_paused
 from .schema import FORMAT, FormatViolation, check_data, check_refs, check_values, short_repr
 
 __all__ = [
-    "DOT_FILE", "TRACE_FILE", "TraceError", "VALUES_FILE", "check_path", "clean", "load_graph",
+    "DOT_FILE", "SUMMARY", "TRACE_FILE", "TraceError", "VALUES_FILE", "check_path", "clean", "load_graph",
     "load_values", "save", "trace_path",
 ]
 
 TRACE_FILE = "trace.json"
 VALUES_FILE = "values.safetensors"
 DOT_FILE = "graph.dot"
+SUMMARY = "summary"  # the graph attribute of trace.json's head that holds the run's summary
 
 
 class TraceError(ValueError):
@@ -223,8 +224,11 @@ def _chmod_like_open(path: Path) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
-def save(G: nx.MultiDiGraph, folder, values: dict | None = None, dot: str | None = None) -> Path:
-    """Write ``G`` (and captured values, and a DOT text) into ``folder``; return its path.
+def save(G: nx.MultiDiGraph, folder, values: dict | None = None, dot: str | None = None,
+         summary: dict | None = None) -> Path:
+    """Write ``G`` (and captured values, a DOT text, and ``summary``, the headline
+    figures of ``G`` that readers of the head alone show: :mod:`gradtrace.graph.head`)
+    into ``folder``; return its path.
 
     Values safetensors cannot hold faithfully (quantized, complex32, sparse, tensors
     without storage) are left out, each with its reason in the written graph attribute
@@ -233,12 +237,15 @@ def save(G: nx.MultiDiGraph, folder, values: dict | None = None, dot: str | None
     folder.mkdir(parents=True, exist_ok=True)
     if type(G) is not nx.MultiDiGraph:
         G = nx.MultiDiGraph(G)
-    graph = G.graph
+    # A summary is written only as given: one read with the graph may no longer describe it.
+    graph = {k: v for k, v in G.graph.items() if k != SUMMARY}
+    if summary is not None:
+        graph[SUMMARY] = summary
     not_saved = _save_values(values, folder / VALUES_FILE) if values else None
     if not values and (folder / VALUES_FILE).exists():
         (folder / VALUES_FILE).unlink()
     if not_saved:
-        graph = {**graph, "values_not_saved": not_saved}
+        graph["values_not_saved"] = not_saved
         print(f"gradtrace: note: {len(not_saved)} captured value(s) not saved in {VALUES_FILE} (why: "
               f"values_not_saved in {TRACE_FILE})", file=sys.stderr)
     tmp = folder / (TRACE_FILE + ".tmp")
@@ -318,6 +325,7 @@ def _read_graph(p: Path) -> nx.MultiDiGraph:
         check_refs(refs, G._node)
     except FormatViolation as e:
         raise TraceError(f"{p}: malformed trace: {e}") from None
+    G.graph.pop(SUMMARY, None)  # figures of the file for readers of its head; the graph itself is the truth
     return G
 
 

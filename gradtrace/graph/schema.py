@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = [
     "EDGE_ATTRS", "EDGE_REFS", "FORMAT", "FormatViolation", "GRAPH_ATTRS", "NODE_ATTRS", "NODE_REQUIRED",
-    "check_data", "check_refs", "check_values", "short_repr", "value_refs",
+    "SUMMARY_ATTRS", "check_data", "check_graph_attrs", "check_refs", "check_values", "short_repr", "value_refs",
 ]
 
 FORMAT = "gradtrace/1"  # the version of the trace format a trace declares
@@ -44,7 +44,7 @@ GRAPH_ATTRS = {
     "script": SN, "argv": LN, "target": SN, "rank": IN, "world_size": IN,
     "math": DN, "math_start": DN, "status": SN, "error": DN, "values": SN,
     "grad_reads": LN, "unknown": LN, "recorder_errors": LN, "replay": DN,
-    "values_not_saved": DN,
+    "values_not_saved": DN, "summary": DN,
 }
 # What the list-valued graph attributes hold.
 _GRAPH_LIST_ITEMS = {"grad_reads": D, "unknown": D, "recorder_errors": S}
@@ -150,8 +150,50 @@ def _received_error(v):
 
 _DEEP = {_DIMS: _dims_error, _STATS: _stats_error, _RECEIVED: _received_error}
 
-
+_ANY = None  # a field whose value is printed as text whatever it is
 _ID = frozenset((str, int))
+
+# Graph attribute ``summary``: the headline figures of the trace, written at the head of
+# trace.json so that they can be read without the rest (gradtrace.analyze.summary's dict).
+# A frozenset is the types a value may have, a list [spec] a list of such items, a tuple
+# ("map", spec) an object with any keys, a dict an object with exactly those keys.
+SUMMARY_ATTRS = {
+    "status": SN, "ops": I, "categories": ("map", I), "tensors": I, "tensor_versions": I, "storages": I,
+    "views": I, "aliases": I, "writes": I, "hidden_writes": I,
+    "moves": [{"src": S, "dst": S, "copy": BN, "file": SN, "line": IN}],
+    "backward": [{"id": _ID, "api": S, "error": _ANY, "grads": I,
+                  "roots": [{"root": _ID, "label": SN, "shape": _DIMS, "w": S}]}],
+    "unknown": I, "unknown_reasons": [S],
+    "top_lines": [{"file": SN, "line": I, "ops": I, "code": SN}],
+}
+
+
+def _spec_error(v, spec, where: str):
+    """Where ``v`` departs from ``spec`` (see :data:`SUMMARY_ATTRS`), as text, or None."""
+    if spec is _ANY:
+        return None
+    if spec == _DIMS:
+        err = _dims_error(v)
+        return f"{where} {err}" if err else None
+    if isinstance(spec, frozenset):
+        return None if type(v) in spec else f"{where} is {_jtype(v)} ({short_repr(v)}), expected {_want(spec)}"
+    if isinstance(spec, list):
+        if type(v) is not list:
+            return f"{where} is {_jtype(v)}, expected a list"
+        return next((e for i, x in enumerate(v) if (e := _spec_error(x, spec[0], f"{where}[{i}]"))), None)
+    if type(v) is not dict:
+        return f"{where} is {_jtype(v)}, expected an object"
+    if isinstance(spec, tuple):
+        return next((e for k, x in v.items() if (e := _spec_error(x, spec[1], f"{where}.{k}"))), None)
+    for k, s in spec.items():
+        if k not in v:
+            return f"{where}.{k} is missing"
+        err = _spec_error(v[k], s, f"{where}.{k}")
+        if err:
+            return err
+    return None
+
+
 _NODE_COMMON = {"id": _ID}
 _EDGE_COMMON = {"source": _ID, "target": _ID}
 
@@ -224,16 +266,9 @@ def check_refs(refs: list, nodes) -> None:
             raise FormatViolation(f"edge #{i} ({kind}): {k} {short_repr(n)} is not a node of the trace")
 
 
-def check_data(data) -> list:
-    """Check parsed ``trace.json`` data (node-link JSON) against the format, all but
-    which nodes the edges name (the graph's construction finds those).
-
-    Returns the node references to check once the nodes are known (see
-    :func:`check_refs`); raises :class:`FormatViolation` (one line) at the first thing
-    wrong."""
-    if type(data) is not dict:
-        raise FormatViolation(f"the file holds {_jtype(data)}, expected an object")
-    graph = data.get("graph")
+def check_graph_attrs(graph) -> None:
+    """Check the graph attributes (``G.graph``) of a trace against the format; return
+    None, or raise :class:`FormatViolation` (one line) at the first thing wrong."""
     if type(graph) is not dict:
         raise FormatViolation(f"'graph' is {_jtype(graph)}, expected an object")
     for k, v in graph.items():
@@ -251,6 +286,22 @@ def check_data(data) -> list:
     for k in ("type", "message", "traceback"):
         if err and type(err.get(k)) not in SN:
             raise FormatViolation(f"graph attribute 'error': {k} is {_jtype(err.get(k))}, expected a string")
+    summary = graph.get("summary")
+    err = summary is not None and _spec_error(summary, SUMMARY_ATTRS, "summary")
+    if err:
+        raise FormatViolation(f"graph attribute {err}")
+
+
+def check_data(data) -> list:
+    """Check parsed ``trace.json`` data (node-link JSON) against the format, all but
+    which nodes the edges name (the graph's construction finds those).
+
+    Returns the node references to check once the nodes are known (see
+    :func:`check_refs`); raises :class:`FormatViolation` (one line) at the first thing
+    wrong."""
+    if type(data) is not dict:
+        raise FormatViolation(f"the file holds {_jtype(data)}, expected an object")
+    check_graph_attrs(data.get("graph"))
     for k in ("directed", "multigraph"):
         if data.get(k, True) is not True:
             raise FormatViolation(f"{k!r} is {short_repr(data.get(k))}: a trace is a directed multigraph")

@@ -223,10 +223,22 @@ def trace_facts(tr) -> dict:
             back = gradtrace.load(path)
             n = back.graph.number_of_nodes()
             facts["save"] = {"ok": True, "files": files, "loaded_nodes": n,
-                             "same_nodes": n == facts["graph"]["nodes"]}
+                             "same_nodes": n == facts["graph"]["nodes"],
+                             "same_summary": _head_summary_is_the_loaded_ones(path, back.graph)}
         except Exception as e:
             facts["save"] = {"ok": False, "error": _one_line(e), "traceback": traceback.format_exc()}
     return facts
+
+
+def _head_summary_is_the_loaded_ones(path, G) -> bool:
+    """Whether the summary ``gradtrace show`` reads from the head of trace.json is the
+    one the loaded trace gives."""
+    import json
+
+    from gradtrace.analyze.summary import summarize
+    from gradtrace.trace import load_summary
+
+    return load_summary(path)[0] == json.loads(json.dumps(summarize(G)))
 
 
 def views_facts(G) -> dict:

@@ -145,14 +145,16 @@ def test_nan_statistics_load_back_as_nan(tmp_path):
     assert math.isnan(gradtrace.load(tmp_path / "n").graph.nodes["t:0.0"]["stats"]["mean"])
 
 
-def test_a_saved_trace_is_node_link_json(tmp_path):
+def test_a_saved_trace_is_node_link_json_with_its_summary_in_the_graph_attributes(tmp_path):
     import networkx as nx
 
     with gradtrace.trace() as tr:
         torch.ones(2) + 1
     tr.save(tmp_path / "j")
     expected = json.loads(json.dumps(nx.node_link_data(tr.graph, edges="edges"), default=str))
-    assert json.loads((tmp_path / "j" / "trace.json").read_text()) == expected
+    data = json.loads((tmp_path / "j" / "trace.json").read_text())
+    assert data["graph"].pop("summary")["ops"] == 2
+    assert data == expected
 
 
 # -- size: no DOT that will not be drawn --------------------------------------------------
