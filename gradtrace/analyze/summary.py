@@ -6,12 +6,14 @@ so a summary of a trace with hundreds of thousands of ops takes a fraction of a 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
 import networkx as nx
 
 from ..graph.names import name_of
+from .series import backward_runs, run_roots, series_lines
 
 __all__ = [
     "MOVE_CATEGORIES", "TEXT_MAX", "busiest_lines", "edges_of", "format_summary", "human_bytes",
@@ -97,11 +99,14 @@ def _digest(stats) -> str:
 
 
 def _backward_entry(G, bw, d) -> dict:
-    roots, grads = [], 0
+    roots, grads, leaf_norms = [], 0, []
     for _, root, e in G.out_edges(bw, data=True):
         kind = e.get("kind")
         if kind == "grad":
             grads += 1
+        elif kind == "leaf_grad":
+            st = e.get("stats")
+            leaf_norms.append(st.get("norm") if st else None)
         if kind != "weights":
             continue
         w = e.get("gradient")
@@ -113,8 +118,26 @@ def _backward_entry(G, bw, d) -> dict:
             wtext = f"{name_of(wd) if wd.get('label') else w} {wd.get('shape')} ({_digest(wd.get('stats'))})"
         rd = G.nodes[root]
         roots.append({"root": root, "label": name_of(rd) if rd.get("label") else None, "shape": rd.get("shape"),
-                      "w": wtext})
-    return {"id": bw, "api": d["api"], "roots": roots, "error": d.get("error"), "grads": grads}
+                      "w": wtext, "value": _scalar_value(rd)})
+    return {"id": bw, "api": d["api"], "roots": roots, "error": d.get("error"), "grads": grads,
+            "grad_norm": _total_norm(leaf_norms)}
+
+
+def _total_norm(norms: list):
+    """The 2-norm of all the gradients whose norms are ``norms`` (each leaf's ``.grad``
+    after one backward call, accumulated ones included: what an optimizer step or
+    ``clip_grad_norm_`` would see); None when there are none or one is unknown."""
+    if not norms or None in norms:
+        return None
+    return math.hypot(*norms)
+
+
+def _scalar_value(d: dict):
+    """The value of a one-element tensor node (its statistics' mean), else None."""
+    st, shape = d.get("stats"), d.get("shape")
+    if not st or shape is None or math.prod(shape) != 1:
+        return None
+    return st.get("mean")
 
 
 def _move_ops(G, move_ops) -> dict:
@@ -305,10 +328,17 @@ def format_summary(s: dict, script=None) -> str:
                f"in-place writes: {s['writes']} ({s['hidden_writes']} invisible to autograd)")
     if s["moves"]:
         out.append("moves: " + ", ".join(move_groups(s["moves"], script)))
-    for b in s["backward"]:
+    for run in backward_runs(s["backward"]):
+        b = run[0]
+        if len(run) > 1:
+            roots = "; ".join(f"{plain(name)} {shape} w={plain(w)}" for name, shape, w in run_roots(run))
+            out.append(f"backward {b['id']} … {run[-1]['id']} {b['api']} ({len(run)} calls): {roots}; "
+                       f"gradients recorded: {b['grads']} each")
+            continue
         roots = "; ".join(f"{plain(r['label'] or r['root'])} {r['shape']} w={plain(r['w'])}" for r in b["roots"])
         out.append(f"backward {b['id']} {b['api']}: {roots}; gradients recorded: {b['grads']}"
                    + (f"; raised {plain(b['error'])}" if b["error"] else ""))
+    out.extend(series_lines(s["backward"]))
     if s["unknown"]:
         out.append(f"unknown: {s['unknown']} reads the recorder could not make "
                    f"({', '.join(s['unknown_reasons'])}); see docs/trace-format.md")

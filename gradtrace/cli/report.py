@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..analyze.series import backward_runs, run_roots, series_lines
 from ..analyze.summary import (
     MOVE_CATEGORIES,
     edges_of,
@@ -185,10 +186,18 @@ def _print_report(c, G, s, findings, out, pos, files):
                   f" ({s['hidden_writes']} invisible to autograd)"))
     if s["moves"]:
         c.print(_line("moves: " + ", ".join(move_groups(s["moves"], G.graph.get("script")))))
-    for b in s["backward"]:
+    for run in backward_runs(s["backward"]):
+        b = run[0]
+        if len(run) > 1:
+            roots = "; ".join(f"{plain(name)} w={plain(w)}" for name, _, w in run_roots(run))
+            c.print(_line(f"backward {b['id']} … {run[-1]['id']} ({b['api']}): {len(run)} calls on {roots}; "
+                          f"{b['grads']} gradients each"))
+            continue
         roots = "; ".join(f"{plain(r['label'] or r['root'])} w={plain(r['w'])}" for r in b["roots"])
         c.print(_line(f"backward {b['id']} ({b['api']}): {roots}; {b['grads']} gradients recorded"
                       + (f"; raised {plain(b['error'])}" if b["error"] else "")))
+    for text in series_lines(s["backward"]):
+        c.print(_line(text))
     kept = G.graph.get("values_kept")
     if isinstance(kept, dict):
         c.print(_line(values_kept_text(kept)))

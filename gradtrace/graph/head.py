@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from .io import TRACE_FILE, TraceError, check_path, trace_path
+from .io import SUMMARY, TRACE_FILE, TraceError, check_path, trace_path
 from .schema import FORMAT, FormatViolation, check_graph_attrs, short_repr
 
 __all__ = ["read_head"]
@@ -51,7 +51,19 @@ def read_head(path) -> dict | None:
         check_graph_attrs(graph)
     except FormatViolation as e:
         raise TraceError(f"{p}: malformed trace: {e}") from None
+    if graph.get(SUMMARY) is not None:
+        _restore_floats(graph[SUMMARY])
     return graph
+
+
+def _restore_floats(summary: dict) -> None:
+    """The summary's per-call numbers as floats: JSON holds NaN and Inf as words."""
+    for b in summary["backward"]:
+        if type(b.get("grad_norm")) is str:
+            b["grad_norm"] = float(b["grad_norm"])
+        for r in b["roots"]:
+            if type(r.get("value")) is str:
+                r["value"] = float(r["value"])
 
 
 def _parse_head(p: Path):

@@ -151,18 +151,20 @@ def _received_error(v):
 _DEEP = {_DIMS: _dims_error, _STATS: _stats_error, _RECEIVED: _received_error}
 
 _ANY = None  # a field whose value is printed as text whatever it is
+_NUMBER = "number"  # a float, an integer, null, or a word for a float JSON cannot hold
 _ID = frozenset((str, int))
 
 # Graph attribute ``summary``: the headline figures of the trace, written at the head of
 # trace.json so that they can be read without the rest (gradtrace.analyze.summary's dict).
 # A frozenset is the types a value may have, a list [spec] a list of such items, a tuple
-# ("map", spec) an object with any keys, a dict an object with exactly those keys.
+# ("map", spec) an object with any keys, ("optional", spec) a key an object may lack,
+# a dict an object with those keys.
 SUMMARY_ATTRS = {
     "status": SN, "ops": I, "categories": ("map", I), "tensors": I, "tensor_versions": I, "storages": I,
     "views": I, "aliases": I, "writes": I, "hidden_writes": I,
     "moves": [{"src": S, "dst": S, "copy": BN, "file": SN, "line": IN}],
-    "backward": [{"id": _ID, "api": S, "error": _ANY, "grads": I,
-                  "roots": [{"root": _ID, "label": SN, "shape": _DIMS, "w": S}]}],
+    "backward": [{"id": _ID, "api": S, "error": _ANY, "grads": I, "grad_norm": ("optional", _NUMBER),
+                  "roots": [{"root": _ID, "label": SN, "shape": _DIMS, "w": S, "value": ("optional", _NUMBER)}]}],
     "unknown": I, "unknown_reasons": [S],
     "top_lines": [{"file": SN, "line": I, "ops": I, "code": SN}],
 }
@@ -175,6 +177,10 @@ def _spec_error(v, spec, where: str):
     if spec == _DIMS:
         err = _dims_error(v)
         return f"{where} {err}" if err else None
+    if spec == _NUMBER:
+        t = type(v)
+        ok = t is float or t is int or v is None or (t is str and v in _FLOAT_WORDS)
+        return None if ok else f"{where} is {_jtype(v)} ({short_repr(v)}), expected a number"
     if isinstance(spec, frozenset):
         return None if type(v) in spec else f"{where} is {_jtype(v)} ({short_repr(v)}), expected {_want(spec)}"
     if isinstance(spec, list):
@@ -186,7 +192,11 @@ def _spec_error(v, spec, where: str):
     if isinstance(spec, tuple):
         return next((e for k, x in v.items() if (e := _spec_error(x, spec[1], f"{where}.{k}"))), None)
     for k, s in spec.items():
-        if k not in v:
+        if isinstance(s, tuple) and s[0] == "optional":
+            if k not in v:
+                continue
+            s = s[1]
+        elif k not in v:
             return f"{where}.{k} is missing"
         err = _spec_error(v[k], s, f"{where}.{k}")
         if err:

@@ -238,7 +238,7 @@ def _head_summary_is_the_loaded_ones(path, G) -> bool:
     from gradtrace.analyze.summary import summarize
     from gradtrace.trace import load_summary
 
-    return load_summary(path)[0] == json.loads(json.dumps(summarize(G)))
+    return json.dumps(load_summary(path)[0]) == json.dumps(summarize(G))
 
 
 def views_facts(G) -> dict:

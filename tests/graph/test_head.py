@@ -2,6 +2,7 @@
 and `gradtrace show` reads it from there without parsing the nodes and edges."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -49,7 +50,7 @@ def _rewrite(folder, change):
 
 def test_the_head_summary_equals_the_summary_of_the_loaded_trace(saved):
     s, _ = load_summary(saved)
-    assert s == json.loads(json.dumps(summarize(gradtrace.load(saved).graph)))
+    assert json.dumps(s) == json.dumps(summarize(gradtrace.load(saved).graph))
 
 
 def test_the_head_holds_the_graph_attributes_of_the_trace(saved):
@@ -150,3 +151,14 @@ def test_show_rank_of_a_single_trace_folder_checks_the_rank_from_the_head(saved)
     r = _show(saved, "--rank", "1")
     assert r.exit_code == 2 and "trace of rank 0 only" in r.output
 
+
+
+def test_a_nan_loss_in_the_head_reads_back_as_a_float(tmp_path):
+    with gradtrace.trace() as tr:
+        w = torch.tensor([1.0, float("nan")], requires_grad=True)
+        loss = w.sum()
+        loss.backward()
+    tr.save(tmp_path / "nan")
+    s, _ = load_summary(tmp_path / "nan")
+    b = s["backward"][0]
+    assert math.isnan(b["roots"][0]["value"]) and b["grad_norm"] == pytest.approx(math.sqrt(2))
