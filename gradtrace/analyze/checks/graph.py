@@ -280,7 +280,14 @@ class Query:
         return None
 
     def backwards_reaching(self, fn):
-        return [bw for bw in self.backwards if fn in self.reach(bw)]
+        """The backward calls (in call order) whose graph reaches autograd node ``fn``."""
+        by_fn = getattr(self, "_bws_of_fn", None)
+        if by_fn is None:  # one pass over every call's reach, not one per question
+            by_fn = self._bws_of_fn = defaultdict(list)
+            for bw in self.backwards:
+                for f in self.reach(bw):
+                    by_fn[f].append(bw)
+        return list(by_fn.get(fn, ()))
 
     def bw_seq(self, bw):
         return self.seq(self.N[bw].get("op"))

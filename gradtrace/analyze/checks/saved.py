@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 
 from . import fixes as fx
@@ -19,9 +20,16 @@ def _writes_into_saved(q):
     A saved tensor is overwritten by the first write into its storage after it was saved:
     through itself (a ``next_version`` edge) or through any tensor on the same storage
     (``writes`` edges), e.g. a ``.data`` write into a weight whose transpose a matmul saved."""
-    writes_on = defaultdict(list)  # storage -> write ops
+    # storage -> the call order and op of each write outside backward, in call order: a
+    # saved tensor needs only the first write after it was saved (a long loop writes a
+    # weight once a step, and saves it once a step)
+    writes_on = defaultdict(list)
     for w, sid, _ in q.edges["writes"]:
-        writes_on[sid].append(w)
+        if q.N[w].get("phase") != "backward":
+            writes_on[sid].append((q.seq(w), w))
+    for ws in writes_on.values():
+        ws.sort(key=lambda x: x[0])
+    seqs = {sid: [s for s, _ in ws] for sid, ws in writes_on.items()}
     hits = defaultdict(list)
     for fn, t, _ in q.edges["saves"]:
         fs = q.seq(q.N[fn].get("op"))
@@ -30,10 +38,15 @@ def _writes_into_saved(q):
             if d.get("metadata_only") or d.get("external") or d.get("op") is None:
                 continue
             cands.append((q.seq(d["op"]), d["op"], d.get("visible", True)))
-        for w in writes_on.get(q.N[t].get("storage"), ()):
-            if q.seq(w) > fs and q.N[w].get("phase") != "backward":
+        sid = q.N[t].get("storage")
+        ws = writes_on.get(sid)
+        if ws:
+            i = bisect.bisect_right(seqs[sid], fs)
+            for ws_seq, w in ws[i:]:
+                if ws_seq != ws[i][0]:
+                    break
                 wt = written_tensor(q, w, [t])
-                cands.append((q.seq(w), w, not data_alias(q, wt)))
+                cands.append((ws_seq, w, not data_alias(q, wt)))
         if cands:
             _, w, visible = min(cands, key=lambda c: (c[0], c[2]))
             hits[w].append((t, fn, visible))

@@ -6,6 +6,7 @@ import os
 
 from . import fixes as fx
 from .findings import code_of, finding, has_bad, register, statement_of, stats_text
+from .history import turn_before
 
 __all__ = []
 
@@ -19,7 +20,9 @@ _UNINIT = ("torch.empty", "torch.empty_like", "Tensor.new_empty", "torch.empty_s
     "came from; everything after it only propagates them. In backward, the first gradient with "
     "NaN/Inf (nearest the loss) names the op whose derivative produced it.",
     "Guard the op's domain (clamp before log/sqrt/div, add an epsilon), lower the learning rate, "
-    "or use a numerically stable form (log_softmax, logsumexp, BCEWithLogits).",
+    "or use a numerically stable form (log_softmax, logsumexp, BCEWithLogits). When an update blew a "
+    "parameter up, or the gradient norm jumped a hundredfold, before the first NaN, the finding names "
+    "that step instead: the cause, not where the NaN surfaced.",
 )
 def _gt110(q):
     def has(s, what):
@@ -48,11 +51,13 @@ def _gt110(q):
         ins = q.inputs(op)
         ins_text = "; ".join(f"{q.name(i)}: {stats_text(q.N[i].get('stats'))}" for i in ins[:4])
         mod = f" in module {d['module']}" if d.get("module") else ""
+        turn = turn_before(q, q.seq(op))
         yield finding(q, "GT110",
                  f"first {kinds} in forward: {d['name']} ({q.where(op)}){mod} made {q.name(t)} "
-                 f"({stats_text(q.N[t].get('stats'))}) from finite inputs" + (f" ({ins_text})" if ins_text else ""),
-                 [(op, "first " + kinds)], [(t, kinds)] + [(i, "input") for i in ins],
-                 severity="error" if hits[0][0] == "nan" else "warning", fix=_nan_fix(q, op))
+                 f"({stats_text(q.N[t].get('stats'))}) from finite inputs" + (f" ({ins_text})" if ins_text else "")
+                 + _before(turn),
+                 [(op, "first " + kinds)] + _turn_ops(turn), [(t, kinds)] + [(i, "input") for i in ins] + _turn_tensors(turn),
+                 severity="error" if hits[0][0] == "nan" else "warning", fix=turn.fix if turn else _nan_fix(q, op))
     # Backward: in the first call with one, the bad gradient nearest the loss.
     seen = set()
     for what in ("nan", "inf"):
@@ -70,13 +75,27 @@ def _gt110(q):
             bop = q.N[bw].get("op")
             kinds = " and ".join(k for k, w in (("NaN", "nan"), ("Inf", "inf")) if has_bad(gd.get("stats"), w))
             at = f", made by the derivative of {q.N[c]['name']} ({q.where(c)})" if c else ""
+            turn = turn_before(q, q.bw_seq(bw))
             yield finding(q, "GT110",
                      f"first {kinds} in backward (call at {q.where(bop)}): the gradient reaching "
-                     f"{q.name(t)} ({stats_text(gd.get('stats'))}){at}",
-                     ([(c, "derivative")] if c else []) + ([(p, "produced")] if p else []) + [(bop, "backward")],
-                     [(t, "bad gradient")], [bw], severity="error" if what == "nan" else "warning",
-                     fix=_nan_fix(q, c) if c else None)
+                     f"{q.name(t)} ({stats_text(gd.get('stats'))}){at}" + _before(turn),
+                     ([(c, "derivative")] if c else []) + ([(p, "produced")] if p else []) + [(bop, "backward")]
+                     + _turn_ops(turn), [(t, "bad gradient")] + _turn_tensors(turn), [bw],
+                     severity="error" if what == "nan" else "warning",
+                     fix=turn.fix if turn else (_nan_fix(q, c) if c else None))
             break
+
+
+def _before(turn) -> str:
+    return f"; before it, {turn.text}" if turn else ""
+
+
+def _turn_ops(turn) -> list:
+    return [(turn.op, "left its course")] if turn else []
+
+
+def _turn_tensors(turn) -> list:
+    return [(turn.tensor, "blew up")] if turn and turn.tensor else []
 
 
 def _matters(q, t) -> bool:
