@@ -14,8 +14,9 @@ import weakref
 from pathlib import Path
 
 from .analyze.checks import check_graph
+from .analyze.step_rows import step_rows
 from .analyze.summary import nodes_of, summarize
-from .graph.io import DOT_FILE, TRACE_FILE, VALUES_FILE, save
+from .graph.io import DOT_FILE, STEPS, SUMMARY, TRACE_FILE, VALUES_FILE, save
 from .progress import phase
 from .views import dot as dot_view
 from .views import drawsize
@@ -69,21 +70,24 @@ def save_trace(trace, folder, dot: bool = True) -> Path:
     summary at the head), ``values.safetensors`` and, with ``dot``, ``graph.dot`` at the default depth unless
     the drawing would be too big to lay out. Returns the folder's path."""
     text = _dot_text(trace.graph, Path(folder)) if dot else None
-    out = save(trace.graph, folder, trace.values, text, _head_summary(trace.graph))
+    out = save(trace.graph, folder, trace.values, text, _head(trace.graph))
     if dot and text is None:
         (out / DOT_FILE).unlink(missing_ok=True)  # an earlier trace's drawing would misstate this one
     return out
 
 
-def _head_summary(G):
-    """The summary to write at the head of trace.json, or None (with a note) when it
-    cannot be made: readers then summarize the whole trace, and the trace is kept."""
-    try:
-        return run_summary(G)
-    except Exception as e:  # noqa: BLE001
-        print(f"gradtrace: note: no summary written at the head of {TRACE_FILE} ({type(e).__name__}: {e})",
-              file=sys.stderr)
-        return None
+def _head(G) -> dict:
+    """The figures to write at the head of trace.json (the summary, the step rows); one
+    that cannot be made is left out, with a note: readers then compute it from the whole
+    trace, and the trace is kept."""
+    head = {}
+    for key, make in ((SUMMARY, run_summary), (STEPS, step_rows)):
+        try:
+            head[key] = make(G)
+        except Exception as e:  # noqa: BLE001
+            print(f"gradtrace: note: no {key} written at the head of {TRACE_FILE} ({type(e).__name__}: {e})",
+                  file=sys.stderr)
+    return head
 
 
 def _dot_text(G, folder: Path):

@@ -9,16 +9,17 @@ import traceback
 from pathlib import Path
 
 from . import __version__
+from .analyze.step_rows import step_rows
 from .analyze.summary import summarize
 from .graph.head import read_head
-from .graph.io import SUMMARY, load_graph, load_values
+from .graph.io import HEAD_ATTRS, STEPS, SUMMARY, load_graph, load_values
 from .graph.schema import FORMAT
 from .outputs import run_findings, save_trace
 
 # torch, the recorder (``record``) and the graph builder are imported where a trace is
 # recorded, not here: loading a trace (``gradtrace show``) never imports them.
 
-__all__ = ["Trace", "VALUES", "default_values_max", "load", "load_summary", "math_settings", "trace"]
+__all__ = ["Trace", "VALUES", "default_values_max", "load", "load_steps", "load_summary", "math_settings", "trace"]
 
 VALUES = ("none", "stats", "all")
 _active = threading.local()
@@ -238,9 +239,20 @@ def load_summary(path) -> tuple[dict, dict]:
     ``summary``) is read no further than its head, a few kilobytes of however many
     megabytes; an older one is loaded whole and summarized. Raises
     ``gradtrace.TraceError`` (one line) when the folder is not a readable trace."""
+    return _head_figure(path, SUMMARY, summarize)
+
+
+def load_steps(path) -> tuple[list, dict]:
+    """Return ``(rows, meta)`` of a saved trace folder: a row per step
+    (:func:`gradtrace.analyze.step_rows.step_rows`) and the graph attributes, read from
+    the head of ``trace.json`` as :func:`load_summary` reads the summary."""
+    return _head_figure(path, STEPS, step_rows)
+
+
+def _head_figure(path, key: str, make):
     head = read_head(path)
-    if head is not None and SUMMARY in head:
-        meta = dict(head)
-        return meta.pop(SUMMARY), meta
+    if head is not None and key in head:
+        meta = {k: v for k, v in head.items() if k not in HEAD_ATTRS}
+        return head[key], meta
     G = load_graph(path)
-    return summarize(G), G.graph
+    return make(G), G.graph

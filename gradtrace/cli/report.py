@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..analyze.series import backward_runs, run_roots, series_lines
+from ..analyze.step_rows import step_rows
 from ..analyze.summary import (
     MOVE_CATEGORIES,
     edges_of,
@@ -28,11 +29,12 @@ from ..analyze.summary import (
 from ..graph.io import DOT_FILE, TRACE_FILE, VALUES_FILE
 from ..graph.names import name_of
 from ..graph.query import op_inputs, op_outputs
+from ..graph.steps import find_steps
 from ..outputs import HTML_FILE, SVG_FILE, run_findings, run_summary
 from ..progress import phase
 from .table import print_table
 
-__all__ = ["PIPE_WIDTH", "make_console", "print_run_report", "rank_rows", "show_ranks", "show_summary", "show_table",
+__all__ = ["PIPE_WIDTH", "make_console", "print_run_report", "rank_rows", "show_ranks", "show_steps", "show_summary", "show_table",
            "start_fresh_line"]
 
 PIPE_WIDTH = 1_000_000  # off a terminal nothing wraps: a table is as wide as its widest row
@@ -260,8 +262,13 @@ def show_ranks(traces: dict, folder, as_json=False, missing=()):
     return rows
 
 
-def _filter_ops(G, line=None, module=None):
+def _filter_ops(G, line=None, module=None, step=None):
     ops = ops_in_order(G)
+    if step is not None:
+        steps = find_steps(G, data=False)
+        if not 1 <= step <= max(steps.count, 1):
+            raise ValueError(f"step {step} is not in this trace: it has {steps.count} step(s)")
+        ops = [(n, d) for n, d in ops if steps.step_of.get(n) == step]
     if line:
         if ":" not in line:
             raise ValueError(f"--line wants FILE:LINE, got {line!r}")
@@ -295,13 +302,47 @@ def show_summary(s: dict, script=None, as_json=False) -> dict:
     return s
 
 
-def show_table(G, what: str, line=None, module=None, as_json=False):
-    """Print (or, with ``as_json``, return) the rows of one ``show`` table."""
+_STEP_COLS = ("step", "ops", "backward", "loss", "grad norm", "largest gradient", "largest change", "nan", "inf")
+
+
+def _num(v) -> str:
+    return "" if v is None else f"{v:.4g}"
+
+
+def _step_cells(r: dict) -> list:
+    """One row of ``show --steps``: the step's last loss, and who holds the largest figures."""
+    grad, change = r.get("max_grad"), r.get("max_change")
+    losses = [v for v in r["losses"] if v is not None]
+    return [r["step"], r["ops"], len(r["backward"]), _num(losses[-1]) if losses else "", _num(r["grad_norm"]),
+            f"{plain(grad['tensor'])} {_num(grad['norm'])}" if grad else "",
+            f"{plain(change['tensor'])} x{_num(change['ratio'])}" if change else "", r["nan"], r["inf"]]
+
+
+def show_steps(rows: list, as_json=False) -> list:
+    """Print (unless ``as_json``) the step rows of a trace (``gradtrace show --steps``); return them."""
+    if as_json:
+        return rows
+    c = make_console()
+    if not rows:
+        c.print("no steps: the trace has no backward call (its summary describes the whole program)")
+        return rows
+    print_table(c, _STEP_COLS, (_step_cells(r) for r in rows))
+    c.print("loss: the step's last backward root with one element; grad norm: of every .grad after the "
+            "step's last backward call; largest change: |norm after - norm before| / norm before of a "
+            "parameter the step wrote")
+    return rows
+
+
+def show_table(G, what: str, line=None, module=None, as_json=False, step=None):
+    """Print (or, with ``as_json``, return) the rows of one ``show`` table; ``step``: only
+    the ops of that step (``--ops --step N``)."""
     rows = []
     if what == "summary":
         return show_summary(summarize(G), G.graph.get("script"), as_json)
+    if what == "steps":
+        return show_steps(step_rows(G), as_json)
     if what == "ops":
-        for n, d in _filter_ops(G, line, module):
+        for n, d in _filter_ops(G, line, module, step):
             ins = [_tensor_text(G, u) for u in op_inputs(G, n, _READ_KINDS)]
             outs = [_tensor_text(G, v) for v in op_outputs(G, n, _READ_KINDS)]
             rows.append({"seq": d["seq"], "op": d["name"], "category": d["category"],

@@ -9,9 +9,9 @@ import click
 from ..graph.folders import rank_folders
 from ..graph.io import TraceError
 from ..ranks import missing_ranks, rank_path
-from ..trace import load_summary
+from ..trace import load_steps, load_summary
 from .common import CONTEXT, RANK_OPTION, fail, load_trace, load_traces
-from .report import show_ranks, show_summary, show_table
+from .report import show_ranks, show_steps, show_summary, show_table
 
 __all__ = ["show"]
 
@@ -20,16 +20,22 @@ __all__ = ["show"]
 @click.argument("folder", type=click.Path())
 @click.option("--summary", "what", flag_value="summary",
               help="The run summary (default; read from the head of trace.json, however big the trace).")
-@click.option("--ops", "what", flag_value="ops", help="Every op, in call order (default with --line or --module).")
+@click.option("--steps", "what", flag_value="steps",
+              help="A row per step: ops, loss, gradient norm, the largest gradient and change, NaN/Inf "
+                   "(read from the head of trace.json).")
+@click.option("--ops", "what", flag_value="ops",
+              help="Every op, in call order (default with --line, --module or --step).")
 @click.option("--backward", "what", flag_value="backward", help="Backward calls, weights and gradients.")
 @click.option("--aliases", "what", flag_value="aliases", help="Views, aliases and in-place writes.")
 @click.option("--moves", "what", flag_value="moves", help="Device and dtype moves.")
 @click.option("--modules", "what", flag_value="modules", help="Modules and their op counts.")
 @click.option("--line", "line", default=None, metavar="FILE:LINE", help="Only ops from this source line.")
 @click.option("--module", "module", default=None, metavar="PATH", help="Only ops inside this module.")
+@click.option("--step", "step", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Only ops of step N (from 1; see --steps).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @RANK_OPTION
-def show(folder, what, line, module, as_json, rank):
+def show(folder, what, line, module, step, as_json, rank):
     """Print tables over a saved trace FOLDER: its summary, or the table an option names.
 
     A folder of rank<k> folders (a launched run): without --rank, a table of the
@@ -41,18 +47,22 @@ def show(folder, what, line, module, as_json, rank):
     Example:
       gradtrace show gradtrace-out/autograd --backward
       gradtrace show gradtrace-out/train --ops --line train.py:42 --json
+      gradtrace show gradtrace-out/train --steps
+      gradtrace show gradtrace-out/train --ops --step 402
       gradtrace show runs/ddp --rank 1 --backward
     """
     if rank is None and rank_folders(folder):
-        _show_ranks(folder, what, line, module, as_json)
+        _show_ranks(folder, what, line, module, step, as_json)
         return
-    what = what or ("ops" if line or module else "summary")
+    what = what or ("ops" if line or module or step else "summary")
     if what == "summary":
         rows = _summary(folder, rank, as_json)
+    elif what == "steps":
+        rows = _steps(folder, rank, as_json)
     else:
         tr = load_trace(folder, rank)
         try:
-            rows = show_table(tr.graph, what, line=line, module=module, as_json=as_json)
+            rows = show_table(tr.graph, what, line=line, module=module, as_json=as_json, step=step)
         except ValueError as e:
             fail(str(e))
     if as_json:
@@ -68,10 +78,19 @@ def _summary(folder, rank, as_json) -> dict:
     return show_summary(s, meta.get("script"), as_json)
 
 
-def _show_ranks(folder, what, line, module, as_json):
+def _steps(folder, rank, as_json) -> list:
+    """Print (or return, for ``--json``) the step rows of one trace, read from its head."""
+    try:
+        rows, _ = load_steps(rank_path(folder, rank))
+    except TraceError as e:
+        fail(str(e))
+    return show_steps(rows, as_json)
+
+
+def _show_ranks(folder, what, line, module, step, as_json):
     """A multi-rank folder: the table of its ranks, or one table per rank."""
     traces = load_traces(folder)
-    if what is None and not line and not module:
+    if what is None and not line and not module and not step:
         rows = show_ranks(traces, folder, as_json=as_json, missing=missing_ranks(traces))
         if as_json:
             click.echo(json.dumps(rows, indent=1, default=str))
@@ -81,7 +100,7 @@ def _show_ranks(folder, what, line, module, as_json):
         if not as_json:
             click.echo(click.style(f"── rank {k} ({tr.path}) ──", bold=True))
         try:
-            out[str(k)] = show_table(tr.graph, what or "ops", line=line, module=module, as_json=as_json)
+            out[str(k)] = show_table(tr.graph, what or "ops", line=line, module=module, as_json=as_json, step=step)
         except ValueError as e:
             fail(str(e))
     if as_json:

@@ -1,5 +1,5 @@
-"""The head of ``trace.json``: the graph attributes (and the run's ``summary``), read
-without the nodes and edges.
+"""The head of ``trace.json``: the graph attributes (with the run's ``summary`` and its
+``steps``), read without the nodes and edges.
 
 gradtrace writes the graph object first (``{"directed":true,"multigraph":true,"graph":{...},
 "nodes":[...``), so a reader that wants what a run was and its headline figures
@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from .io import SUMMARY, TRACE_FILE, TraceError, check_path, trace_path
-from .schema import FORMAT, FormatViolation, check_graph_attrs, short_repr
+from .io import TRACE_FILE, TraceError, check_path, trace_path
+from .schema import FORMAT, FormatViolation, check_graph_attrs, restore_head_floats, short_repr
 
 __all__ = ["read_head"]
 
@@ -51,19 +51,8 @@ def read_head(path) -> dict | None:
         check_graph_attrs(graph)
     except FormatViolation as e:
         raise TraceError(f"{p}: malformed trace: {e}") from None
-    if graph.get(SUMMARY) is not None:
-        _restore_floats(graph[SUMMARY])
+    restore_head_floats(graph)
     return graph
-
-
-def _restore_floats(summary: dict) -> None:
-    """The summary's per-call numbers as floats: JSON holds NaN and Inf as words."""
-    for b in summary["backward"]:
-        if type(b.get("grad_norm")) is str:
-            b["grad_norm"] = float(b["grad_norm"])
-        for r in b["roots"]:
-            if type(r.get("value")) is str:
-                r["value"] = float(r["value"])
 
 
 def _parse_head(p: Path):

@@ -19,7 +19,7 @@ from .gcpause import gc_paused
 from .schema import FORMAT, FormatViolation, check_data, check_refs, check_values, short_repr
 
 __all__ = [
-    "DOT_FILE", "SUMMARY", "TRACE_FILE", "TraceError", "VALUES_FILE", "check_path", "clean", "load_graph",
+    "DOT_FILE", "HEAD_ATTRS", "STEPS", "SUMMARY", "TRACE_FILE", "TraceError", "VALUES_FILE", "check_path", "clean", "load_graph",
     "load_values", "save", "trace_path",
 ]
 
@@ -27,6 +27,8 @@ TRACE_FILE = "trace.json"
 VALUES_FILE = "values.safetensors"
 DOT_FILE = "graph.dot"
 SUMMARY = "summary"  # the graph attribute of trace.json's head that holds the run's summary
+STEPS = "steps"  # ... and the one that holds a row per step
+HEAD_ATTRS = (SUMMARY, STEPS)  # figures of the file for readers of its head, made from the graph
 
 
 class TraceError(ValueError):
@@ -225,10 +227,10 @@ def _chmod_like_open(path: Path) -> None:
 
 
 def save(G: nx.MultiDiGraph, folder, values: dict | None = None, dot: str | None = None,
-         summary: dict | None = None) -> Path:
-    """Write ``G`` (and captured values, a DOT text, and ``summary``, the headline
-    figures of ``G`` that readers of the head alone show: :mod:`gradtrace.graph.head`)
-    into ``folder``; return its path.
+         head: dict | None = None) -> Path:
+    """Write ``G`` (and captured values, a DOT text, and ``head``: figures of ``G`` for
+    readers of the head alone, ``{"summary": ..., "steps": ...}``, see
+    :mod:`gradtrace.graph.head`) into ``folder``; return its path.
 
     Values safetensors cannot hold faithfully (quantized, complex32, sparse, tensors
     without storage) are left out, each with its reason in the written graph attribute
@@ -237,10 +239,9 @@ def save(G: nx.MultiDiGraph, folder, values: dict | None = None, dot: str | None
     folder.mkdir(parents=True, exist_ok=True)
     if type(G) is not nx.MultiDiGraph:
         G = nx.MultiDiGraph(G)
-    # A summary is written only as given: one read with the graph may no longer describe it.
-    graph = {k: v for k, v in G.graph.items() if k != SUMMARY}
-    if summary is not None:
-        graph[SUMMARY] = summary
+    # Head figures are written only as given: ones read with the graph may no longer describe it.
+    graph = {k: v for k, v in G.graph.items() if k not in HEAD_ATTRS}
+    graph.update({k: v for k, v in (head or {}).items() if k in HEAD_ATTRS and v is not None})
     not_saved = _save_values(values, folder / VALUES_FILE) if values else None
     if not values and (folder / VALUES_FILE).exists():
         (folder / VALUES_FILE).unlink()
@@ -325,7 +326,8 @@ def _read_graph(p: Path) -> nx.MultiDiGraph:
         check_refs(refs, G._node)
     except FormatViolation as e:
         raise TraceError(f"{p}: malformed trace: {e}") from None
-    G.graph.pop(SUMMARY, None)  # figures of the file for readers of its head; the graph itself is the truth
+    for k in HEAD_ATTRS:  # figures of the file for readers of its head; the graph itself is the truth
+        G.graph.pop(k, None)
     return G
 
 

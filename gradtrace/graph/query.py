@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["numel", "op_inputs", "op_outputs", "pos_key"]
+__all__ = ["UNINITIALISED", "numel", "op_inputs", "op_outputs", "pos_key"]
+
+# Ops whose results hold whatever the memory held (a NaN there is no value the program made).
+UNINITIALISED = ("torch.empty", "torch.empty_like", "Tensor.new_empty", "torch.empty_strided")
 
 
 def pos_key(pos):

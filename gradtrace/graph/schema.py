@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = [
     "EDGE_ATTRS", "EDGE_REFS", "FORMAT", "FormatViolation", "GRAPH_ATTRS", "NODE_ATTRS", "NODE_REQUIRED",
-    "SUMMARY_ATTRS", "check_data", "check_graph_attrs", "check_refs", "check_values", "short_repr", "value_refs",
+    "STEP_ROW", "SUMMARY_ATTRS", "check_data", "check_graph_attrs", "check_refs", "check_values", "restore_head_floats", "short_repr", "value_refs",
 ]
 
 FORMAT = "gradtrace/1"  # the version of the trace format a trace declares
@@ -44,7 +44,7 @@ GRAPH_ATTRS = {
     "script": SN, "argv": LN, "target": SN, "rank": IN, "world_size": IN,
     "math": DN, "math_start": DN, "status": SN, "error": DN, "values": SN,
     "grad_reads": LN, "unknown": LN, "recorder_errors": LN, "replay": DN,
-    "values_not_saved": DN, "summary": DN,
+    "values_not_saved": DN, "summary": DN, "steps": LN,
 }
 # What the list-valued graph attributes hold.
 _GRAPH_LIST_ITEMS = {"grad_reads": D, "unknown": D, "recorder_errors": S}
@@ -158,7 +158,7 @@ _ID = frozenset((str, int))
 # trace.json so that they can be read without the rest (gradtrace.analyze.summary's dict).
 # A frozenset is the types a value may have, a list [spec] a list of such items, a tuple
 # ("map", spec) an object with any keys, ("optional", spec) a key an object may lack,
-# a dict an object with those keys.
+# ("or null", spec) null or what spec says, a dict an object with those keys.
 SUMMARY_ATTRS = {
     "status": SN, "ops": I, "categories": ("map", I), "tensors": I, "tensor_versions": I, "storages": I,
     "views": I, "aliases": I, "writes": I, "hidden_writes": I,
@@ -168,6 +168,14 @@ SUMMARY_ATTRS = {
     "unknown": I, "unknown_reasons": [S],
     "top_lines": [{"file": SN, "line": I, "ops": I, "code": SN}],
 }
+# Graph attribute ``steps``: a row per step of a training run (gradtrace.analyze.step_rows),
+# also at the head of trace.json.
+STEP_ROW = {
+    "step": I, "ops": I, "first_seq": I, "last_seq": I, "backward": [_ID], "losses": [_NUMBER],
+    "grad_norm": _NUMBER, "max_grad": ("or null", {"tensor": SN, "norm": _NUMBER}),
+    "max_change": ("or null", {"tensor": SN, "ratio": _NUMBER}), "nan": I, "inf": I,
+}
+_HEAD_SPECS = {"summary": SUMMARY_ATTRS, "steps": [STEP_ROW]}
 
 
 def _spec_error(v, spec, where: str):
@@ -187,6 +195,8 @@ def _spec_error(v, spec, where: str):
         if type(v) is not list:
             return f"{where} is {_jtype(v)}, expected a list"
         return next((e for i, x in enumerate(v) if (e := _spec_error(x, spec[0], f"{where}[{i}]"))), None)
+    if isinstance(spec, tuple) and spec[0] == "or null":
+        return None if v is None else _spec_error(v, spec[1], where)
     if type(v) is not dict:
         return f"{where} is {_jtype(v)}, expected an object"
     if isinstance(spec, tuple):
@@ -296,10 +306,32 @@ def check_graph_attrs(graph) -> None:
     for k in ("type", "message", "traceback"):
         if err and type(err.get(k)) not in SN:
             raise FormatViolation(f"graph attribute 'error': {k} is {_jtype(err.get(k))}, expected a string")
-    summary = graph.get("summary")
-    err = summary is not None and _spec_error(summary, SUMMARY_ATTRS, "summary")
-    if err:
-        raise FormatViolation(f"graph attribute {err}")
+    for k, spec in _HEAD_SPECS.items():
+        err = graph.get(k) is not None and _spec_error(graph[k], spec, k)
+        if err:
+            raise FormatViolation(f"graph attribute {err}")
+
+
+def restore_head_floats(graph: dict) -> None:
+    """Turn the words JSON holds NaN and Inf as (``"nan"``, ``"inf"``, ``"-inf"``) back into
+    floats where the head's ``summary`` and ``steps`` (checked) hold numbers."""
+    for k, spec in _HEAD_SPECS.items():
+        if graph.get(k) is not None:
+            graph[k] = _floats(graph[k], spec)
+
+
+def _floats(v, spec):
+    if spec == _NUMBER:
+        return float(v) if type(v) is str else v
+    if v is None or spec is _ANY or isinstance(spec, frozenset) or spec == _DIMS:
+        return v
+    if isinstance(spec, list):
+        return [_floats(x, spec[0]) for x in v]
+    if isinstance(spec, tuple):
+        if spec[0] == "map":
+            return {k: _floats(x, spec[1]) for k, x in v.items()}
+        return _floats(v, spec[1])
+    return {k: _floats(x, spec[k]) if k in spec else x for k, x in v.items()}
 
 
 def check_data(data) -> list:

@@ -231,14 +231,16 @@ def trace_facts(tr) -> dict:
 
 
 def _head_summary_is_the_loaded_ones(path, G) -> bool:
-    """Whether the summary ``gradtrace show`` reads from the head of trace.json is the
-    one the loaded trace gives."""
+    """Whether the summary and the step rows ``gradtrace show`` reads from the head of
+    trace.json are the ones the loaded trace gives."""
     import json
 
+    from gradtrace.analyze.step_rows import step_rows
     from gradtrace.analyze.summary import summarize
-    from gradtrace.trace import load_summary
+    from gradtrace.trace import load_steps, load_summary
 
-    return json.dumps(load_summary(path)[0]) == json.dumps(summarize(G))
+    return (json.dumps(load_summary(path)[0]) == json.dumps(summarize(G))
+            and json.dumps(load_steps(path)[0]) == json.dumps(step_rows(G)))
 
 
 def views_facts(G) -> dict:

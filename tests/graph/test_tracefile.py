@@ -145,7 +145,7 @@ def test_nan_statistics_load_back_as_nan(tmp_path):
     assert math.isnan(gradtrace.load(tmp_path / "n").graph.nodes["t:0.0"]["stats"]["mean"])
 
 
-def test_a_saved_trace_is_node_link_json_with_its_summary_in_the_graph_attributes(tmp_path):
+def test_a_saved_trace_is_node_link_json_with_its_head_figures_in_the_graph_attributes(tmp_path):
     import networkx as nx
 
     with gradtrace.trace() as tr:
@@ -154,6 +154,7 @@ def test_a_saved_trace_is_node_link_json_with_its_summary_in_the_graph_attribute
     expected = json.loads(json.dumps(nx.node_link_data(tr.graph, edges="edges"), default=str))
     data = json.loads((tmp_path / "j" / "trace.json").read_text())
     assert data["graph"].pop("summary")["ops"] == 2
+    assert data["graph"].pop("steps") == []  # no backward call
     assert data == expected
 
 

@@ -202,7 +202,7 @@ def check_fact(runs, program, mode, fact):
         assert s and s["ok"], (
             f"{where}: tr.save or gradtrace.load failed: {(s or {}).get('error')}\n{(s or {}).get('traceback')}")
         assert s["same_nodes"], f"{where}: the loaded trace has {s['loaded_nodes']} nodes, tr.graph another count"
-        assert s["same_summary"], f"{where}: the summary at the head of trace.json is not the loaded trace's"
+        assert s["same_summary"], f"{where}: the summary or step rows at the head of trace.json are not the loaded trace's"
     elif fact == "status":
         expected = "error" if base["exception"] else "ok"
         t = run["trace"]

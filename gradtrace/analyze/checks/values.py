@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
+from ...graph.query import UNINITIALISED
 from . import fixes as fx
 from .findings import code_of, finding, has_bad, register, statement_of, stats_text
 from .history import turn_before
 
 __all__ = []
 
-_UNINIT = ("torch.empty", "torch.empty_like", "Tensor.new_empty", "torch.empty_strided")
 
 
 @register(
@@ -37,7 +37,7 @@ def _gt110(q):
         for op in _made_bad(q, what):
             d = q.N[op]
             if d.get("phase") == "backward" or d["category"] in ("backward", "grad_mode") \
-                    or d["name"] in _UNINIT or what in (d.get("args") or "").lower():
+                    or d["name"] in UNINITIALISED or what in (d.get("args") or "").lower():
                 continue  # uninitialised memory, or the value was passed in (a -inf mask)
             bad = [t for t in q.outputs(op) if has_bad(q.N[t].get("stats"), what)]
             ins = q.inputs(op)

@@ -1,0 +1,131 @@
+"""A row of figures per step of a training run (the steps of
+:mod:`gradtrace.graph.steps`): what ``gradtrace show DIR --steps`` prints and the trace
+keeps at the head of ``trace.json``, so that a long run reads as a table of steps.
+
+Each row: ``step`` (from 1), ``ops``, ``first_seq``/``last_seq`` (the call order of
+its first and last op), ``backward`` (its backward calls), ``losses`` (the value of each
+call's first root when it has one element), ``grad_norm`` (the norm of the leaves'
+``.grad`` after the step's last backward call, what its update used),
+``max_grad`` (the parameter with the largest gradient norm then: ``{tensor, norm}``),
+``max_change`` (the parameter whose norm the step's writes changed most, relatively:
+``{tensor, ratio}``, ``|after - before| / before``), and ``nan``/``inf``: how many tensor
+versions the step made with a NaN or an Inf (``torch.empty``'s garbage aside). Figures that need statistics are null
+in a trace without them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..graph.names import name_of
+from ..graph.query import UNINITIALISED
+from ..graph.steps import find_steps
+
+__all__ = ["step_rows"]
+
+
+def _norm(stats):
+    v = stats.get("norm") if stats else None
+    return v if isinstance(v, (int, float)) else None
+
+
+def _rows(G, steps) -> dict:
+    """``{step: row}`` with the op counts and call-order range of every step."""
+    rows = {}
+    N = G._node
+    for op, k in steps.step_of.items():
+        seq = N[op]["seq"]
+        row = rows.get(k)
+        if row is None:
+            rows[k] = {"step": k, "ops": 1, "first_seq": seq, "last_seq": seq, "backward": [], "losses": [],
+                       "grad_norm": None, "max_grad": None, "max_change": None, "nan": 0, "inf": 0}
+        else:
+            row["ops"] += 1
+            row["first_seq"] = min(row["first_seq"], seq)
+            row["last_seq"] = max(row["last_seq"], seq)
+    return rows
+
+
+def _backward_figures(G, steps, rows) -> None:
+    """Each step's backward calls, their losses, and the gradients after its last call."""
+    N, succ = G._node, G._succ
+    calls = sorted(((N[d["op"]]["seq"], bw) for bw, d in N.items()
+                    if d.get("kind") == "backward" and d.get("op") in steps.step_of))
+    for _, bw in calls:
+        row = rows[steps.step_of[N[bw]["op"]]]
+        row["backward"].append(bw)
+        grads, loss = [], None
+        for v, keyed in succ[bw].items():
+            for e in keyed.values():
+                kind = e.get("kind")
+                if kind == "leaf_grad":
+                    grads.append((_norm(e.get("stats")), v))
+                elif kind == "weights" and loss is None:
+                    loss = _value(N[v])
+        row["losses"].append(loss)
+        known = [(n, v) for n, v in grads if n is not None]
+        if grads and len(known) == len(grads):
+            row["grad_norm"] = math.hypot(*(n for n, _ in known))
+            n, v = max(known, key=lambda x: x[0] if math.isfinite(x[0]) else math.inf)
+            row["max_grad"] = {"tensor": name_of(N[v]), "norm": n}
+        else:
+            row["grad_norm"] = row["max_grad"] = None
+
+
+def _value(d):
+    st, shape = d.get("stats"), d.get("shape")
+    if not st or shape is None or math.prod(shape) != 1:
+        return None
+    return st.get("mean")
+
+
+def _changes(G, steps, rows) -> None:
+    """Each step's largest relative change of a parameter's norm, by the writes in it."""
+    N, pred = G._node, G._pred
+    for b, d in N.items():
+        if d.get("kind") != "tensor" or not d.get("version") or d.get("param_kind") != "parameter":
+            continue
+        for a, keyed in pred[b].items():
+            for e in keyed.values():
+                op = e.get("op") if e.get("kind") == "next_version" else None
+                if op not in steps.step_of:
+                    continue
+                before, after = _norm(N[a].get("stats")), _norm(d.get("stats"))
+                if before is None or after is None or before == 0:
+                    continue
+                ratio = abs(after - before) / before if math.isfinite(after) else math.inf
+                row = rows[steps.step_of[op]]
+                best = row["max_change"]
+                if best is None or ratio > best["ratio"]:
+                    row["max_change"] = {"tensor": name_of(d), "ratio": ratio}
+
+
+def _nonfinite(G, steps, rows) -> None:
+    """How many tensor versions each step made with a NaN or an Inf (not counting
+    uninitialised memory: ``torch.empty``'s garbage may hold either)."""
+    N, pred = G._node, G._pred
+    for t, d in N.items():
+        st = d.get("stats")
+        if not st or not (st.get("nan") or st.get("inf")) or d.get("kind") != "tensor":
+            continue
+        op = next((u for u, keyed in pred[t].items() if u in steps.step_of
+                   and any(e.get("kind") == "output" for e in keyed.values())), None)
+        if op is None or N[op]["name"] in UNINITIALISED:
+            continue
+        row = rows[steps.step_of[op]]
+        row["nan"] += 1 if st.get("nan") else 0
+        row["inf"] += 1 if st.get("inf") else 0
+
+
+def step_rows(G) -> list:
+    """Return one row per step of trace ``G`` (see the module text), in step order;
+    [] for a trace without a backward call (its one step is the whole program, which
+    the summary already describes)."""
+    if not any(d.get("kind") == "backward" for d in G._node.values()):
+        return []
+    steps = find_steps(G, data=False)
+    rows = _rows(G, steps)
+    _backward_figures(G, steps, rows)
+    _changes(G, steps, rows)
+    _nonfinite(G, steps, rows)
+    return [rows[k] for k in sorted(rows)]

@@ -1,0 +1,119 @@
+"""A row per step of a training run: ops, losses, the gradient norm, the parameter with the
+largest gradient and the one the step changed most, NaN/Inf counts; kept at the head of
+trace.json and printed by `gradtrace show DIR --steps`."""
+
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import gradtrace
+from gradtrace.analyze.step_rows import step_rows
+from gradtrace.cli import main
+from gradtrace.trace import load_steps
+
+
+def _loop(steps=5, lr_jump_at=None, accumulate=1, values="stats"):
+    torch.manual_seed(0)
+    grads = []
+    with gradtrace.trace(values=values) as tr:
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        x = torch.randn(16, 4)
+        y = x.sum(1, keepdim=True)
+        for step in range(steps):
+            if step == lr_jump_at:
+                opt.param_groups[0]["lr"] = 1e6
+            opt.zero_grad()
+            for _ in range(accumulate):
+                loss = torch.nn.functional.mse_loss(model(x), y)
+                loss.backward()
+            grads.append(float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))))
+            opt.step()
+    return tr, grads
+
+
+def test_a_loop_has_a_row_per_step():
+    tr, _ = _loop(5)
+    assert [r["step"] for r in step_rows(tr.graph)] == [1, 2, 3, 4, 5]
+
+
+def test_the_rows_count_every_op_once():
+    tr, _ = _loop(5)
+    ops = sum(1 for _, d in tr.graph.nodes(data=True) if d.get("kind") == "op")
+    assert sum(r["ops"] for r in step_rows(tr.graph)) == ops
+
+
+def test_each_row_keeps_its_loss():
+    tr, _ = _loop(3)
+    losses = [d["stats"]["mean"] for _, d in tr.graph.nodes(data=True) if d.get("label") == "loss"]
+    assert [r["losses"] for r in step_rows(tr.graph)] == [[v] for v in losses]
+
+
+def test_the_gradient_norm_is_the_norm_of_every_grad_the_update_used():
+    tr, grads = _loop(4)
+    assert [r["grad_norm"] for r in step_rows(tr.graph)] == pytest.approx(grads, rel=1e-5)
+
+
+def test_gradient_accumulation_is_one_row_with_its_backward_calls():
+    tr, _ = _loop(3, accumulate=2)
+    rows = step_rows(tr.graph)
+    assert [len(r["backward"]) for r in rows] == [2, 2, 2] and len(rows[0]["losses"]) == 2
+
+
+def test_the_first_step_that_changed_a_parameter_a_hundredfold_is_the_one_with_the_raised_learning_rate():
+    tr, _ = _loop(8, lr_jump_at=4)
+    rows = step_rows(tr.graph)[1:]  # step 1 also initialises the parameters
+    assert next(r["step"] for r in rows if r["max_change"]["ratio"] >= 100) == 5
+
+
+def test_steps_after_the_blow_up_count_the_tensors_made_with_nan_or_inf():
+    tr, _ = _loop(10, lr_jump_at=4)
+    rows = step_rows(tr.graph)
+    assert rows[0]["nan"] == rows[0]["inf"] == 0
+    assert any(r["nan"] or r["inf"] for r in rows[5:])
+
+
+def test_a_trace_without_a_backward_call_has_no_rows():
+    with gradtrace.trace() as tr:
+        torch.ones(3) * 2
+    assert step_rows(tr.graph) == []
+
+
+def test_values_none_keeps_the_op_counts_and_no_figures():
+    tr, _ = _loop(3, values="none")
+    rows = step_rows(tr.graph)
+    assert all(r["ops"] > 0 and r["grad_norm"] is None and r["losses"] == [None] for r in rows)
+
+
+def test_the_head_rows_equal_the_rows_of_the_loaded_trace(tmp_path):
+    tr, _ = _loop(10, lr_jump_at=4)
+    tr.save(tmp_path / "t")
+    rows, _ = load_steps(tmp_path / "t")
+    assert json.dumps(rows) == json.dumps(step_rows(gradtrace.load(tmp_path / "t").graph))
+    assert any(math.isnan(v) for r in rows for v in r["losses"])
+
+
+def test_show_steps_prints_a_row_per_step(tmp_path):
+    tr, _ = _loop(4)
+    tr.save(tmp_path / "t")
+    r = CliRunner().invoke(main, ["show", str(tmp_path / "t"), "--steps", "--json"])
+    assert [row["step"] for row in json.loads(r.output)] == [1, 2, 3, 4]
+
+
+def test_show_ops_of_one_step_lists_only_that_steps_ops(tmp_path):
+    tr, _ = _loop(4)
+    tr.save(tmp_path / "t")
+    third = step_rows(tr.graph)[2]
+    r = CliRunner().invoke(main, ["show", str(tmp_path / "t"), "--step", "3", "--json"])
+    seqs = [row["seq"] for row in json.loads(r.output)]
+    assert seqs == list(range(third["first_seq"], third["last_seq"] + 1))
+
+
+def test_a_step_the_trace_does_not_have_is_a_one_line_error(tmp_path):
+    tr, _ = _loop(2)
+    tr.save(tmp_path / "t")
+    r = CliRunner().invoke(main, ["show", str(tmp_path / "t"), "--ops", "--step", "9"])
+    assert r.exit_code == 2 and "step 9 is not in this trace: it has 2 step(s)" in r.output
