@@ -15,9 +15,9 @@ __version__ = "0.1.0"
 # never pays for them. ``diff`` does, and is imported on first use.
 from .analyze.checks import check  # noqa: E402
 from .graph.io import TraceError  # noqa: E402
-from .trace import Trace, load, trace  # noqa: E402
+from .trace import Trace, load, step, trace  # noqa: E402
 
-__all__ = ["Trace", "TraceError", "check", "diff", "load", "trace", "__version__"]
+__all__ = ["Trace", "TraceError", "check", "diff", "load", "step", "trace", "__version__"]
 
 
 def __getattr__(name: str):

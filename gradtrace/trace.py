@@ -19,7 +19,7 @@ from .outputs import run_findings, save_trace
 # torch, the recorder (``record``) and the graph builder are imported where a trace is
 # recorded, not here: loading a trace (``gradtrace show``) never imports them.
 
-__all__ = ["Trace", "VALUES", "default_values_max", "load", "load_steps", "load_summary", "math_settings", "trace"]
+__all__ = ["Trace", "VALUES", "default_values_max", "load", "load_steps", "load_summary", "math_settings", "step", "trace"]
 
 VALUES = ("none", "stats", "all")
 _active = threading.local()
@@ -201,6 +201,18 @@ class Trace:
 
     def _repr_pretty_(self, p, cycle):
         p.text(self.summary())
+
+
+def step() -> None:
+    """Mark the end of a step in the trace recording on this thread (nothing when none
+    is): for loops whose steps no backward call and update mark (inference, evaluation,
+    a hand-written sampler), or to say where steps end when they do. Once a trace holds
+    one mark, its steps are the marks' (``gradtrace show DIR --steps``, the pictures'
+    ``--step N``)."""
+    tr = getattr(_active, "trace", None)
+    rec = tr._rec if tr is not None else None
+    if rec is not None:
+        rec.step_marked()
 
 
 def trace(values: str = "stats", **kwargs) -> Trace:

@@ -19,7 +19,7 @@ import math
 
 from ..graph.names import name_of
 from ..graph.query import UNINITIALISED
-from ..graph.steps import find_steps
+from ..graph.steps import MARK, find_steps
 
 __all__ = ["step_rows"]
 
@@ -88,16 +88,26 @@ def _changes(G, steps, rows) -> None:
         for a, keyed in pred[b].items():
             for e in keyed.values():
                 op = e.get("op") if e.get("kind") == "next_version" else None
-                if op not in steps.step_of:
+                if op not in steps.step_of or N[op]["name"].startswith(_INIT):
                     continue
                 before, after = _norm(N[a].get("stats")), _norm(d.get("stats"))
-                if before is None or after is None or before == 0:
+                if before is None or after is None or before == 0 or _uninitialised(G, a):
                     continue
                 ratio = abs(after - before) / before if math.isfinite(after) else math.inf
                 row = rows[steps.step_of[op]]
                 best = row["max_change"]
                 if best is None or ratio > best["ratio"]:
                     row["max_change"] = {"tensor": name_of(d), "ratio": ratio}
+
+
+_INIT = "torch.nn.init."  # initialisation, not a change of what the model learnt
+
+
+def _uninitialised(G, t) -> bool:
+    """Whether tensor version ``t`` is what ``torch.empty`` returned (its first write is
+    initialisation, whatever the garbage's norm)."""
+    return any(G._node[u].get("name") in UNINITIALISED and any(e.get("kind") == "output" for e in keyed.values())
+               for u, keyed in G._pred[t].items())
 
 
 def _nonfinite(G, steps, rows) -> None:
@@ -119,9 +129,9 @@ def _nonfinite(G, steps, rows) -> None:
 
 def step_rows(G) -> list:
     """Return one row per step of trace ``G`` (see the module text), in step order;
-    [] for a trace without a backward call (its one step is the whole program, which
-    the summary already describes)."""
-    if not any(d.get("kind") == "backward" for d in G._node.values()):
+    [] for a trace with neither a backward call nor a ``gradtrace.step()`` mark (its one
+    step is the whole program, which the summary already describes)."""
+    if not any(d.get("kind") == "backward" or d.get("category") == MARK for d in G._node.values()):
         return []
     steps = find_steps(G, data=False)
     rows = _rows(G, steps)

@@ -18,13 +18,21 @@ one *phase*:
 
 Reading a value out (``total += loss.item()``) between the backward call and the update
 is neither: it stays in the step and ends nothing.
+
+A program that calls ``gradtrace.step()`` says itself where its steps end: each call
+is an op of category ``step``, and once a trace holds one, a step is what runs up to and
+including such a mark (the ops after the last mark are one more, unfinished, step,
+unless they only leave a grad mode).
+Phases are found as above.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Steps", "find_steps"]
+__all__ = ["MARK", "Steps", "find_steps"]
+
+MARK = "step"  # the category of the op ``gradtrace.step()`` records
 
 
 @dataclass
@@ -137,6 +145,12 @@ def find_steps(G, data: bool = True) -> Steps:
     any_update = updated or any(u for _, u in ends)
     starts = {n for n, u in ends if u or not any_update}
     micro_starts = {n for n, _ in ends} - starts
+    marks = {n for _, n, d in ops if d.get("category") == MARK}
+    if marks:  # the program's own marks, and nothing else, end its steps
+        # ...but leaving a `with torch.no_grad():` after the last mark starts no step
+        last = max((i for i, (_, _, d) in enumerate(ops) if d.get("category") != "grad_mode"), default=-1)
+        starts = {ops[i + 1][1] for i in range(min(last, len(ops) - 1)) if ops[i][1] in marks}
+        micro_starts = set()
     step, micro, complete = 1, 1, 0
     for _, n, d in ops:
         if n in starts:
@@ -146,7 +160,7 @@ def find_steps(G, data: bool = True) -> Steps:
         s.step_of[n] = step
         s.micro_of[n] = micro
         s.micros[step] = micro
-        if d.get("category") == "backward":
+        if d.get("category") == (MARK if marks else "backward"):
             complete = step
     s.count = step if ops else 0
     s.complete = complete

@@ -169,6 +169,21 @@ class Recorder(TorchFunctionMode):
             True,
         ))
 
+    def step_marked(self) -> None:
+        """The program called ``gradtrace.step()``: a step ends here (an op of category
+        ``step``, at the user's line). Only on the tracing thread; never raises."""
+        if self.closed or threading.get_ident() != self.thread:
+            return
+        try:
+            records = self.records
+            f = source.user_frame(3)
+            records.ops.append(op_record(
+                len(records.ops), "gradtrace.step", "step", f.f_code.co_filename if f else None,
+                source.line_of(f) if f else None, self.modules.current, torch.is_grad_enabled(), (),
+                self.backward.current, None, True))
+        except Exception as e:
+            self.records.note_unknown("gradtrace.step", e)
+
     def from_numpy(self, orig, array):
         """Stand-in for ``torch.from_numpy`` (which bypasses ``__torch_function__``)."""
         if self._busy or self.records.current_op is not None or threading.get_ident() != self.thread \

@@ -26,7 +26,7 @@ DEFAULT_DEPTH = 3
 CATEGORY_COLORS = {
     "factory": "#d9ead3", "compute": "#cfe2f3", "view": "#fff2cc", "inplace": "#f4cccc",
     "out": "#f4cccc", "setitem": "#f4cccc", "move": "#d9d2e9", "convert": "#d9d2e9",
-    "numpy": "#fce5cd", "backward": "#ead1dc", "grad_mode": "#eeeeee", "collective": "#b6d7a8",
+    "numpy": "#fce5cd", "backward": "#ead1dc", "grad_mode": "#eeeeee", "step": "#eeeeee", "collective": "#b6d7a8",
     "other": "#ffffff",
 }
 WRITE_CATEGORIES = {"inplace", "out", "setitem"}
