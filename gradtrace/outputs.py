@@ -22,7 +22,7 @@ from .views import dot as dot_view
 from .views import drawsize
 from .views import html as html_view
 
-__all__ = ["HTML_FILE", "RUN_FILES", "SVG_FILE", "clear_single_trace", "run_findings", "run_summary",
+__all__ = ["HTML_FILE", "RUN_FILES", "SVG_FILE", "clear_single_trace", "run_findings", "run_rows", "run_summary",
            "save_trace", "write_run_outputs"]
 
 SVG_FILE = "graph.svg"
@@ -37,6 +37,7 @@ _graphviz_note_said = False  # one note a process is enough, however many folder
 # 200k-op trace costs a second.
 _summaries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def run_summary(G) -> dict:
@@ -45,6 +46,15 @@ def run_summary(G) -> dict:
     if s is None:
         s = _summaries[G] = summarize(G)
     return s
+
+
+def run_rows(G) -> list:
+    """Return :func:`~gradtrace.analyze.step_rows.step_rows` of ``G``, computed once per
+    graph (the head of trace.json and the viewer's timeline both show them)."""
+    rows = _rows.get(G)
+    if rows is None:
+        rows = _rows[G] = step_rows(G)
+    return rows
 
 
 def run_findings(G) -> list:
@@ -81,7 +91,7 @@ def _head(G) -> dict:
     that cannot be made is left out, with a note: readers then compute it from the whole
     trace, and the trace is kept."""
     head = {}
-    for key, make in ((SUMMARY, run_summary), (STEPS, step_rows)):
+    for key, make in ((SUMMARY, run_summary), (STEPS, run_rows)):
         try:
             head[key] = make(G)
         except Exception as e:  # noqa: BLE001
@@ -184,7 +194,7 @@ def _write_html(G, out: Path, depth: int) -> dict:
         return {}
     try:
         with phase("writing graph.html"):
-            html_view.write_html(G, out / HTML_FILE, findings=run_findings(G), depth=depth)
+            html_view.write_html(G, out / HTML_FILE, findings=run_findings(G), depth=depth, rows=run_rows(G))
     except Exception as e:  # a viewer problem must not lose the trace
         print(f"gradtrace: note: graph.html not written ({type(e).__name__}: {e})", file=sys.stderr)
         return {}

@@ -14,7 +14,7 @@ from .analyze.summary import summarize
 from .graph.head import read_head
 from .graph.io import HEAD_ATTRS, STEPS, SUMMARY, load_graph, load_values
 from .graph.schema import FORMAT
-from .outputs import run_findings, save_trace
+from .outputs import run_findings, run_rows, save_trace
 
 # torch, the recorder (``record``) and the graph builder are imported where a trace is
 # recorded, not here: loading a trace (``gradtrace show``) never imports them.
@@ -197,7 +197,7 @@ class Trace:
             return None
         from .views.html import notebook_html
 
-        return notebook_html(self.graph, run_findings(self.graph))
+        return notebook_html(self.graph, run_findings(self.graph), rows=run_rows(self.graph))
 
     def _repr_pretty_(self, p, cycle):
         p.text(self.summary())

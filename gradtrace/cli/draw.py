@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..graph.folders import rank_folders
-from ..outputs import run_findings
+from ..outputs import run_findings, run_rows
 from ..views.dot import DEFAULT_DEPTH, GraphvizMissing, RenderError, render_to_file, to_dot
 from ..views.html import DEFAULT_DEPTH as HTML_DEPTH
 from ..views.html import write_html
@@ -103,7 +103,7 @@ def html(folder, out, depth, rank):
     here = Path(getattr(tr, "path", folder))  # a rank's own folder when --rank picked one
     target = Path(out) if out else (here if here.is_dir() else here.parent) / "graph.html"
     try:
-        write_html(tr.graph, target, findings=run_findings(tr.graph),
+        write_html(tr.graph, target, findings=run_findings(tr.graph), rows=run_rows(tr.graph),
                    depth=depth if depth is not None else HTML_DEPTH)
     except OSError as e:
         fail(f"cannot write {target} ({e.strerror or e})")

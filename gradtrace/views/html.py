@@ -110,11 +110,25 @@ def _findings(findings) -> list:
     return out
 
 
-def page_data(G, findings=None, depth: int = DEFAULT_DEPTH) -> dict:
+def _timeline(rows) -> list:
+    """What the run timeline draws of each step row (``gradtrace.analyze.step_rows``):
+    its last loss, gradient norm, largest relative change and NaN/Inf counts."""
+    out = []
+    for r in rows or ():
+        losses = [v for v in r.get("losses") or () if v is not None]
+        change = r.get("max_change") or {}
+        out.append({"step": r["step"], "loss": losses[-1] if losses else None, "grad": r.get("grad_norm"),
+                    "change": change.get("ratio"), "changed": change.get("tensor"),
+                    "bad": (r.get("nan") or 0) + (r.get("inf") or 0)})
+    return out
+
+
+def page_data(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> dict:
     """Return the JSON-ready data of the viewer page for trace ``G``: ops (in order,
     with step, phase, tensors in and out and grad_fn), tensors, versions, autograd
-    nodes, modules, ``findings`` (from ``gradtrace.check``) and the modules folded
-    when the page opens (those deeper than ``depth``, as in the static views)."""
+    nodes, modules, ``findings`` (from ``gradtrace.check``), the modules folded
+    when the page opens (those deeper than ``depth``, as in the static views) and, from
+    ``rows`` (the trace's step rows), the run timeline above the graph."""
     steps = find_steps(G)
     ops, touched = _ops(G, steps)
     versions = _versions(G, touched)
@@ -142,6 +156,7 @@ def page_data(G, findings=None, depth: int = DEFAULT_DEPTH) -> dict:
         "budget": FOLD_LINES_PAST,
         "findings": _findings(findings),
         "colors": CATEGORY_COLORS,
+        "timeline": _timeline(rows),
     }
 
 
@@ -161,10 +176,11 @@ def _json_for_script(data) -> str:
     return json.dumps(_finite(data), separators=(",", ":"), default=str, allow_nan=False).replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def to_html(G, findings=None, depth: int = DEFAULT_DEPTH) -> str:
+def to_html(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> str:
     """Return the viewer page of trace ``G`` as one self-contained HTML text (scripts
-    and data inlined; nothing is fetched when it is opened)."""
-    data = page_data(G, findings, depth)
+    and data inlined; nothing is fetched when it is opened); ``rows``: its step rows,
+    drawn as the run timeline."""
+    data = page_data(G, findings, depth, rows)
     template = resources.files(__package__).joinpath("viewer.html").read_text(encoding="utf-8")
     parts = {"TITLE": _html.escape(Path(data["title"]).name), "VENDOR": _vendor_js(),
              "DATA": _json_for_script(data)}
@@ -172,15 +188,15 @@ def to_html(G, findings=None, depth: int = DEFAULT_DEPTH) -> str:
     return re.sub(r"/\*(TITLE|VENDOR|DATA)\*/", lambda m: parts[m.group(1)], template)
 
 
-def write_html(G, path, findings=None, depth: int = DEFAULT_DEPTH) -> Path:
+def write_html(G, path, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> Path:
     """Write the viewer page of ``G`` into ``path``; return the path. Raises
     ``OSError`` when the file cannot be written."""
-    Path(path).write_text(to_html(G, findings, depth), encoding="utf-8")
+    Path(path).write_text(to_html(G, findings, depth, rows), encoding="utf-8")
     return Path(path)
 
 
-def notebook_html(G, findings=None, height: int = 640) -> str:
+def notebook_html(G, findings=None, height: int = 640, rows=None) -> str:
     """Return the viewer inside an ``<iframe srcdoc>``: a notebook cell shows it with
     its scripts kept apart from the notebook's own."""
-    return (f'<iframe srcdoc="{_html.escape(to_html(G, findings), quote=True)}" '
+    return (f'<iframe srcdoc="{_html.escape(to_html(G, findings, rows=rows), quote=True)}" '
             f'style="width:100%;height:{int(height)}px;border:1px solid #ccc"></iframe>')

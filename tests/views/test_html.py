@@ -364,3 +364,101 @@ def test_browser_screenshot_of_resnet18(browser, tmp_path):
     if os.environ.get("GRADTRACE_SCREENSHOTS") == "1":
         shutil.copyfile(shot, ROOT / "docs" / "img" / "viewer-resnet18.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and _severe(browser) == []
+
+
+# -- the run timeline ---------------------------------------------------------------------
+
+
+def _blow_up_run(steps=10, jump_at=6):
+    """A small regression loop whose learning rate is 1e6 from step ``jump_at`` (0-based)."""
+    torch.manual_seed(0)
+    with gradtrace.trace() as tr:
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        x = torch.randn(16, 4)
+        y = x.sum(1, keepdim=True)
+        for step in range(steps):
+            if step == jump_at:
+                opt.param_groups[0]["lr"] = 1e6
+            loss = nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return tr
+
+
+@pytest.fixture(scope="module")
+def run_page(browser, tmp_path_factory):
+    from gradtrace.analyze.step_rows import step_rows
+
+    tr = _blow_up_run()
+    path = tmp_path_factory.mktemp("timeline") / "run.html"
+    findings = gradtrace.check(tr)
+    rows = step_rows(tr.graph)
+    viewer.write_html(tr.graph, path, findings, rows=rows)
+    return path, tr, rows, findings
+
+
+def _click_column(b, step, steps):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    svg = b.find_element(By.ID, "timeline-svg")
+    w = svg.size["width"]
+    x = 118 + (step - 0.5) * (w - 118 - 8) / steps
+    ActionChains(b).move_to_element_with_offset(svg, int(x - w / 2), 0).click().perform()
+
+
+def test_browser_timeline_draws_the_loss_of_every_step(run_page, browser):
+    path, _, rows, _ = run_page
+    _open(browser, path)
+    d = _js(browser, "return document.querySelector('#timeline .tl-loss').getAttribute('d');")
+    finite_losses = sum(1 for r in rows if r["losses"][-1] == r["losses"][-1] and abs(r["losses"][-1]) != float("inf"))
+    assert d.count("M") + d.count("L") == finite_losses
+
+
+def test_browser_click_on_a_timeline_step_opens_that_step(run_page, browser):
+    path, tr, rows, _ = run_page
+    _open(browser, path)
+    _click_column(browser, 7, len(rows))
+    drawn = _js(browser, "return [V.state.step, cy.nodes('[kind = \"op\"]').map(n => n.id())];")
+    steps = find_steps(tr.graph)
+    assert drawn[0] == "7" and drawn[1] and all(steps.step_of[n] == 7 for n in drawn[1])
+
+
+def test_browser_timeline_marks_the_steps_that_made_nan_or_inf(run_page, browser):
+    path, _, rows, _ = run_page
+    _open(browser, path)
+    marked = _js(browser, "return document.querySelectorAll('#timeline .tl-bad').length;")
+    assert marked == sum(1 for r in rows if r["nan"] or r["inf"] or r["losses"][-1] != r["losses"][-1]) > 0
+
+
+def test_browser_timeline_marks_the_steps_with_findings(run_page, browser):
+    path, tr, _, findings = run_page
+    _open(browser, path)
+    step_of = find_steps(tr.graph).step_of
+    expected = {step_of[n] for f in findings for n in f.nodes if n in step_of}
+    assert _js(browser, "return document.querySelectorAll('#timeline .tl-finding').length;") == len(expected) > 0
+
+
+def test_browser_a_trace_of_one_step_has_no_timeline(small_page, browser):
+    _open(browser, small_page)
+    assert _js(browser, "return getComputedStyle(document.getElementById('timeline')).display;") == "none"
+
+
+def test_browser_screenshot_of_the_run_timeline(run_page, browser, tmp_path):
+    """docs/html.md's picture of the timeline: the step where the learning rate was raised
+    opened. Written into docs/img when GRADTRACE_SCREENSHOTS=1."""
+    path, _, rows, _ = run_page
+    browser.set_window_size(1200, 700)
+    try:
+        _open(browser, path)
+        _click_column(browser, 7, len(rows))
+        _js(browser, "return new Promise(r => setTimeout(r, 600));")
+        shot = tmp_path / "viewer-timeline.png"
+        browser.save_screenshot(str(shot))
+    finally:
+        browser.set_window_size(1600, 1000)
+    if os.environ.get("GRADTRACE_SCREENSHOTS") == "1":
+        shutil.copyfile(shot, ROOT / "docs" / "img" / "viewer-timeline.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and _severe(browser) == []
