@@ -3,19 +3,63 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import os
 import runpy
+import signal
 import sys
+import threading
 import traceback
 import types
 import zipfile
 
 from .trace import Trace
 
-__all__ = ["ScriptResult", "run_script", "user_traceback"]
+__all__ = ["ScriptResult", "Terminated", "die_of_sigterm", "run_script", "user_traceback"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Terminated(BaseException):
+    """The traced script received SIGTERM: raised where it was, so that the trace ends and
+    is written (marked ``interrupted: SIGTERM``); ``gradtrace run`` then dies of the signal
+    as the script would have. A BaseException, so ``except Exception`` does not catch it."""
+
+    gradtrace_signal = "SIGTERM"
+
+    def __init__(self):
+        super().__init__("terminated by SIGTERM")
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While the script runs, SIGTERM raises :class:`Terminated` in the main thread,
+    unless something (the script's launcher, the caller) handles SIGTERM already."""
+    try:
+        ours = threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        if ours:
+            signal.signal(signal.SIGTERM, _raise_terminated)
+    except (ValueError, OSError):  # no signals here (an embedded interpreter)
+        ours = False
+    try:
+        yield
+    finally:
+        if ours and signal.getsignal(signal.SIGTERM) is _raise_terminated:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def die_of_sigterm() -> None:
+    """End this process by SIGTERM, with its default action (what the traced script met)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class ScriptResult:
@@ -33,7 +77,8 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     """Trace ``script`` run as ``__main__`` with ``sys.argv = [script, *argv]`` and its
     folder first on ``sys.path``; return a :class:`ScriptResult`. An exception the
     script raises is printed as Python prints it (unless ``print_traceback`` is
-    false) and ends the trace with status ``error``.
+    false) and ends the trace with status ``error``; SIGTERM raises :class:`Terminated`
+    in the script (unless SIGTERM is handled already), so its trace is kept too.
 
     ``values_max``: bytes ``values="all"`` may copy (default: half the memory available).
     ``rank`` and ``world_size`` go into the trace's meta; left out, they come from
@@ -53,12 +98,13 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     sys.path.insert(0, os.path.dirname(path))
     exit_code, exc = 0, None
     try:
-        with tr:
+        with _sigterm_raises(), tr:
             _run_as_main(path)
     except SystemExit as e:
         exit_code = _exit_code(e.code)
     except BaseException as e:  # the user's exception: shown, kept in the trace, exit 1
-        exc, exit_code = e, 130 if isinstance(e, KeyboardInterrupt) else 1
+        exc, exit_code = e, 130 if isinstance(e, KeyboardInterrupt) else 128 + signal.SIGTERM \
+            if isinstance(e, Terminated) else 1
         if tr.meta.get("error"):
             tr.meta["error"]["traceback"] = user_traceback(e)
         if print_traceback:

@@ -130,6 +130,10 @@ class Trace:
             self.meta["status"] = "ok"
         else:
             self.meta["status"] = "error"
+            interrupted = getattr(et, "gradtrace_signal", None) or (
+                "SIGINT" if issubclass(et, KeyboardInterrupt) else None)
+            if interrupted:
+                self.meta["interrupted"] = interrupted
             self.meta["error"] = {
                 "type": et.__name__,
                 "message": str(ev),

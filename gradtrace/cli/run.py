@@ -10,7 +10,7 @@ import click
 from ..analyze.summary import human_bytes
 from ..graph.folders import rank_folder
 from ..outputs import clear_single_trace, write_run_outputs
-from ..runner import run_script
+from ..runner import Terminated, die_of_sigterm, run_script
 from ..trace import default_values_max
 from ..views.dot import DEFAULT_DEPTH
 from .common import SCRIPT_CONTEXT, SIZE, check_out_dir, check_script, fail, launch_position, reason
@@ -71,4 +71,6 @@ def run(out_dir, values, values_max, depth, no_svg, script, args):
     except Exception as e:  # the script ran: its exit code stands, whatever the disk says
         fail(f"the trace was not written to {out}: {reason(e)}", result.exit_code)
     print_run_report(result.trace, out, all_ranks=base if pos is not None else None, written=written)
+    if isinstance(result.exception, Terminated):
+        die_of_sigterm()  # as the script would have: a launcher reads the signal, not a code
     sys.exit(result.exit_code)
