@@ -16,7 +16,7 @@ import zipfile
 
 from .trace import Trace
 
-__all__ = ["ScriptResult", "Terminated", "die_of_sigterm", "run_script", "user_traceback"]
+__all__ = ["STOPPED_EXIT", "ScriptResult", "Terminated", "die_of_sigterm", "run_script", "user_traceback"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -71,9 +71,13 @@ class ScriptResult:
         self.exception = exc
 
 
+STOPPED_EXIT = 3  # the exit code of a run --stop-at stopped
+
+
 def run_script(script, argv=(), values: str = "stats", target: str | None = None,
                rank: int | None = None, world_size: int | None = None,
-               print_traceback: bool = True, values_max: int | None = None) -> ScriptResult:
+               print_traceback: bool = True, values_max: int | None = None,
+               stop_at: str | None = None) -> ScriptResult:
     """Trace ``script`` run as ``__main__`` with ``sys.argv = [script, *argv]`` and its
     folder first on ``sys.path``; return a :class:`ScriptResult`. An exception the
     script raises is printed as Python prints it (unless ``print_traceback`` is
@@ -81,6 +85,8 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     in the script (unless SIGTERM is handled already), so its trace is kept too.
 
     ``values_max``: bytes ``values="all"`` may copy (default: half the memory available).
+    ``stop_at="nonfinite"`` stops the script at the end of the step where the first NaN
+    or Inf appeared (one line on standard error, exit code :data:`STOPPED_EXIT`).
     ``rank`` and ``world_size`` go into the trace's meta; left out, they come from
     the launcher's ``RANK`` and ``WORLD_SIZE`` (torchrun), else 0 and 1."""
     if rank is None or world_size is None:
@@ -92,7 +98,7 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     script = str(script)
     path = os.path.abspath(script)
     tr = Trace(values, script=script, argv=list(argv), target=target, rank=rank, world_size=world_size,
-               values_max=values_max)
+               values_max=values_max, stop_at=stop_at)
     old_argv, old_path0 = sys.argv, sys.path[0] if sys.path else None
     sys.argv = [script, *argv]
     sys.path.insert(0, os.path.dirname(path))
@@ -103,11 +109,12 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     except SystemExit as e:
         exit_code = _exit_code(e.code)
     except BaseException as e:  # the user's exception: shown, kept in the trace, exit 1
-        exc, exit_code = e, 130 if isinstance(e, KeyboardInterrupt) else 128 + signal.SIGTERM \
-            if isinstance(e, Terminated) else 1
+        exc, exit_code = e, _exit_code_of(e)
         if tr.meta.get("error"):
             tr.meta["error"]["traceback"] = user_traceback(e)
-        if print_traceback:
+        if tr.meta.get("stopped_at"):
+            print(f"gradtrace: {e} (--stop-at nonfinite)", file=sys.stderr)
+        elif print_traceback:
             _print_user_traceback(e, path)
     finally:
         sys.argv = old_argv
@@ -145,6 +152,16 @@ def _run_as_main(path: str):
             sys.modules["__main__"] = saved
         else:
             sys.modules.pop("__main__", None)
+
+
+def _exit_code_of(e: BaseException) -> int:
+    if isinstance(e, KeyboardInterrupt):
+        return 130
+    if isinstance(e, Terminated):
+        return 128 + signal.SIGTERM
+    from .record.watch import StoppedAtNonfinite  # imported already: the script ran traced
+
+    return STOPPED_EXIT if isinstance(e, StoppedAtNonfinite) else 1
 
 
 def _exit_code(code) -> int:

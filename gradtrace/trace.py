@@ -19,9 +19,10 @@ from .outputs import run_findings, run_rows, save_trace
 # torch, the recorder (``record``) and the graph builder are imported where a trace is
 # recorded, not here: loading a trace (``gradtrace show``) never imports them.
 
-__all__ = ["Trace", "VALUES", "default_values_max", "load", "load_steps", "load_summary", "math_settings", "step", "trace"]
+__all__ = ["STOP_AT", "Trace", "VALUES", "default_values_max", "load", "load_steps", "load_summary", "math_settings", "step", "trace"]
 
 VALUES = ("none", "stats", "all")
+STOP_AT = (None, "nonfinite")
 _active = threading.local()
 
 
@@ -68,9 +69,15 @@ class Trace:
     ``tr.graph`` (a ``networkx.MultiDiGraph`` in trace format ``gradtrace/1``)."""
 
     def __init__(self, values: str = "stats", *, script=None, argv=None, target=None,
-                 rank: int = 0, world_size: int = 1, values_max: int | None = None):
+                 rank: int = 0, world_size: int = 1, values_max: int | None = None, stop_at: str | None = None):
         if values not in VALUES:
             raise ValueError(f"values must be one of {', '.join(VALUES)}, not {values!r}")
+        if stop_at not in STOP_AT:
+            raise ValueError(f"stop_at must be None or one of {', '.join(s for s in STOP_AT if s)}, not {stop_at!r}")
+        if stop_at == "nonfinite" and values == "none":
+            raise ValueError("stop_at='nonfinite' reads the statistics of values and gradients: "
+                             "use values='stats' or 'all'")
+        self.stop_at = stop_at
         import torch
 
         self.values_mode = values
@@ -107,7 +114,7 @@ class Trace:
         from .record import session
 
         self.meta["math_start"] = math_settings()
-        self._session = session.start(self.values_mode, self.values_max, sys._getframe(1))
+        self._session = session.start(self.values_mode, self.values_max, sys._getframe(1), self.stop_at)
         self._rec = self._session.recorder
         _active.trace = self
         return self
@@ -134,6 +141,10 @@ class Trace:
                 "SIGINT" if issubclass(et, KeyboardInterrupt) else None)
             if interrupted:
                 self.meta["interrupted"] = interrupted
+            from .record.watch import StoppedAtNonfinite  # imported already: the trace ran
+
+            if isinstance(ev, StoppedAtNonfinite):
+                self.meta["stopped_at"] = {"reason": "nonfinite", "where": ev.where}
             self.meta["error"] = {
                 "type": et.__name__,
                 "message": str(ev),
@@ -226,7 +237,12 @@ def trace(values: str = "stats", **kwargs) -> Trace:
     gradient; ``"all"`` also keeps every value (written to ``values.safetensors``), up
     to ``values_max`` bytes of copies (default: half the memory available; a version
     whose value did not change shares its copy; ``meta["values_kept"]`` says what was
-    kept and what the limit left out); ``"none"`` keeps metadata only."""
+    kept and what the limit left out); ``"none"`` keeps metadata only.
+
+    ``stop_at="nonfinite"``: at the end of the step where the first NaN or Inf appeared
+    in a value, a gradient or a parameter after its update, raise
+    ``gradtrace.record.watch.StoppedAtNonfinite`` into the program (the trace ends with
+    it, ``meta["stopped_at"]`` says where)."""
     return Trace(values, **kwargs)
 
 
@@ -239,7 +255,7 @@ def load(path) -> Trace:
     trace."""
     G = load_graph(path)
     t = Trace.__new__(Trace)  # not __init__: it describes a run about to be recorded
-    t._rec = t._session = t.values_max = None
+    t._rec = t._session = t.values_max = t.stop_at = None
     t._graph, t.meta = G, G.graph
     t.values_mode = t.meta.get("values", "none")
     t._values = load_values(path, G)

@@ -175,9 +175,11 @@ def _print_rank_line(c, G, s, findings, out, all_ranks, pos):
 
 def _print_report(c, G, s, findings, out, pos, files):
     where = f" — rank {pos[0]} of {pos[1]}" if pos is not None else ""
-    interrupted = G.graph.get("interrupted")
+    interrupted, stopped = G.graph.get("interrupted"), G.graph.get("stopped_at")
+    why = f" (interrupted by {plain(interrupted)})" if interrupted else (
+        " (stopped at the end of the step with the first NaN/Inf: --stop-at nonfinite)" if stopped else "")
     c.print(_line(_bold("gradtrace"), f": {plain(G.graph.get('script') or 'trace')}{where} — status ",
-                  _bold(s["status"]), f" (interrupted by {plain(interrupted)})" if interrupted else ""))
+                  _bold(s["status"]), why))
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     t.add_column("ops by category")
     t.add_column("count", justify="right")

@@ -44,7 +44,7 @@ GRAPH_ATTRS = {
     "script": SN, "argv": LN, "target": SN, "rank": IN, "world_size": IN,
     "math": DN, "math_start": DN, "status": SN, "error": DN, "values": SN,
     "grad_reads": LN, "unknown": LN, "recorder_errors": LN, "replay": DN,
-    "values_not_saved": DN, "summary": DN, "steps": LN, "interrupted": SN,
+    "values_not_saved": DN, "summary": DN, "steps": LN, "interrupted": SN, "stopped_at": DN,
 }
 # What the list-valued graph attributes hold.
 _GRAPH_LIST_ITEMS = {"grad_reads": D, "unknown": D, "recorder_errors": S}

@@ -32,6 +32,7 @@ class Backward:
         self.values = values
         self.copies = tensors.copies
         self.current = None
+        self.watch = None  # wired by the mode: a Watch under --stop-at nonfinite
         self.hooks = GradHooks(records, autograd, self, mode, values)
 
     def run(self, func, spec, args, kwargs):
@@ -75,6 +76,8 @@ class Backward:
             self.records.note_unknown("gradients after backward", e)
         finally:
             self.hooks.arrived = {}
+        if self.watch is not None:
+            self.watch.step_ended("backward")
         return result
 
     def _before(self, func, spec, args, kwargs):
@@ -165,6 +168,8 @@ class Backward:
         """Record gradient ``g`` reaching tensor ``node`` in call ``bw`` (``grad`` or
         ``leaf_grad``); return the edge's attributes."""
         attrs = {"kind": kind, "stats": stats.compute(g) if self.values != "none" else None}
+        if self.watch is not None:
+            self.watch.saw(attrs["stats"], f"gradient (in {bw})", node)
         if self.values == "all":
             key = f"{kind}:{bw}:{node}"
             self.tensors.keep_value(key, g)

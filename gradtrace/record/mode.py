@@ -38,6 +38,7 @@ from .op import OpPath
 from .records import Records, op_record, with_autocast
 from .saved import SavedTensors
 from .tensors import Tensors
+from .watch import Watch
 
 __all__ = ["Recorder"]
 
@@ -48,7 +49,7 @@ _PLAIN_TF = (torch.Tensor.__torch_function__.__func__, torch._C._disabled_torch_
 class Recorder(TorchFunctionMode):
     """Records what torch does while it is the active function mode."""
 
-    def __init__(self, values: str = "stats", values_max: int | None = None):
+    def __init__(self, values: str = "stats", values_max: int | None = None, stop_at: str | None = None):
         super().__init__()
         self.values = values
         self.thread = threading.get_ident()
@@ -57,6 +58,8 @@ class Recorder(TorchFunctionMode):
         self.process_groups: list = []  # see distributed.release; emptied when tracing ends
         self.copies = ValueCopies(limit=values_max)  # key -> CPU copy of a value, values="all" only
         self.tensors = Tensors(records, values, self.copies)
+        # --stop-at nonfinite: the statistics' NaN/Inf counts, read at each step's end
+        self.watch = self.tensors.watch = Watch(records) if stop_at == "nonfinite" else None
         self.autograd = AutogradNodes(records, f"gradtrace:{id(self)}")
         self.saved = SavedTensors(records)
         self.modules = ModuleStack()
@@ -69,6 +72,7 @@ class Recorder(TorchFunctionMode):
         self.casts = Casts(records)
         self.backward = Backward(records, self.tensors, self.autograd, self.saved, self.labels, self.casts,
                                  self.modules, self, values)
+        self.backward.watch = self.watch
         self.op_path = OpPath(records, self.tensors, self.arrays, self.saved, self.labels, self.casts,
                               self.modules, self.backward, self.callers)
         self.compiled = CompiledCalls(records, self.tensors, self.op_path, self.modules, self.backward)
@@ -171,7 +175,8 @@ class Recorder(TorchFunctionMode):
 
     def step_marked(self) -> None:
         """The program called ``gradtrace.step()``: a step ends here (an op of category
-        ``step``, at the user's line). Only on the tracing thread; never raises."""
+        ``step``, at the user's line). Only on the tracing thread; raises nothing but
+        ``--stop-at``'s :class:`~gradtrace.record.watch.StoppedAtNonfinite`."""
         if self.closed or threading.get_ident() != self.thread:
             return
         try:
@@ -183,6 +188,8 @@ class Recorder(TorchFunctionMode):
                 self.backward.current, None, True))
         except Exception as e:
             self.records.note_unknown("gradtrace.step", e)
+        if self.watch is not None:
+            self.watch.step_ended("mark")
 
     def from_numpy(self, orig, array):
         """Stand-in for ``torch.from_numpy`` (which bypasses ``__torch_function__``)."""

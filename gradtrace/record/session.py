@@ -32,6 +32,7 @@ class Session:
         rec.closed = True
         problems = []
         for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
+                     lambda: rec.watch is not None and rec.watch.remove(),
                      rec.callers.clear,  # callers hold the traced code's module globals
                      lambda: distributed.release(rec),  # after the globals: DDP models let go first
                      rec.copies.wait):  # values copied from a GPU without waiting, once, now
@@ -57,19 +58,25 @@ class Session:
         return problems
 
 
-def start(values: str, values_max: int | None, frame) -> Session:
+def start(values: str, values_max: int | None, frame, stop_at: str | None = None) -> Session:
     """Start recording on this thread; ``frame`` is the code entering the trace (the
-    tensors it has named already are named by those names). Return the session."""
+    tensors it has named already are named by those names); ``stop_at="nonfinite"``
+    stops the program at the end of the step where the first NaN/Inf appeared
+    (:mod:`gradtrace.record.watch`). Return the session."""
     sweep_ended()
     named_before = _tensors_named_in(frame)
     state = thread_state()
-    rec = Recorder(values, values_max)
+    rec = Recorder(values, values_max, stop_at)
     patches.attach(rec)
     try:
+        if rec.watch is not None:
+            rec.watch.install()
         rec.modules.install()
         rec.__enter__()
     except BaseException:
         modestack.remove(rec)
+        if rec.watch is not None:
+            rec.watch.remove()
         rec.modules.remove()
         patches.detach(rec)
         raise

@@ -78,6 +78,7 @@ class Tensors:
         self.records = records
         self.values = values
         self.copies = copies
+        self.watch = None  # wired by the mode: a Watch under --stop-at nonfinite
         self.autograd = None  # wired by the mode: AutogradNodes
         self.labels = None  # wired by the mode: Labels
         self.pending: dict = {}  # wired by the mode: Labels.pending (read first: mostly empty)
@@ -159,10 +160,11 @@ class Tensors:
             if has_fn:
                 self.records.note_unknown("requires_grad", e)
         mode = self.values
-        self.records.tensors.append((
-            node, info.tid, info.ver, shape, dtype, device, stride, info.sid, offset, rg, leaf, fid,
-            stats.compute(t) if mode != "none" else None,
-        ))
+        st = stats.compute(t) if mode != "none" else None
+        self.records.tensors.append((node, info.tid, info.ver, shape, dtype, device, stride, info.sid, offset, rg,
+                                     leaf, fid, st))
+        if self.watch is not None:
+            self.watch.saw(st, "value", node)
         if fid is not None:
             self.autograd.made(fid, t, node)
         if mode == "all":

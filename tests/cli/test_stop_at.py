@@ -1,0 +1,116 @@
+"""`--stop-at nonfinite`: the run stops at the end of the step where the first NaN or Inf
+appeared, with one line and exit code 3, and the trace of the steps up to it is written."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.optim import optimizer as optim_module
+
+import gradtrace
+from gradtrace.record.watch import StoppedAtNonfinite
+
+BLOW_UP = """
+import torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x = torch.randn(16, 4)
+y = x.sum(1, keepdim=True)
+for step in range(200):
+    if step == 20:
+        opt.param_groups[0]["lr"] = 1e8
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+print("finished")
+"""
+
+
+def _run(tmp_path, source, *options):
+    script = tmp_path / "train.py"
+    script.write_text(source)
+    return subprocess.run([sys.executable, "-m", "gradtrace", "run", "--no-svg", "-o", str(tmp_path / "out"),
+                           *options, str(script)], capture_output=True, text=True)
+
+
+def _first_bad_step(source):
+    """The 0-based loop step whose values first hold a NaN or an Inf, run untraced."""
+    seen = []
+    hook = optim_module.register_optimizer_step_post_hook(
+        lambda opt, a, k: seen.append(all(torch.isfinite(p).all() for g in opt.param_groups for p in g["params"])))
+    orig = torch.nn.functional.mse_loss
+    losses = []
+    torch.nn.functional.mse_loss = lambda *a, **k: losses.append(orig(*a, **k)) or losses[-1]
+    try:
+        exec(compile(source, "train.py", "exec"), {"__name__": "__main__"})
+    finally:
+        torch.nn.functional.mse_loss = orig
+        hook.remove()
+    bad_loss = next(i for i, v in enumerate(losses) if not torch.isfinite(v))
+    bad_param = next(i for i, ok in enumerate(seen) if not ok)
+    return min(bad_loss, bad_param)
+
+
+def test_the_run_stops_with_one_line_and_exit_code_3(tmp_path):
+    r = _run(tmp_path, BLOW_UP, "--stop-at", "nonfinite")
+    assert r.returncode == 3 and "finished" not in r.stdout
+    assert r.stderr.splitlines()[0].startswith("gradtrace: stopped at the end of the step where the first NaN/Inf")
+
+
+def test_the_trace_ends_with_the_step_where_the_first_nan_or_inf_appeared(tmp_path):
+    _run(tmp_path, BLOW_UP, "--stop-at", "nonfinite")
+    tr = gradtrace.load(tmp_path / "out")
+    calls = sum(1 for _, d in tr.graph.nodes(data=True) if d.get("kind") == "backward")
+    assert calls == _first_bad_step(BLOW_UP) + 1
+    assert tr.meta["status"] == "error" and tr.meta["stopped_at"]["reason"] == "nonfinite"
+
+
+def test_a_run_without_nan_finishes_as_it_would(tmp_path):
+    r = _run(tmp_path, BLOW_UP.replace("1e8", "0.01"), "--stop-at", "nonfinite")
+    assert r.returncode == 0 and "finished" in r.stdout and "stopped_at" not in gradtrace.load(tmp_path / "out").meta
+
+
+def test_stop_at_needs_statistics(tmp_path):
+    r = _run(tmp_path, BLOW_UP, "--stop-at", "nonfinite", "--values", "none")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--values stats" in r.stderr
+
+
+def test_the_library_raises_out_of_the_block_past_except_exception():
+    with pytest.raises(StoppedAtNonfinite):
+        with gradtrace.trace(stop_at="nonfinite"):
+            w = torch.ones(2, requires_grad=True)
+            for i in range(5):
+                try:
+                    (w * (float("inf") if i == 2 else 1.0)).sum().backward()
+                except Exception:
+                    pass
+
+
+def test_without_an_optimizer_a_step_ends_with_its_backward_call():
+    with pytest.raises(StoppedAtNonfinite):
+        with gradtrace.trace(stop_at="nonfinite") as tr:
+            w = torch.ones(2, requires_grad=True)
+            for i in range(5):
+                (w * (float("nan") if i == 2 else 1.0)).sum().backward()
+    assert sum(1 for _, d in tr.graph.nodes(data=True) if d.get("kind") == "backward") == 3
+
+
+def test_with_marks_the_run_stops_at_the_mark_ending_the_step():
+    with pytest.raises(StoppedAtNonfinite):
+        with gradtrace.trace(stop_at="nonfinite") as tr:
+            x = torch.ones(2)
+            for i in range(5):
+                x = x / (0.0 if i == 1 else 1.0)
+                x = x * 1
+                gradtrace.step()
+    assert sum(1 for _, d in tr.graph.nodes(data=True) if d.get("category") == "step") == 2
+
+
+def test_nothing_of_the_watch_is_left_in_torchs_optimizer_hooks():
+    before = len(optim_module._global_optimizer_post_hooks)
+    with gradtrace.trace(stop_at="nonfinite"):
+        torch.ones(2) + 1
+    assert len(optim_module._global_optimizer_post_hooks) == before
