@@ -9,7 +9,8 @@ under ``gradtrace run`` once with this tree's package and once with ``--base``'s
 through ``PYTHONPATH``, in its own process, in the program's folder); the two
 ``trace.json`` files must be equal as JSON, leaving out only what differs from run to run
 of one tree: the random seed an unseeded program draws (``math.seed``, ``math_start.seed``)
-and, where the two runs drew different seeds, the statistics. ``MALLOC_PERTURB_`` makes
+and, where the two runs drew different seeds, the statistics; the figures at the head of
+trace.json (``summary``, ``steps``) are compared when both trees write them. ``MALLOC_PERTURB_`` makes
 what ``torch.empty`` returns the same in every run. Prints a line per program and
 exits 1 when any differ (the first difference of each is named).
 """
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = ("tests/real_programs", "tests/corpus", "tests/views_corpus", "examples")
 SKIP = {"survey", "_harness", "data_parallel"}  # not programs, or a torchrun program
 # Programs whose trace differs between two runs of one tree: a difference is shown, not counted.
+HEAD = ("summary", "steps")  # the head's figures (gradtrace.graph.head), derived from the graph
 VARIES = {"cnn_dataloader_workers": "the size recorded for a worker's shared-memory batch storage varies"}
 
 
@@ -85,6 +87,10 @@ def compare(program: Path, values: str, base: Path, tmp: Path) -> tuple:
     if isinstance(mine, str) or isinstance(theirs, str):
         return program, values, f"this tree: {mine if isinstance(mine, str) else 'ok'}; base: " \
                                 f"{theirs if isinstance(theirs, str) else 'ok'}"
+    for key in HEAD:  # figures made from the graph: compared where both trees write them
+        if (key in mine["graph"]) != (key in theirs["graph"]):
+            mine["graph"].pop(key, None)
+            theirs["graph"].pop(key, None)
     if mine["graph"].pop("seed") != theirs["graph"].pop("seed"):
         # An unseeded program: the values differ from run to run, the rest must not.
         for data in (mine, theirs):
@@ -93,6 +99,8 @@ def compare(program: Path, values: str, base: Path, tmp: Path) -> tuple:
 
 
 def _drop_statistics(data: dict) -> None:
+    for key in HEAD:  # they hold values (losses, norms) too
+        data["graph"].pop(key, None)
     for item in data["nodes"] + data["edges"]:
         for key in ("stats", "prior", "local", "reduced", "gradient_value"):
             item.pop(key, None)

@@ -51,6 +51,17 @@ def math_settings() -> dict:
     }
 
 
+def _window(steps):
+    """``(first, end)`` of a ``steps`` argument (``"10:13"``, ``(10, 13)``, None)."""
+    if steps is None:
+        return None
+    from .record.window import parse_steps  # no torch needed to read a trace: only to record one
+
+    if isinstance(steps, (tuple, list)) and len(steps) == 2:
+        steps = f"{steps[0]}:{steps[1] or ''}"
+    return parse_steps(steps)
+
+
 def default_values_max() -> int:
     """The bytes ``values="all"`` may copy by default: half the memory available when
     the trace starts (4 GiB where that cannot be read)."""
@@ -69,7 +80,8 @@ class Trace:
     ``tr.graph`` (a ``networkx.MultiDiGraph`` in trace format ``gradtrace/1``)."""
 
     def __init__(self, values: str = "stats", *, script=None, argv=None, target=None,
-                 rank: int = 0, world_size: int = 1, values_max: int | None = None, stop_at: str | None = None):
+                 rank: int = 0, world_size: int = 1, values_max: int | None = None, stop_at: str | None = None,
+                 steps=None):
         if values not in VALUES:
             raise ValueError(f"values must be one of {', '.join(VALUES)}, not {values!r}")
         if stop_at not in STOP_AT:
@@ -78,6 +90,7 @@ class Trace:
             raise ValueError("stop_at='nonfinite' reads the statistics of values and gradients: "
                              "use values='stats' or 'all'")
         self.stop_at = stop_at
+        self.steps = _window(steps)
         import torch
 
         self.values_mode = values
@@ -101,6 +114,9 @@ class Trace:
         }
         self._rec = None  # the recorder (gradtrace.record.mode.Recorder), once started
         self._session = None
+        self._window = None  # with ``steps``: the StepWindow counting the run's steps
+        self._level = 0  # torch's mode stack depth when the trace was entered
+        self._problems: list = []
         self._graph = None
         self._values = None
 
@@ -111,19 +127,56 @@ class Trace:
             raise RuntimeError("gradtrace.trace() is already active on this thread: traces do not nest")
         if self._rec is not None:
             raise RuntimeError("this gradtrace.trace() has already run; start a new one")
-        from .record import session
+        from .record import modestack
 
         self.meta["math_start"] = math_settings()
-        self._session = session.start(self.values_mode, self.values_max, sys._getframe(1), self.stop_at)
-        self._rec = self._session.recorder
+        if self.steps is None:
+            self._start(sys._getframe(1))
+        else:
+            from .record.window import StepWindow
+
+            self.meta["steps_window"] = list(self.steps)
+            self._level = modestack.depth()
+            self._window = StepWindow(*self.steps, self._window_opened, self._window_closed)
+            self._window.install()
         _active.trace = self
         return self
+
+    def _start(self, frame, level=None) -> None:
+        from .record import session
+
+        self._session = session.start(self.values_mode, self.values_max, frame, self.stop_at, level)
+        self._rec = self._session.recorder
+
+    def _window_opened(self) -> None:
+        # Called where a step ended (an optimizer step's hook, gradtrace.step()): never
+        # raises into the program; a recording that cannot start is noted in the trace.
+        from .record import source
+
+        try:
+            self._start(source.user_frame(1), self._level)
+            self.meta["first_step"] = self._window.first
+        except Exception as e:
+            self._problems.append(f"the --steps window did not open: {type(e).__name__}: {e}")
+
+    def _window_closed(self) -> None:
+        if self._session is not None:
+            self._problems.extend(self._session.stop())
+            self._session = None
 
     def __exit__(self, et, ev, tb) -> bool:
         # Nothing here may replace the user's exception: each step is kept apart,
         # and what fails is noted in the trace.
+        problems = self._problems
+        if self._window is not None:
+            self._window.remove()
+            self.meta["steps_seen"] = self._window.ended
+            if self._rec is None:  # the window never opened: an empty recording says so
+                self._start(sys._getframe(1))
+        if self._session is not None:
+            problems.extend(self._session.stop())
+            self._session = None
         rec = self._rec
-        problems = self._session.stop()
         _active.trace = None
         try:
             self.meta["math"] = math_settings()
@@ -225,9 +278,12 @@ def step() -> None:
     one mark, its steps are the marks' (``gradtrace show DIR --steps``, the pictures'
     ``--step N``)."""
     tr = getattr(_active, "trace", None)
-    rec = tr._rec if tr is not None else None
-    if rec is not None:
-        rec.step_marked()
+    if tr is None:
+        return
+    if tr._session is not None:
+        tr._rec.step_marked()
+    if tr._window is not None:
+        tr._window.mark()
 
 
 def trace(values: str = "stats", **kwargs) -> Trace:
@@ -238,6 +294,10 @@ def trace(values: str = "stats", **kwargs) -> Trace:
     to ``values_max`` bytes of copies (default: half the memory available; a version
     whose value did not change shares its copy; ``meta["values_kept"]`` says what was
     kept and what the limit left out); ``"none"`` keeps metadata only.
+
+    ``steps="A:B"`` (or ``(A, B)``): record only steps A to B-1 of the run (from 1; a
+    step ends after an optimizer step, or at ``gradtrace.step()`` once the program calls
+    it); outside them nothing of the recorder is installed.
 
     ``stop_at="nonfinite"``: at the end of the step where the first NaN or Inf appeared
     in a value, a gradient or a parameter after its update, raise
@@ -255,7 +315,7 @@ def load(path) -> Trace:
     trace."""
     G = load_graph(path)
     t = Trace.__new__(Trace)  # not __init__: it describes a run about to be recorded
-    t._rec = t._session = t.values_max = t.stop_at = None
+    t._rec = t._session = t.values_max = t.stop_at = t.steps = t._window = None
     t._graph, t.meta = G, G.graph
     t.values_mode = t.meta.get("values", "none")
     t._values = load_values(path, G)

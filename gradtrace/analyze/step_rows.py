@@ -2,7 +2,8 @@
 :mod:`gradtrace.graph.steps`): what ``gradtrace show DIR --steps`` prints and the trace
 keeps at the head of ``trace.json``, so that a long run reads as a table of steps.
 
-Each row: ``step`` (from 1), ``ops``, ``first_seq``/``last_seq`` (the call order of
+Each row: ``step`` (from 1; a trace of ``--steps A:B`` numbers them as the run did,
+from A), ``ops``, ``first_seq``/``last_seq`` (the call order of
 its first and last op), ``backward`` (its backward calls), ``losses`` (the value of each
 call's first root when it has one element), ``grad_norm`` (the norm of the leaves'
 ``.grad`` after the step's last backward call, what its update used),
@@ -21,7 +22,7 @@ from ..graph.names import name_of
 from ..graph.query import UNINITIALISED
 from ..graph.steps import MARK, find_steps
 
-__all__ = ["step_rows"]
+__all__ = ["first_step", "step_rows"]
 
 
 def _norm(stats):
@@ -138,4 +139,13 @@ def step_rows(G) -> list:
     _backward_figures(G, steps, rows)
     _changes(G, steps, rows)
     _nonfinite(G, steps, rows)
+    offset = first_step(G) - 1
+    for r in rows.values():
+        r["step"] += offset
     return [rows[k] for k in sorted(rows)]
+
+
+def first_step(G) -> int:
+    """The run's number of the trace's first step: 1, or A for a trace of ``--steps A:B``."""
+    n = G.graph.get("first_step")
+    return n if isinstance(n, int) and n >= 1 else 1

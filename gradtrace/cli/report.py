@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..analyze.series import backward_runs, run_roots, series_lines
-from ..analyze.step_rows import step_rows
+from ..analyze.step_rows import first_step, step_rows
 from ..analyze.summary import (
     MOVE_CATEGORIES,
     edges_of,
@@ -160,6 +160,16 @@ def print_run_report(trace, out: Path, console: Console | None = None, all_ranks
     c.file.flush()
 
 
+def _window_text(window, first, seen) -> str:
+    """What a ``--steps A:B`` run recorded, in one line."""
+    asked = f"--steps {window[0]}:{window[1] or ''}"
+    if first is None:
+        return f"{asked}: the run ended after {seen} step(s), before the window opened; nothing was recorded"
+    last = min(window[1] - 1, seen + 1) if window[1] else seen + 1
+    return f"{asked}: recorded steps {first} to {last} of the run's {seen} (a step ends at an optimizer step or " \
+        "gradtrace.step())"
+
+
 def _files_in(out: Path) -> dict:
     names = {"trace": TRACE_FILE, "dot": DOT_FILE, "values": VALUES_FILE, "svg": SVG_FILE, "html": HTML_FILE}
     return {k: out / f for k, f in names.items() if (out / f).exists()}
@@ -203,6 +213,9 @@ def _print_report(c, G, s, findings, out, pos, files):
                       + (f"; raised {plain(b['error'])}" if b["error"] else "")))
     for text in series_lines(s["backward"]):
         c.print(_line(text))
+    window = G.graph.get("steps_window")
+    if isinstance(window, list) and len(window) == 2:
+        c.print(_line(_window_text(window, G.graph.get("first_step"), G.graph.get("steps_seen"))))
     kept = G.graph.get("values_kept")
     if isinstance(kept, dict):
         c.print(_line(values_kept_text(kept)))
@@ -268,10 +281,11 @@ def show_ranks(traces: dict, folder, as_json=False, missing=()):
 def _filter_ops(G, line=None, module=None, step=None):
     ops = ops_in_order(G)
     if step is not None:
-        steps = find_steps(G, data=False)
-        if not 1 <= step <= max(steps.count, 1):
-            raise ValueError(f"step {step} is not in this trace: it has {steps.count} step(s)")
-        ops = [(n, d) for n, d in ops if steps.step_of.get(n) == step]
+        steps, first = find_steps(G, data=False), first_step(G)
+        if not first <= step < first + max(steps.count, 1):
+            have = f"steps {first} to {first + steps.count - 1}" if first > 1 else f"{steps.count} step(s)"
+            raise ValueError(f"step {step} is not in this trace: it has {have}")
+        ops = [(n, d) for n, d in ops if steps.step_of.get(n) == step - first + 1]
     if line:
         if ":" not in line:
             raise ValueError(f"--line wants FILE:LINE, got {line!r}")

@@ -10,6 +10,7 @@ import click
 from ..analyze.summary import human_bytes
 from ..graph.folders import rank_folder
 from ..outputs import clear_single_trace, write_run_outputs
+from ..record.window import parse_steps
 from ..runner import Terminated, die_of_sigterm, run_script
 from ..trace import default_values_max
 from ..views.dot import DEFAULT_DEPTH
@@ -26,6 +27,9 @@ __all__ = ["run"]
               help="What to keep of tensor values: nothing, statistics, or everything.")
 @click.option("--values-max", "values_max", type=SIZE, default=None, metavar="SIZE",
               help="With --values all: copy at most SIZE (512M, 2G) [default: half the memory available].")
+@click.option("--steps", "steps", default=None, metavar="A:B",
+              help="Record only steps A to B-1 (from 1; A: from A on; A: step A alone). A step ends after an "
+                   "optimizer step, or at gradtrace.step(); outside the window nothing of gradtrace runs.")
 @click.option("--stop-at", "stop_at", type=click.Choice(["nonfinite"]), default=None,
               help="Stop the script at the end of the step where the first NaN or Inf appears in a value, "
                    "a gradient or an updated parameter (exit code 3); the trace is written.")
@@ -33,7 +37,7 @@ __all__ = ["run"]
 @click.option("--no-svg", is_flag=True, help="Do not render graph.svg.")
 @click.argument("script", type=click.Path(dir_okay=True))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(out_dir, values, values_max, stop_at, depth, no_svg, script, args):
+def run(out_dir, values, values_max, steps, stop_at, depth, no_svg, script, args):
     """Run SCRIPT [ARGS]... as `python SCRIPT ARGS` would, traced, and write its trace.
 
     gradtrace's options go before SCRIPT; everything after it is the script's.
@@ -67,10 +71,15 @@ def run(out_dir, values, values_max, stop_at, depth, no_svg, script, args):
         print(f"gradtrace: --values all keeps a copy of every tensor version and gradient, at most "
               f"{human_bytes(limit)} (--values-max); a version whose value did not change shares its copy",
               file=sys.stderr)
+    if steps is not None:
+        try:
+            parse_steps(steps)
+        except ValueError as e:
+            fail(str(e))
     if stop_at and values == "none":
         fail("--stop-at nonfinite reads the statistics of values and gradients: use --values stats or all")
     result = run_script(script, list(args), values=values, rank=rank, world_size=world, values_max=values_max,
-                        stop_at=stop_at)
+                        stop_at=stop_at, steps=steps)
     start_fresh_line()
     try:
         written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)

@@ -45,6 +45,7 @@ GRAPH_ATTRS = {
     "math": DN, "math_start": DN, "status": SN, "error": DN, "values": SN,
     "grad_reads": LN, "unknown": LN, "recorder_errors": LN, "replay": DN,
     "values_not_saved": DN, "summary": DN, "steps": LN, "interrupted": SN, "stopped_at": DN,
+    "steps_window": LN, "first_step": IN, "steps_seen": IN,
 }
 # What the list-valued graph attributes hold.
 _GRAPH_LIST_ITEMS = {"grad_reads": D, "unknown": D, "recorder_errors": S}

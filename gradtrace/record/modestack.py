@@ -11,7 +11,7 @@ from torch._C import _len_torch_function_stack as _depth
 from torch._C import _pop_torch_function_stack as _pop
 from torch._C import _push_on_torch_function_stack as _push
 
-__all__ = ["on_top", "push", "push_under", "remove", "remove_top", "sweep"]
+__all__ = ["depth", "on_top", "push", "push_at", "push_under", "remove", "remove_top", "sweep"]
 
 
 def push_under(mode):
@@ -19,6 +19,24 @@ def push_under(mode):
     above = []
     try:
         while _depth() > 0:
+            above.append(_pop())
+        _push(mode)
+    finally:
+        for m in reversed(above):
+            _push(m)
+
+
+def depth() -> int:
+    """How many function modes are on this thread's stack."""
+    return _depth()
+
+
+def push_at(mode, level: int) -> None:
+    """Put ``mode`` at position ``level`` of the stack (0: the bottom), below the modes
+    entered since the stack was that deep: their ``with`` blocks pop themselves, not it."""
+    above = []
+    try:
+        while _depth() > max(level, 0):
             above.append(_pop())
         _push(mode)
     finally:

@@ -58,11 +58,13 @@ class Session:
         return problems
 
 
-def start(values: str, values_max: int | None, frame, stop_at: str | None = None) -> Session:
+def start(values: str, values_max: int | None, frame, stop_at: str | None = None, level: int | None = None) -> Session:
     """Start recording on this thread; ``frame`` is the code entering the trace (the
     tensors it has named already are named by those names); ``stop_at="nonfinite"``
     stops the program at the end of the step where the first NaN/Inf appeared
-    (:mod:`gradtrace.record.watch`). Return the session."""
+    (:mod:`gradtrace.record.watch`); ``level``: the place on torch's mode stack (a
+    recording started mid-run goes where the trace was entered, under the modes the
+    program entered since). Return the session."""
     sweep_ended()
     named_before = _tensors_named_in(frame)
     state = thread_state()
@@ -72,7 +74,10 @@ def start(values: str, values_max: int | None, frame, stop_at: str | None = None
         if rec.watch is not None:
             rec.watch.install()
         rec.modules.install()
-        rec.__enter__()
+        if level is None:
+            rec.__enter__()
+        else:
+            modestack.push_at(rec, level)
     except BaseException:
         modestack.remove(rec)
         if rec.watch is not None:

@@ -61,6 +61,14 @@ def test_viewer_open_reports_when_the_page_was_ready_in_a_real_browser():
     assert row["ops"] == 200 and row["ready_ms"] > 0 and row["layout_ms"] > 0
 
 
+def test_steps_window_times_steps_outside_the_window_against_untraced():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "steps_window.py"), "--steps", "20", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["untraced_us_per_step"] > 0 and result["outside_window_us_per_step"] > 0 and result["ratio"] > 0
+
+
 def test_run_scale_times_each_phase_of_one_gradtrace_run():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_scale.py"), "--run-phases", "--ops", "200"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
