@@ -11,9 +11,7 @@ stopped by :class:`StoppedAtNonfinite`, raised into the program: the trace ends 
 
 from __future__ import annotations
 
-from torch.optim.optimizer import register_optimizer_step_post_hook
-
-from . import stats
+from . import optimizer_hook, stats
 from .records import OP_FILE, OP_LINE, OP_NAME
 
 __all__ = ["StoppedAtNonfinite", "Watch"]
@@ -43,11 +41,11 @@ class Watch:
 
     def install(self) -> None:
         """Hear every optimizer step's end (torch's global hook), until :meth:`remove`."""
-        self._hook = register_optimizer_step_post_hook(self._optimizer_stepped)
+        self._hook = optimizer_hook.listen(self._optimizer_stepped)
 
     def remove(self) -> None:
         if self._hook is not None:
-            self._hook.remove()
+            self._hook()
             self._hook = None
 
     def saw(self, s, what: str, node) -> None:

@@ -10,7 +10,7 @@ ends, each time at the place the step ended.
 
 from __future__ import annotations
 
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from . import optimizer_hook
 
 __all__ = ["StepWindow", "parse_steps"]
 
@@ -45,13 +45,15 @@ class StepWindow:
 
     def install(self) -> None:
         """Start counting; the window opens now when it starts at step 1."""
-        self._hook = register_optimizer_step_post_hook(self._optimizer_stepped)
+        # last: at the end of the window's last step, the recording's own listeners
+        # (the --stop-at watch) hear that step before the window closes
+        self._hook = optimizer_hook.listen(self._optimizer_stepped, last=True)
         if self.first == 1:
             self._open()
 
     def remove(self) -> None:
         if self._hook is not None:
-            self._hook.remove()
+            self._hook()
             self._hook = None
 
     def mark(self) -> None:

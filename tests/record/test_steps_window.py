@@ -12,6 +12,7 @@ from torch.overrides import TorchFunctionMode
 
 import gradtrace
 from gradtrace.analyze.step_rows import step_rows
+from gradtrace.record.watch import StoppedAtNonfinite
 
 
 def _train(steps=8, window=None, seen=None, around=None):
@@ -130,3 +131,35 @@ def test_a_window_that_is_not_a_to_b_is_a_one_line_error(tmp_path):
 def test_steps_of_the_library_take_a_pair():
     with pytest.raises(ValueError, match="steps count from 1"):
         gradtrace.trace(steps=(0, 3))
+
+
+def test_a_window_watched_for_nan_opens_and_closes_inside_the_optimizers_step():
+    _, untraced = _train(8)
+    torch.manual_seed(0)
+    with gradtrace.trace(steps="3:6", stop_at="nonfinite") as tr:
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        x, y = torch.randn(16, 4), torch.randn(16, 1)
+        for _ in range(8):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert _backward_calls(tr) == 3 and tr.meta["status"] == "ok"
+    assert all(torch.equal(a, b) for a, b in zip(untraced.parameters(), model.parameters()))
+
+
+def test_a_nan_in_the_windows_last_step_stops_the_run_there():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([p], lr=1.0)
+    steps = 0
+    with pytest.raises(StoppedAtNonfinite):
+        with gradtrace.trace(steps="2:4", stop_at="nonfinite"):
+            for i in range(6):
+                steps += 1
+                loss = (p * (float("inf") if i == 2 else 1.0)).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    assert steps == 3
