@@ -9,7 +9,8 @@ call's first root when it has one element), ``grad_norm`` (the norm of the leave
 ``.grad`` after the step's last backward call, what its update used),
 ``max_grad`` (the parameter with the largest gradient norm then: ``{tensor, norm}``),
 ``max_change`` (the parameter whose norm the step's writes changed most, relatively:
-``{tensor, ratio}``, ``|after - before| / before``), and ``nan``/``inf``: how many tensor
+``{tensor, ratio}``, ``|after - before| / before``), ``lr`` (the learning rate of each
+param group at the step's optimizer steps, each optimizer's last), and ``nan``/``inf``: how many tensor
 versions the step made with a NaN or an Inf (``torch.empty``'s garbage aside). Figures that need statistics are null
 in a trace without them.
 """
@@ -39,7 +40,7 @@ def _rows(G, steps) -> dict:
         row = rows.get(k)
         if row is None:
             rows[k] = {"step": k, "ops": 1, "first_seq": seq, "last_seq": seq, "backward": [], "losses": [],
-                       "grad_norm": None, "max_grad": None, "max_change": None, "nan": 0, "inf": 0}
+                       "grad_norm": None, "max_grad": None, "max_change": None, "lr": [], "nan": 0, "inf": 0}
         else:
             row["ops"] += 1
             row["first_seq"] = min(row["first_seq"], seq)
@@ -111,6 +112,19 @@ def _uninitialised(G, t) -> bool:
                for u, keyed in G._pred[t].items())
 
 
+def _learning_rates(G, steps, rows) -> None:
+    """Each step's learning rates: per param group, of each optimizer's last step in it."""
+    N = G._node
+    last: dict = {}  # step -> {optimizer: lrs}
+    for d in sorted((d for d in N.values() if d.get("kind") == "optimizer_step"), key=lambda d: d["seq"]):
+        op = f"op:{d['seq'] - 1}"  # the last op of the step (the optimizer's own update)
+        k = steps.step_of.get(op)
+        if k is not None and isinstance(d.get("lr"), list):
+            last.setdefault(k, {})[d.get("optimizer")] = d["lr"]
+    for k, by_optimizer in last.items():
+        rows[k]["lr"] = [v for n in sorted(by_optimizer, key=str) for v in by_optimizer[n]]
+
+
 def _nonfinite(G, steps, rows) -> None:
     """How many tensor versions each step made with a NaN or an Inf (not counting
     uninitialised memory: ``torch.empty``'s garbage may hold either)."""
@@ -138,6 +152,7 @@ def step_rows(G) -> list:
     rows = _rows(G, steps)
     _backward_figures(G, steps, rows)
     _changes(G, steps, rows)
+    _learning_rates(G, steps, rows)
     _nonfinite(G, steps, rows)
     offset = first_step(G) - 1
     for r in rows.values():

@@ -319,7 +319,8 @@ def show_summary(s: dict, script=None, as_json=False) -> dict:
     return s
 
 
-_STEP_COLS = ("step", "ops", "backward", "loss", "grad norm", "largest gradient", "largest change", "nan", "inf")
+_STEP_COLS = ("step", "ops", "backward", "loss", "grad norm", "largest gradient", "largest change", "lr", "nan",
+              "inf")
 
 
 def _num(v) -> str:
@@ -332,7 +333,8 @@ def _step_cells(r: dict) -> list:
     losses = [v for v in r["losses"] if v is not None]
     return [r["step"], r["ops"], len(r["backward"]), _num(losses[-1]) if losses else "", _num(r["grad_norm"]),
             f"{plain(grad['tensor'])} {_num(grad['norm'])}" if grad else "",
-            f"{plain(change['tensor'])} x{_num(change['ratio'])}" if change else "", r["nan"], r["inf"]]
+            f"{plain(change['tensor'])} x{_num(change['ratio'])}" if change else "",
+            ", ".join(_num(v) for v in r.get("lr") or ()), r["nan"], r["inf"]]
 
 
 def show_steps(rows: list, as_json=False) -> list:
@@ -346,7 +348,7 @@ def show_steps(rows: list, as_json=False) -> list:
     print_table(c, _STEP_COLS, (_step_cells(r) for r in rows))
     c.print("loss: the step's last backward root with one element; grad norm: of every .grad after the "
             "step's last backward call; largest change: |norm after - norm before| / norm before of a "
-            "parameter the step wrote")
+            "parameter the step wrote; lr: each param group's learning rate at the step's optimizer step")
     return rows
 
 

@@ -144,6 +144,8 @@ def _build(rec, meta: dict) -> nx.MultiDiGraph:
         add_node(fid, {"kind": "grad_fn", **attrs})
     for bw, attrs in records.backwards.items():
         add_node(bw, {"kind": "backward", **attrs})
+    for i, (seq, n, typ, lrs) in enumerate(records.optimizer_steps):
+        add_node(f"opt:{i}", {"kind": "optimizer_step", "seq": seq, "optimizer": n, "type": typ, "lr": list(lrs)})
     for cid, attrs in records.collectives.items():
         attrs = {"kind": "collective", **attrs}
         for k in ("local", "reduced"):

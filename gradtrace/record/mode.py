@@ -35,6 +35,7 @@ from .labels import Labels
 from .modules import ModuleStack
 from .numpy import Arrays
 from .op import OpPath
+from .optimizers import OptimizerSteps
 from .records import Records, op_record, with_autocast
 from .saved import SavedTensors
 from .tensors import Tensors
@@ -73,6 +74,7 @@ class Recorder(TorchFunctionMode):
         self.backward = Backward(records, self.tensors, self.autograd, self.saved, self.labels, self.casts,
                                  self.modules, self, values)
         self.backward.watch = self.watch
+        self.optimizers = OptimizerSteps(records, self.thread)
         self.op_path = OpPath(records, self.tensors, self.arrays, self.saved, self.labels, self.casts,
                               self.modules, self.backward, self.callers)
         self.compiled = CompiledCalls(records, self.tensors, self.op_path, self.modules, self.backward)

@@ -32,7 +32,7 @@ class Session:
         rec.closed = True
         problems = []
         for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
-                     lambda: rec.watch is not None and rec.watch.remove(),
+                     lambda: rec.watch is not None and rec.watch.remove(), rec.optimizers.remove,
                      rec.callers.clear,  # callers hold the traced code's module globals
                      lambda: distributed.release(rec),  # after the globals: DDP models let go first
                      rec.copies.wait):  # values copied from a GPU without waiting, once, now
@@ -71,6 +71,7 @@ def start(values: str, values_max: int | None, frame, stop_at: str | None = None
     rec = Recorder(values, values_max, stop_at)
     patches.attach(rec)
     try:
+        rec.optimizers.install()  # before the watch: a step that stops the run has its row
         if rec.watch is not None:
             rec.watch.install()
         rec.modules.install()
@@ -82,6 +83,7 @@ def start(values: str, values_max: int | None, frame, stop_at: str | None = None
         modestack.remove(rec)
         if rec.watch is not None:
             rec.watch.remove()
+        rec.optimizers.remove()
         rec.modules.remove()
         patches.detach(rec)
         raise

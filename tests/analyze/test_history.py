@@ -55,6 +55,12 @@ def test_the_update_names_the_argument_that_carried_the_learning_rate():
     assert "alpha=-1000000.0" in first.message
 
 
+def test_the_finding_names_the_learning_rate_raised_at_that_step():
+    first = _gt110(_mlp_run(30, lr_jump_at=20))[0]
+    assert "at this step SGD's learning rate (param group 0) went from 0.01 to 1e+06" in first.message
+    assert "lower the learning rate (at this step SGD's learning rate" in first.fix
+
+
 def test_a_jump_of_the_inputs_is_traced_back_to_the_backward_call_whose_gradient_norm_jumped():
     found = _gt110(_mlp_run(40, data_jump_at=25, seed=1, act=torch.nn.ReLU))
     assert found and all("the gradient norm jumped" in f.message and "backward call bw:25 " in f.message

@@ -117,3 +117,8 @@ def test_a_step_the_trace_does_not_have_is_a_one_line_error(tmp_path):
     tr.save(tmp_path / "t")
     r = CliRunner().invoke(main, ["show", str(tmp_path / "t"), "--ops", "--step", "9"])
     assert r.exit_code == 2 and "step 9 is not in this trace: it has 2 step(s)" in r.output
+
+
+def test_each_row_keeps_the_learning_rate_its_step_used():
+    tr, _ = _loop(6, lr_jump_at=3)
+    assert [r["lr"] for r in step_rows(tr.graph)] == [[0.01]] * 3 + [[1e6]] * 3

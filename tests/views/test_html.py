@@ -426,6 +426,20 @@ def test_browser_click_on_a_timeline_step_opens_that_step(run_page, browser):
     assert drawn[0] == "7" and drawn[1] and all(steps.step_of[n] == 7 for n in drawn[1])
 
 
+def test_browser_hovering_a_timeline_step_says_its_learning_rate(run_page, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    path, _, rows, _ = run_page
+    _open(browser, path)
+    svg = browser.find_element(By.ID, "timeline-svg")
+    w = svg.size["width"]
+    x = 118 + (7 - 0.5) * (w - 118 - 8) / len(rows)
+    ActionChains(browser).move_to_element_with_offset(svg, int(x - w / 2), 0).perform()
+    text = _js(browser, "return document.getElementById('timeline-info').textContent;")
+    assert text.startswith("step 7:") and "learning rate 1000000," in text
+
+
 def test_browser_timeline_marks_the_steps_that_made_nan_or_inf(run_page, browser):
     path, _, rows, _ = run_page
     _open(browser, path)

@@ -10,6 +10,9 @@ run, two events mark the turn, whichever came first:
   call it followed);
 - a backward call whose gradient norm (the leaves' ``.grad`` after it) is :data:`JUMP`
   times or more the median of the calls before it.
+
+An update that blew a parameter up is named with the learning rate its optimizer step
+used when that was raised tenfold or more since the optimizer's previous step.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = ["JUMP", "Turn", "turn_before"]
 
 JUMP = 100.0  # a change by this factor in one step is no longer training's own course
 _MIN_CALLS = 3  # backward calls before one whose gradient norm can be called a jump
+_LR_JUMP = 10.0  # a learning rate raised this much between two steps is named as the cause
 
 
 @dataclass
@@ -86,12 +90,33 @@ def _update_turn(q, before: int):
     factor = "to NaN/Inf" if not math.isfinite(nb) or _bad(q.N[t].get("stats")) else f"by {nb / na:.3g}"
     args = f" (arguments: {d['args']})" if d.get("args") else ""
     where = f"{d['name']} at {q.where(op)}{_after_call(q, seq)}"
-    text = f"the update {where} changed {q.name(t)}'s norm {factor} ({na:.4g} -> {nb:.4g}){args}"
+    raised = _lr_raised(q, seq)
+    text = f"the update {where} changed {q.name(t)}'s norm {factor} ({na:.4g} -> {nb:.4g}){args}" + (
+        f"; at this step {raised}" if raised else "")
+    why = f"at this step {raised}" if raised else \
+        "or find what raised it before this step: a scheduler, an edit of param_groups, a loss scale"
     fix = (f"the run left its course at the update {where} ({_statement(q, op)}), not where the NaN "
-           "surfaced: lower the learning rate (or find what raised it before this step: a scheduler, "
-           "an edit of param_groups, a loss scale), or clip gradients before the step "
+           f"surfaced: lower the learning rate ({why}), or clip gradients before the step "
            "(torch.nn.utils.clip_grad_norm_)")
     return Turn(op, seq, text, fix, t)
+
+
+def _lr_raised(q, seq: int):
+    """``SGD's learning rate (param group 0) went from 0.01 to 1e+06`` when the
+    optimizer step that ran the update at op ``seq`` had a learning rate ten times or
+    more its previous step's, else None."""
+    steps = sorted((d for d in q.N.values() if d.get("kind") == "optimizer_step"), key=lambda d: d["seq"])
+    after = next((i for i, d in enumerate(steps) if d["seq"] > seq), None)
+    if after is None:
+        return None
+    d = steps[after]
+    prev = next((p for p in reversed(steps[:after]) if p.get("optimizer") == d.get("optimizer")), None)
+    if prev is None or not isinstance(d.get("lr"), list) or not isinstance(prev.get("lr"), list):
+        return None
+    for g, (a, b) in enumerate(zip(prev["lr"], d["lr"])):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b / a >= _LR_JUMP:
+            return f"{d.get('type') or 'the optimizer'}'s learning rate (param group {g}) went from {a:.4g} to {b:.4g}"
+    return None
 
 
 def _gradient_turn(q, before: int):
