@@ -280,10 +280,12 @@ def step() -> None:
     tr = getattr(_active, "trace", None)
     if tr is None:
         return
-    if tr._session is not None:
-        tr._rec.step_marked()
     if tr._window is not None:
         tr._window.mark()
+    if tr._session is not None:
+        tr._rec.step_marked()  # may stop the run (--stop-at): the step is counted already
+    if tr._window is not None:
+        tr._window.settle()
 
 
 def trace(values: str = "stats", **kwargs) -> Trace:

@@ -33,7 +33,11 @@ def parse_steps(text) -> tuple[int, int]:
 
 class StepWindow:
     """Counts a run's steps and calls ``opened()`` when step ``first`` begins and
-    ``closed()`` when step ``end - 1`` ends (``end`` 0: never)."""
+    ``closed()`` when step ``end - 1`` ends (``end`` 0: never).
+
+    A step's end is heard in two parts: it is counted first, and the window opens or
+    closes last, after the recording has heard that end too (the ``--stop-at`` watch may
+    stop the run there: the step is counted all the same)."""
 
     def __init__(self, first: int, end: int, opened, closed):
         self.first, self.end = first, end
@@ -41,37 +45,40 @@ class StepWindow:
         self.marked = False  # the program calls gradtrace.step(): its marks alone end steps
         self.recording = False
         self._opened, self._closed = opened, closed
-        self._hook = None
+        self._hooks = ()
 
     def install(self) -> None:
         """Start counting; the window opens now when it starts at step 1."""
-        # last: at the end of the window's last step, the recording's own listeners
-        # (the --stop-at watch) hear that step before the window closes
-        self._hook = optimizer_hook.listen(self._optimizer_stepped, last=True)
+        self._hooks = (optimizer_hook.listen(self._optimizer_counted),
+                       optimizer_hook.listen(self._optimizer_settled, last=True))
         if self.first == 1:
             self._open()
 
     def remove(self) -> None:
-        if self._hook is not None:
-            self._hook()
-            self._hook = None
+        for stop in self._hooks:
+            stop()
+        self._hooks = ()
 
     def mark(self) -> None:
-        """``gradtrace.step()`` was called: a step ended."""
+        """``gradtrace.step()`` was called: count the step that ended (then :meth:`settle`)."""
         self.marked = True
-        self._step_ended()
-
-    def _optimizer_stepped(self, optimizer, args, kwargs) -> None:
-        if not self.marked:
-            self._step_ended()
-
-    def _step_ended(self) -> None:
         self.ended += 1
+
+    def settle(self) -> None:
+        """Open or close the window where the step just counted asks for it."""
         if self.recording and self.end and self.ended >= self.end - 1:
             self.recording = False
             self._closed()
         elif not self.recording and self.ended == self.first - 1:
             self._open()
+
+    def _optimizer_counted(self, optimizer, args, kwargs) -> None:
+        if not self.marked:
+            self.ended += 1
+
+    def _optimizer_settled(self, optimizer, args, kwargs) -> None:
+        if not self.marked:
+            self.settle()
 
     def _open(self) -> None:
         self.recording = True

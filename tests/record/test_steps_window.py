@@ -163,3 +163,64 @@ def test_a_nan_in_the_windows_last_step_stops_the_run_there():
                 loss.backward()
                 opt.step()
     assert steps == 3
+
+
+def test_the_step_that_stopped_the_run_is_counted_among_the_steps_seen():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(StoppedAtNonfinite):
+        with gradtrace.trace(steps="2:9", stop_at="nonfinite") as tr:
+            for i in range(8):
+                loss = model(torch.ones(1, 2) * (float("inf") if i == 3 else 1.0)).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    assert tr.meta["steps_seen"] == 4 and [r["step"] for r in step_rows(tr.graph)] == [2, 3, 4]
+
+
+def test_a_mark_that_stopped_the_run_is_counted_among_the_steps_seen():
+    with pytest.raises(StoppedAtNonfinite):
+        with gradtrace.trace(steps="2:9", stop_at="nonfinite") as tr:
+            x = torch.ones(2)
+            for i in range(8):
+                x = x / (0.0 if i == 2 else 1.0)
+                gradtrace.step()
+    assert tr.meta["steps_seen"] == 3
+
+
+def _cnn_run(steps, window=None):
+    """A seeded CNN with BatchNorm and dropout trained on a DataLoader's shuffled
+    batches for ``steps`` steps; returns ``(trace or None, the model's state_dict)``."""
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.2), torch.nn.Flatten(), torch.nn.Linear(144, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def loop():
+        done = 0
+        while done < steps:
+            for x, y in loader:
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                done += 1
+                if done == steps:
+                    return
+
+    if window is None:
+        loop()
+        return None, model.state_dict()
+    with gradtrace.trace(steps=window) as tr:
+        loop()
+    return tr, model.state_dict()
+
+
+def test_the_last_two_steps_of_a_300_step_cnn_run_are_recorded_and_change_nothing():
+    _, untraced = _cnn_run(300)
+    tr, traced = _cnn_run(300, "299:")
+    assert [r["step"] for r in step_rows(tr.graph)] == [299, 300] and tr.meta["steps_seen"] == 300
+    assert untraced.keys() == traced.keys() and all(torch.equal(untraced[k], traced[k]) for k in untraced)
