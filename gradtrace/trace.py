@@ -115,6 +115,7 @@ class Trace:
         self._rec = None  # the recorder (gradtrace.record.mode.Recorder), once started
         self._session = None
         self._window = None  # with ``steps``: the StepWindow counting the run's steps
+        self._groups: list = []  # process groups held past the window (record.distributed)
         self._level = 0  # torch's mode stack depth when the trace was entered
         self._problems: list = []
         self._graph = None
@@ -161,6 +162,8 @@ class Trace:
 
     def _window_closed(self) -> None:
         if self._session is not None:
+            # the DDP models keep the comm hook after the window: hold their groups on
+            self._groups.extend(self._rec.process_groups)
             self._problems.extend(self._session.stop())
             self._session = None
 
@@ -176,6 +179,10 @@ class Trace:
         if self._session is not None:
             problems.extend(self._session.stop())
             self._session = None
+        if self._groups:
+            from .record import distributed
+
+            distributed.release(self._groups)
         rec = self._rec
         _active.trace = None
         try:

@@ -8,15 +8,22 @@ registers later replaces the default inside the same recording wrapper, so it
 is recorded too. Statistics of the reduced bucket are taken when its future
 completes, without changing its result.
 
+A ``--steps`` window opens mid-run, after the program built its DDP models: when it
+opens, the models built before it get the same hook (:func:`attach_built`), unless the
+program registered its own. The hook stays once the window closes (DDP takes one hook
+and never gives it back), reducing as DDP's default does and recording nothing.
+
 A Python comm hook leaves the process group's worker threads Python objects to free,
 and torch before 2.8 destroys a process group holding the GIL while it joins those
 threads (pytorch/pytorch#154976): a group destroyed just after a backward hangs the
 program. The recorder therefore holds each group a recorded DDP uses until the trace
-ends, and lets go of it only once the workers have had the GIL (:func:`release`).
+ends (a windowed trace: past its window), and lets go of it only once the workers have
+had the GIL (:func:`release`).
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import weakref
@@ -24,7 +31,7 @@ from contextlib import nullcontext
 
 from . import stats as _stats
 
-__all__ = ["install", "release"]
+__all__ = ["attach_built", "gradtrace_comm_hook", "install", "release"]
 
 _WORKERS_GIL_S = 0.05  # how long the workers get the GIL before a group may be destroyed
 
@@ -49,7 +56,6 @@ def install(current) -> list:
 
         if not dist.is_available():
             return []
-        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
         from torch.nn.parallel import DistributedDataParallel as DDP
     except Exception:  # a torch built without distributed support
         return []
@@ -60,18 +66,8 @@ def install(current) -> list:
     def __init__(self, *args, **kwargs):
         orig_init(self, *args, **kwargs)
         rec = current()
-        if rec is None:
-            return
-        rec_ref = weakref.ref(rec)
-        try:
-            rec.process_groups.append(self.process_group)
-            names = {id(p): n for n, p in self.module.named_parameters()}
-            state = {"hook": allreduce_hook, "state": self.process_group, "names": names,
-                     "pg": self.process_group, "user": False}
-            self._gradtrace_state = state
-            orig_register(self, state, _make_hook(rec_ref))
-        except Exception:  # recording must never break the user's DDP
-            self._gradtrace_state = None
+        if rec is not None:
+            _attach(self, rec, orig_register)
 
     def register_comm_hook(self, state, hook):
         ours = getattr(self, "_gradtrace_state", None)
@@ -83,45 +79,93 @@ def install(current) -> list:
     return [(DDP, "__init__", __init__), (DDP, "register_comm_hook", register_comm_hook)]
 
 
-def release(rec) -> None:
-    """Let go of the process groups ``rec`` held, after giving the GIL away long
-    enough for their worker threads to free what the comm hooks left them."""
-    if not rec.process_groups:
+def release(groups: list) -> None:
+    """Let go of the process groups in ``groups`` (a recorder's, or a trace's held past
+    its window), after giving the GIL away long enough for their worker threads to free
+    what the comm hooks left them."""
+    if not groups:
         return
     time.sleep(_WORKERS_GIL_S)  # sleeping releases the GIL
-    rec.process_groups.clear()
+    groups.clear()
 
 
-def _make_hook(rec_ref):
-    def gradtrace_comm_hook(state, bucket):
-        rec = rec_ref()
-        cid = None
-        if rec is not None:
+def attach_built(rec) -> int:
+    """Record the all-reduces of the DDP models built before ``rec`` started (a
+    ``--steps`` window opening mid-run), as those built while it runs are; return how
+    many were attached. A model whose comm hook the program registered is left alone
+    (DDP takes one hook), and one gradtrace attached earlier now records into ``rec``."""
+    try:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return 0
+        from torch.nn.parallel import DistributedDataParallel as DDP
+    except Exception:
+        return 0
+    n = 0
+    for obj in gc.get_objects():  # once, when the window opens
+        if not isinstance(obj, DDP):
+            continue
+        ours = getattr(obj, "_gradtrace_state", None)
+        if ours is not None:
+            ours["rec"] = weakref.ref(rec)
+            rec.process_groups.append(obj.process_group)
+            n += 1
+        elif not getattr(obj, "_comm_hooks", None) and _attach(obj, rec, DDP.register_comm_hook):
+            n += 1
+    return n
+
+
+def _attach(ddp, rec, register) -> bool:
+    """Give ``ddp`` the recording comm hook (DDP's default all-reduce inside), recording
+    into ``rec``; False when DDP would not take it (recording never breaks the DDP)."""
+    try:
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        names = {id(p): n for n, p in ddp.module.named_parameters()}
+        state = {"hook": allreduce_hook, "state": ddp.process_group, "names": names,
+                 "pg": ddp.process_group, "user": False, "rec": weakref.ref(rec)}
+        register(ddp, state, gradtrace_comm_hook)
+        ddp._gradtrace_state = state
+        rec.process_groups.append(ddp.process_group)
+        return True
+    except Exception:
+        ddp._gradtrace_state = None
+        return False
+
+
+def gradtrace_comm_hook(state, bucket):
+    """DDP's comm hook while gradtrace records: the bucket is recorded, then reduced by
+    the hook DDP would have run (its default all-reduce, or the program's own); once
+    the recording has ended it only reduces."""
+    rec = state["rec"]()
+    if rec is not None and rec.closed:
+        rec = None
+    cid = None
+    if rec is not None:
+        try:
+            cid = _record_bucket(rec, state, bucket)  # before the hook divides the buffer
+        except Exception:
+            cid = None
+    same_thread = rec is not None and threading.get_ident() == rec.thread
+    with rec.quiet() if same_thread else nullcontext():
+        fut = state["hook"](state["state"], bucket)
+    if cid is None:
+        return fut
+
+    def done(f, rec_ref=weakref.ref(rec), cid=cid):
+        value = f.value()
+        r = rec_ref()
+        if r is not None:
             try:
-                cid = _record_bucket(rec, state, bucket)  # before the hook divides the buffer
+                t = value[0] if isinstance(value, (list, tuple)) else value
+                # read when the graph is built: reading it here would wait for the device
+                r.records.collectives[cid]["reduced"] = _stats.compute(t)
             except Exception:
-                cid = None
-        same_thread = rec is not None and threading.get_ident() == rec.thread
-        with rec.quiet() if same_thread else nullcontext():
-            fut = state["hook"](state["state"], bucket)
-        if cid is None:
-            return fut
+                pass
+        return value
 
-        def done(f, rec_ref=rec_ref, cid=cid):
-            value = f.value()
-            r = rec_ref()
-            if r is not None:
-                try:
-                    t = value[0] if isinstance(value, (list, tuple)) else value
-                    # read when the graph is built: reading it here would wait for the device
-                    r.records.collectives[cid]["reduced"] = _stats.compute(t)
-                except Exception:
-                    pass
-            return value
-
-        return fut.then(done)
-
-    return gradtrace_comm_hook
+    return fut.then(done)
 
 
 def _record_bucket(rec, state, bucket):

@@ -34,7 +34,7 @@ class Session:
         for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
                      lambda: rec.watch is not None and rec.watch.remove(), rec.optimizers.remove,
                      rec.callers.clear,  # callers hold the traced code's module globals
-                     lambda: distributed.release(rec),  # after the globals: DDP models let go first
+                     lambda: distributed.release(rec.process_groups),  # after the globals: DDP models let go first
                      rec.copies.wait):  # values copied from a GPU without waiting, once, now
             try:
                 step()
@@ -79,6 +79,7 @@ def start(values: str, values_max: int | None, frame, stop_at: str | None = None
             rec.__enter__()
         else:
             modestack.push_at(rec, level)
+            distributed.attach_built(rec)  # a window opening mid-run: DDP models built before it
     except BaseException:
         modestack.remove(rec)
         if rec.watch is not None:

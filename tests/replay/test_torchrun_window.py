@@ -1,7 +1,8 @@
-"""`gradtrace run --steps A:B --stop-at nonfinite` under torchrun: a DDP run whose
-learning rate is raised a hundred-millionfold is recorded from step A on each rank, and
-every rank stops at the end of the same step, its folder holding its step rows. One
-launch for the whole module."""
+"""`gradtrace run --steps A:B` under torchrun: a DDP model built before the window
+opens has its all-reduces recorded inside it and computes what it computes untraced
+after it; with `--stop-at nonfinite`, a run whose learning rate is raised a
+hundred-millionfold stops on every rank at the end of the same step, each rank's folder
+holding its step rows. Three launches for the whole module."""
 
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from gradtrace.trace import load_steps
+from gradtrace.trace import load, load_steps, load_summary
 
 BLOW_UP_DDP = """\
 import torch
@@ -34,6 +35,27 @@ print(f"rank {rank} finished")
 dist.destroy_process_group()
 """
 
+STEADY_DDP = """\
+import torch
+import torch.distributed as dist
+from torch import nn
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+model = nn.parallel.DistributedDataParallel(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)))
+opt = torch.optim.SGD(model.parameters(), lr=0.05)
+x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))[rank * 4:(rank + 1) * 4]
+for step in range(8):
+    opt.zero_grad()
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    opt.step()
+    print(f"rank {rank} step {step} loss {loss.item().hex()}")
+print(f"rank {rank} weights " + " ".join(p.detach().double().sum().item().hex() for p in model.parameters()))
+dist.destroy_process_group()
+"""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -54,6 +76,40 @@ def launched(tmp_path_factory):
                        capture_output=True, text=True, timeout=180, cwd=tmp)
     ranks = {k: load_steps(out / f"rank{k}") for k in (0, 1) if (out / f"rank{k}" / "trace.json").is_file()}
     return r, ranks
+
+
+def _launch(tmp, source, *gradtrace_args):
+    script = tmp / "ddp_steady.py"
+    script.write_text(source)
+    run = ["-m", "gradtrace", "run", "--no-svg", *gradtrace_args] if gradtrace_args else []
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", str(_free_port()), *run, str(script)],
+                       capture_output=True, text=True, timeout=180, cwd=tmp)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return sorted(line for line in r.stdout.splitlines() if line.startswith("rank "))
+
+
+@pytest.fixture(scope="module")
+def steady(tmp_path_factory):
+    """``(untraced lines, traced lines, OUT)`` of a steady DDP run, traced with --steps 3:5."""
+    tmp = tmp_path_factory.mktemp("torchrun_steady")
+    untraced = _launch(tmp, STEADY_DDP)
+    traced = _launch(tmp, STEADY_DDP, "--steps", "3:5", "-o", str(tmp / "out"))
+    return untraced, traced, tmp / "out"
+
+
+def test_a_ddp_model_built_before_the_window_has_its_all_reduces_recorded_in_it(steady):
+    _, _, out = steady
+    for k in (0, 1):
+        summary, _ = load_summary(out / f"rank{k}")
+        G = load(out / f"rank{k}").graph
+        buckets = [d for _, d in G.nodes(data=True) if d.get("kind") == "collective"]
+        assert len(summary["backward"]) == 2 and len(buckets) == 2 and all(d["world_size"] == 2 for d in buckets)
+
+
+def test_the_windowed_ddp_run_computes_what_the_untraced_run_computes(steady):
+    untraced, traced, _ = steady
+    assert len(untraced) == 2 * 9 and traced == untraced
 
 
 def test_every_rank_stops_with_exit_code_3_and_writes_its_folder(launched):
