@@ -129,9 +129,9 @@ def _install():
         compile.__doc__, compile.__wrapped__ = orig_compile.__doc__, orig_compile
         _set(torch, "compile", compile)
 
-    from .distributed import install
+    from . import distributed, scaler
 
-    for obj, name, value in install(current):
+    for obj, name, value in distributed.install(current) + scaler.install(current):
         _set(obj, name, value)
 
 

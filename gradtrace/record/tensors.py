@@ -164,7 +164,7 @@ class Tensors:
         self.records.tensors.append((node, info.tid, info.ver, shape, dtype, device, stride, info.sid, offset, rg,
                                      leaf, fid, st))
         if self.watch is not None:
-            self.watch.saw(st, "value", node)
+            self.watch.saw(st, "value", node, bool(leaf and rg))
         if fid is not None:
             self.autograd.made(fid, t, node)
         if mode == "all":

@@ -114,3 +114,53 @@ def test_nothing_of_the_watch_is_left_in_torchs_optimizer_hooks():
     with gradtrace.trace(stop_at="nonfinite"):
         torch.ones(2) + 1
     assert len(optim_module._global_optimizer_post_hooks) == before
+
+
+def _scaled_run(steps=12, nan_at=None, stop_at=None):
+    """A loop with a loss scaler whose first scale is too large: its first three updates
+    overflow and are skipped while the scaler lowers the scale; ``nan_at``: the step from
+    which the data holds a NaN. Returns ``(parameters, trace or None)``."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
+    x = torch.randn(64, 4) * 3
+    y = x.sum(1, keepdim=True)
+
+    def loop():
+        for step in range(steps):
+            if step == nan_at:
+                x[0, 0] = float("nan")
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+    if stop_at is None:
+        loop()
+        return [p.detach().clone() for p in model.parameters()], None
+    with gradtrace.trace(stop_at=stop_at) as tr:
+        loop()
+    return [p.detach().clone() for p in model.parameters()], tr
+
+
+def test_updates_a_loss_scaler_skips_for_overflow_do_not_stop_the_run():
+    untraced, _ = _scaled_run()
+    traced, tr = _scaled_run(stop_at="nonfinite")
+    assert tr.meta["status"] == "ok" and all(torch.equal(a, b) for a, b in zip(untraced, traced))
+
+
+def test_a_nan_the_loss_scaler_cannot_cure_stops_the_run_after_its_skips_in_a_row():
+    from gradtrace.record.watch import SKIPS
+
+    with pytest.raises(StoppedAtNonfinite, match=f"skipped {SKIPS} updates in a row") as e:
+        _scaled_run(steps=60, nan_at=10, stop_at="nonfinite")
+    assert "Tensor.__setitem__" in str(e.value)
+
+
+def test_the_loss_scaler_is_torchs_own_again_after_the_trace():
+    scaler_class = torch.amp.grad_scaler.GradScaler
+    before = (scaler_class.scale, scaler_class.update)
+    _scaled_run(steps=2, stop_at="nonfinite")
+    assert (scaler_class.scale, scaler_class.update) == before
