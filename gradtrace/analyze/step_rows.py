@@ -10,7 +10,10 @@ call's first root when it has one element), ``grad_norm`` (the norm of the leave
 ``max_grad`` (the parameter with the largest gradient norm then: ``{tensor, norm}``),
 ``max_change`` (the parameter whose norm the step's writes changed most, relatively:
 ``{tensor, ratio}``, ``|after - before| / before``), ``lr`` (the learning rate of each
-param group at the step's optimizer steps, each optimizer's last), and ``nan``/``inf``: how many tensor
+param group at the step's optimizer steps, each optimizer's last), ``scaler`` (in a
+program that scales its loss: ``{scale, skipped}`` of the step's last
+``GradScaler.update``; its losses are then the losses before scaling, and its gradient
+norms divided by the scale), and ``nan``/``inf``: how many tensor
 versions the step made with a NaN or an Inf (``torch.empty``'s garbage aside). Figures that need statistics are null
 in a trace without them.
 """
@@ -22,6 +25,7 @@ import math
 from ..graph.names import name_of
 from ..graph.query import UNINITIALISED
 from ..graph.steps import MARK, find_steps
+from .scaling import is_scaled_product
 
 __all__ = ["first_step", "step_rows"]
 
@@ -51,6 +55,7 @@ def _rows(G, steps) -> dict:
 def _backward_figures(G, steps, rows) -> None:
     """Each step's backward calls, their losses, and the gradients after its last call."""
     N, succ = G._node, G._succ
+    scaled = any(d.get("kind") == "loss_scale" for d in N.values())
     calls = sorted(((N[d["op"]]["seq"], bw) for bw, d in N.items()
                     if d.get("kind") == "backward" and d.get("op") in steps.step_of))
     for _, bw in calls:
@@ -63,7 +68,7 @@ def _backward_figures(G, steps, rows) -> None:
                 if kind == "leaf_grad":
                     grads.append((_norm(e.get("stats")), v))
                 elif kind == "weights" and loss is None:
-                    loss = _value(N[v])
+                    loss = _value(N[_unscaled(G, v) if scaled else v])
         row["losses"].append(loss)
         known = [(n, v) for n, v in grads if n is not None]
         if grads and len(known) == len(grads):
@@ -72,6 +77,20 @@ def _backward_figures(G, steps, rows) -> None:
             row["max_grad"] = {"tensor": name_of(N[v]), "norm": n}
         else:
             row["grad_norm"] = row["max_grad"] = None
+
+
+def _unscaled(G, root):
+    """The loss a loss scaler multiplied into ``root`` (``GradScaler.scale``'s product,
+    torch's own ``Tensor.mul`` outside any module), else ``root``."""
+    N = G._node
+    for op, keyed in G._pred[root].items():
+        d = N[op]
+        if d.get("kind") == "op" and any(e.get("kind") == "output" for e in keyed.values()):
+            if not is_scaled_product(d):
+                return root
+            return next((t for t, ks in G._pred[op].items()
+                         if any(e.get("kind") == "input" and e.get("pos") == 0 for e in ks.values())), root)
+    return root
 
 
 def _value(d):
@@ -125,6 +144,21 @@ def _learning_rates(G, steps, rows) -> None:
         rows[k]["lr"] = [v for n in sorted(by_optimizer, key=str) for v in by_optimizer[n]]
 
 
+def _loss_scales(G, steps, rows) -> None:
+    """Each step's loss scale: the scale of its last ``GradScaler.update`` and whether
+    the scaler skipped that update."""
+    for d in sorted((d for d in G._node.values() if d.get("kind") == "loss_scale"), key=lambda d: d["seq"]):
+        k = steps.step_of.get(f"op:{d['seq'] - 1}")
+        if k is not None:
+            rows[k]["scaler"] = {"scale": d.get("scale"), "skipped": d.get("skipped")}
+    for row in rows.values():  # the gradients the backward calls left were scaled
+        scale = (row.get("scaler") or {}).get("scale")
+        if scale and math.isfinite(scale) and row["grad_norm"] is not None:
+            row["grad_norm"] /= scale
+            if row["max_grad"]:
+                row["max_grad"]["norm"] /= scale
+
+
 def _nonfinite(G, steps, rows) -> None:
     """How many tensor versions each step made with a NaN or an Inf (not counting
     uninitialised memory: ``torch.empty``'s garbage may hold either)."""
@@ -153,6 +187,7 @@ def step_rows(G) -> list:
     _backward_figures(G, steps, rows)
     _changes(G, steps, rows)
     _learning_rates(G, steps, rows)
+    _loss_scales(G, steps, rows)
     _nonfinite(G, steps, rows)
     offset = first_step(G) - 1
     for r in rows.values():

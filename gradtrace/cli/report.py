@@ -327,14 +327,19 @@ def _num(v) -> str:
     return "" if v is None else f"{v:.4g}"
 
 
-def _step_cells(r: dict) -> list:
-    """One row of ``show --steps``: the step's last loss, and who holds the largest figures."""
+def _step_cells(r: dict, scaled: bool) -> list:
+    """One row of ``show --steps``: the step's last loss, and who holds the largest figures
+    (``scaled``: with the loss scale column)."""
     grad, change = r.get("max_grad"), r.get("max_change")
     losses = [v for v in r["losses"] if v is not None]
-    return [r["step"], r["ops"], len(r["backward"]), _num(losses[-1]) if losses else "", _num(r["grad_norm"]),
-            f"{plain(grad['tensor'])} {_num(grad['norm'])}" if grad else "",
-            f"{plain(change['tensor'])} x{_num(change['ratio'])}" if change else "",
-            ", ".join(_num(v) for v in r.get("lr") or ()), r["nan"], r["inf"]]
+    cells = [r["step"], r["ops"], len(r["backward"]), _num(losses[-1]) if losses else "", _num(r["grad_norm"]),
+             f"{plain(grad['tensor'])} {_num(grad['norm'])}" if grad else "",
+             f"{plain(change['tensor'])} x{_num(change['ratio'])}" if change else "",
+             ", ".join(_num(v) for v in r.get("lr") or ())]
+    if scaled:
+        s = r.get("scaler")
+        cells.append(f"{_num(s['scale'])}{' skipped' if s['skipped'] else ''}" if s else "")
+    return cells + [r["nan"], r["inf"]]
 
 
 def show_steps(rows: list, as_json=False) -> list:
@@ -345,10 +350,14 @@ def show_steps(rows: list, as_json=False) -> list:
     if not rows:
         c.print("no steps: the trace has no backward call (its summary describes the whole program)")
         return rows
-    print_table(c, _STEP_COLS, (_step_cells(r) for r in rows))
+    scaled = any(r.get("scaler") for r in rows)
+    cols = _STEP_COLS[:-2] + ("loss scale",) + _STEP_COLS[-2:] if scaled else _STEP_COLS
+    print_table(c, cols, (_step_cells(r, scaled) for r in rows))
     c.print("loss: the step's last backward root with one element; grad norm: of every .grad after the "
             "step's last backward call; largest change: |norm after - norm before| / norm before of a "
-            "parameter the step wrote; lr: each param group's learning rate at the step's optimizer step")
+            "parameter the step wrote; lr: each param group's learning rate at the step's optimizer step"
+            + ("; loss scale: the GradScaler's scale in the step (skipped: it found NaN/Inf in the gradients "
+               "and skipped the update)" if scaled else ""))
     return rows
 
 

@@ -146,6 +146,8 @@ def _build(rec, meta: dict) -> nx.MultiDiGraph:
         add_node(bw, {"kind": "backward", **attrs})
     for i, (seq, n, typ, lrs) in enumerate(records.optimizer_steps):
         add_node(f"opt:{i}", {"kind": "optimizer_step", "seq": seq, "optimizer": n, "type": typ, "lr": list(lrs)})
+    for i, (seq, scale, skipped, new) in enumerate(records.loss_scales):
+        add_node(f"ls:{i}", {"kind": "loss_scale", "seq": seq, "scale": scale, "skipped": skipped, "new_scale": new})
     for cid, attrs in records.collectives.items():
         attrs = {"kind": "collective", **attrs}
         for k in ("local", "reduced"):

@@ -66,13 +66,16 @@ NODE_ATTRS = {
     "grad_fn": {"name": S, "op": SN, "saved": SN, "saved_storages": LN},
     "backward": {"seq": I, "api": S, "implicit": BN, "op": SN},
     "optimizer_step": {"seq": I, "optimizer": IN, "type": SN, "lr": LN},
+    "loss_scale": {"seq": I, "scale": _opt(frozenset((int, float))), "skipped": BN,
+                   "new_scale": _opt(frozenset((int, float)))},
     "module": {"path": S, "type": SN, "var": SN},
     "collective": {"op": SN, "bucket": IN, "numel": IN, "params": LN, "world_size": IN, "dtype": SN,
                    "rank": IN, "hook": SN, "during": SN, "local": _STATS, "reduced": _STATS},
 }
 # What consumers index without a default: a node of that kind must have it.
 NODE_REQUIRED = {"op": ("name", "seq"), "tensor": ("tid", "version"), "grad_fn": ("name",),
-                 "backward": ("api", "seq"), "module": ("path",), "optimizer_step": ("seq",)}
+                 "backward": ("api", "seq"), "module": ("path",), "optimizer_step": ("seq",),
+                 "loss_scale": ("seq",)}
 
 EDGE_ATTRS = {
     "input": {"pos": _opt(I, S)},
@@ -175,7 +178,8 @@ SUMMARY_ATTRS = {
 STEP_ROW = {
     "step": I, "ops": I, "first_seq": I, "last_seq": I, "backward": [_ID], "losses": [_NUMBER],
     "grad_norm": _NUMBER, "max_grad": ("or null", {"tensor": SN, "norm": _NUMBER}),
-    "max_change": ("or null", {"tensor": SN, "ratio": _NUMBER}), "lr": ("optional", [_NUMBER]), "nan": I, "inf": I,
+    "max_change": ("or null", {"tensor": SN, "ratio": _NUMBER}), "lr": ("optional", [_NUMBER]),
+    "scaler": ("optional", {"scale": _NUMBER, "skipped": BN}), "nan": I, "inf": I,
 }
 _HEAD_SPECS = {"summary": SUMMARY_ATTRS, "steps": [STEP_ROW]}
 

@@ -14,7 +14,8 @@ one *phase*:
 - ``optimizer``: after a backward call, the update work: library code under no_grad by
   no module (``opt.step()``, an EMA or ``clip_grad_norm_``), the user's own updates under
   no_grad, and ops that read only parameters, their gradients and what such ops made
-  (``p.data.add_(p.grad, alpha=-lr)``).
+  (``p.data.add_(p.grad, alpha=-lr)``); with a loss scaler, everything from the last
+  backward call to ``GradScaler.update`` (``scaler.step``'s unscaling runs in grad mode).
 
 Reading a value out (``total += loss.item()``) between the backward call and the update
 is neither: it stays in the step and ends nothing.
@@ -28,6 +29,7 @@ Phases are found as above.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 __all__ = ["MARK", "Steps", "find_steps"]
@@ -115,6 +117,7 @@ def find_steps(G, data: bool = True) -> Steps:
     ops = sorted(((d.get("seq", 0), n, d) for n, d in items if d.get("kind") == "op"), key=_first)
     T = _Tensors(G)
     s = Steps()
+    scaling = _scaler_updates(T.N, ops)
     seen_backward, in_tail = False, False
     made: set = set()  # tids the update work of the tail made
     ends = []  # (op that ends a tail, whether that tail updated anything)
@@ -126,7 +129,7 @@ def find_steps(G, data: bool = True) -> Steps:
             # the forward there) are part of it: the tail starts at the call.
             in_tail = in_tail or d.get("category") == "backward"
             seen_backward = True
-        elif in_tail and (d.get("category") == "grad_mode" or _update_work(T, n, d, made)):
+        elif in_tail and (d.get("category") == "grad_mode" or n in scaling or _update_work(T, n, d, made)):
             phase = "optimizer"
             updated = updated or d.get("category") != "grad_mode"
             made.update(T.N[t].get("tid") for t in T.outputs(n))
@@ -167,6 +170,22 @@ def find_steps(G, data: bool = True) -> Steps:
     if data:
         _mark_data(T, ops, s)
     return s
+
+
+def _scaler_updates(N, ops) -> set:
+    """The ops between a loss scaler's update (a ``loss_scale`` node) and the last
+    backward call before it: ``scaler.step``'s work, whatever its grad mode."""
+    ends = sorted(d["seq"] for d in N.values() if d.get("kind") == "loss_scale")
+    if not ends:
+        return set()
+    seqs = [q for q, _, _ in ops]
+    calls = [q for q, _, d in ops if d.get("category") == "backward"]
+    found = set()
+    for e in ends:
+        i = bisect_left(calls, e) - 1
+        if i >= 0:
+            found.update(n for _, n, _ in ops[bisect_left(seqs, calls[i]) + 1:bisect_left(seqs, e)])
+    return found
 
 
 def _mark_data(T: _Tensors, ops, s: Steps) -> None:

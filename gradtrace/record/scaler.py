@@ -1,7 +1,9 @@
-"""The loss scaler as ``--stop-at nonfinite`` hears it: ``torch.amp.GradScaler.scale``
-says the program scales its loss, and ``GradScaler.update`` ends a step, saying whether
-the scaler skipped its update for a NaN or an Inf (:mod:`gradtrace.record.watch`). The
-scaler computes what it computes untraced: the patches only listen."""
+"""The loss scaler (``torch.amp.GradScaler``) while recording: each ``update`` is
+recorded (``records.loss_scales``: the scale the step used, whether the scaler skipped
+its update for a NaN or an Inf, the scale it set), and ``--stop-at nonfinite`` hears
+that the program scales its loss and where the scaler ends a step
+(:mod:`gradtrace.record.watch`). The scaler computes what it computes untraced: the
+patches only listen."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ __all__ = ["install"]
 
 
 def install(current) -> list:
-    """Return ``(obj, name, replacement)`` patches that tell the watch of the recorder
-    ``current()`` names (the calling thread's) about loss scaling; none without a
+    """Return ``(obj, name, replacement)`` patches that record the loss scaling of the
+    program for the recorder ``current()`` names (the calling thread's); none without a
     GradScaler in this torch."""
     try:
         from torch.amp.grad_scaler import GradScaler
@@ -25,21 +27,45 @@ def install(current) -> list:
     @functools.wraps(orig_scale)
     def scale(self, *args, **kwargs):
         rec = current()
-        if rec is not None and rec.watch is not None:
+        if rec is not None and rec.watch is not None and _enabled(self):
             rec.watch.loss_scaled()
         return orig_scale(self, *args, **kwargs)
 
     @functools.wraps(orig_update)
     def update(self, *args, **kwargs):
         rec = current()
-        if rec is None or rec.watch is None:
+        if rec is None or rec.is_quiet() or not _enabled(self):  # a disabled scaler scales nothing
             return orig_update(self, *args, **kwargs)
-        skipped = _skipped(self)  # read before update clears it
+        skipped, scale = _skipped(self), _scale(self)  # read before update clears them
         out = orig_update(self, *args, **kwargs)
-        rec.watch.scaler_updated(skipped)
+        try:
+            rec.records.loss_scales.append((len(rec.records.ops), scale, skipped, _scale(self)))
+        except Exception as e:
+            rec.note_unknown("loss scale", e)
+        if rec.watch is not None:
+            rec.watch.scaler_updated(skipped)
         return out
 
     return [(GradScaler, "scale", scale), (GradScaler, "update", update)]
+
+
+def _enabled(scaler) -> bool:
+    try:
+        return bool(scaler.is_enabled())
+    except Exception:
+        return False
+
+
+def _scale(scaler):
+    """The scale of ``scaler`` as a number, or None (not yet made, or unreadable)."""
+    try:
+        s = getattr(scaler, "_scale", None)
+        if s is None:
+            return None
+        with hidden():
+            return float(s.item())
+    except Exception:
+        return None
 
 
 def _skipped(scaler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ...graph.query import UNINITIALISED
+from ..scaling import is_scaled_product, scaler_note, scaler_updates
 from . import fixes as fx
 from .findings import code_of, finding, has_bad, register, statement_of, stats_text
 from .history import turn_before
@@ -32,6 +33,7 @@ def _gt110(q):
     # where the bad values go on to matter: a -inf mask that softmax turns into zeros, or a
     # log of 0 on the branch torch.where throws away, is deliberate and goes nowhere.
     firsts = {}
+    updates = scaler_updates(q.G)
     kept = q.G.graph.get("values", "stats") != "none"
     for what in ("nan", "inf") if kept else ():
         for op in _made_bad(q, what):
@@ -52,12 +54,14 @@ def _gt110(q):
         ins_text = "; ".join(f"{q.name(i)}: {stats_text(q.N[i].get('stats'))}" for i in ins[:4])
         mod = f" in module {d['module']}" if d.get("module") else ""
         turn = turn_before(q, q.seq(op))
+        handled, note = _scaling(q, updates, op)
         yield finding(q, "GT110",
                  f"first {kinds} in forward: {d['name']} ({q.where(op)}){mod} made {q.name(t)} "
                  f"({stats_text(q.N[t].get('stats'))}) from finite inputs" + (f" ({ins_text})" if ins_text else "")
-                 + _before(turn),
+                 + _before(turn) + note,
                  [(op, "first " + kinds)] + _turn_ops(turn), [(t, kinds)] + [(i, "input") for i in ins] + _turn_tensors(turn),
-                 severity="error" if hits[0][0] == "nan" else "warning", fix=turn.fix if turn else _nan_fix(q, op))
+                 severity="info" if handled else "error" if hits[0][0] == "nan" else "warning",
+                 fix=_SCALED_FIX if handled else turn.fix if turn else _nan_fix(q, op))
     # Backward: in the first call with one, the bad gradient nearest the loss.
     seen = set()
     for what in ("nan", "inf"):
@@ -76,14 +80,34 @@ def _gt110(q):
             kinds = " and ".join(k for k, w in (("NaN", "nan"), ("Inf", "inf")) if has_bad(gd.get("stats"), w))
             at = f", made by the derivative of {q.N[c]['name']} ({q.where(c)})" if c else ""
             turn = turn_before(q, q.bw_seq(bw))
+            handled, note = _scaling(q, updates, bop)
             yield finding(q, "GT110",
                      f"first {kinds} in backward (call at {q.where(bop)}): the gradient reaching "
-                     f"{q.name(t)} ({stats_text(gd.get('stats'))}){at}" + _before(turn),
+                     f"{q.name(t)} ({stats_text(gd.get('stats'))}){at}" + _before(turn) + note,
                      ([(c, "derivative")] if c else []) + ([(p, "produced")] if p else []) + [(bop, "backward")]
                      + _turn_ops(turn), [(t, "bad gradient")] + _turn_tensors(turn), [bw],
-                     severity="error" if what == "nan" else "warning",
-                     fix=turn.fix if turn else (_nan_fix(q, c) if c else None))
+                     severity="info" if handled else "error" if what == "nan" else "warning",
+                     fix=_SCALED_FIX if handled else turn.fix if turn else (_nan_fix(q, c) if c else None))
             break
+
+
+_SCALED_FIX = ("nothing to fix: the loss scaler skips an update whose scaled gradients overflow and lowers the "
+               "scale (a smaller init_scale skips fewer updates at the start)")
+
+
+def _scaling(q, updates, op) -> tuple:
+    """``(handled, text)``: whether a loss scaler handled a NaN/Inf made at ``op`` (it
+    skipped the update after it and ran later ones, or ``op`` is its own scaled product
+    and the update ran), and what the finding says of it ("" in a program that scales
+    no loss)."""
+    if not updates or op is None:
+        return False, ""
+    note = scaler_note(updates, q.seq(op))
+    if note is None:
+        return False, ""
+    handled, text = note
+    return handled or (is_scaled_product(q.N[op]) and text.startswith("the loss scaler's update after it ran")), \
+        f"; {text}"
 
 
 def _before(turn) -> str:

@@ -1,0 +1,43 @@
+"""Loss scaling as a trace holds it: the ``loss_scale`` nodes of a program's
+``GradScaler.update`` calls, and the product ``GradScaler.scale`` makes."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+__all__ = ["is_scaled_product", "scaler_note", "scaler_updates"]
+
+
+def scaler_updates(G) -> list:
+    """The trace's loss scaler updates (``loss_scale`` node attributes), in call order;
+    [] for a program that scales no loss."""
+    return sorted((d for d in G._node.values() if d.get("kind") == "loss_scale"), key=lambda d: d["seq"])
+
+
+def is_scaled_product(d) -> bool:
+    """Whether op ``d`` (its attributes) may be ``GradScaler.scale``'s multiplication:
+    torch's own ``Tensor.mul``, outside any module (asked of a program that scales)."""
+    return d.get("name") == "Tensor.mul" and d.get("direct") is False and not d.get("module")
+
+
+def scaler_note(updates: list, seq: int):
+    """``(handled, text)`` for a NaN/Inf made at op ``seq`` of a program whose scaler
+    updates are ``updates``: ``handled`` when the scaler skipped the update after it
+    and a later update ran (the overflow of a scale still too large); ``text`` says
+    what the scaler did. None where no update follows."""
+    i = bisect_right([d["seq"] for d in updates], seq)
+    if i == len(updates):
+        return None
+    d = updates[i]
+    if not d.get("skipped"):
+        return False, f"the loss scaler's update after it ran (scale {_g(d.get('scale'))})"
+    later = next((j for j in range(i + 1, len(updates)) if updates[j].get("skipped") is False), None)
+    text = f"the loss scaler skipped the update after it (scale {_g(d.get('scale'))} -> {_g(d.get('new_scale'))})"
+    if later is None:
+        return False, text + f" and every update after it ({len(updates) - i} in all): lowering the scale did not cure it"
+    return True, text + (f" and ran again {later - i} update(s) later: an overflow of a scale still too large, "
+                         "which the scaler handles")
+
+
+def _g(v) -> str:
+    return "?" if v is None else f"{v:.4g}"

@@ -1,0 +1,68 @@
+"""A program that scales its loss: its step rows show the loss before scaling, the
+gradient norms divided by the scale and the scale of each step, and a NaN/Inf the
+scaler handled (it skipped that update and ran later ones) is an info finding, not an
+error."""
+
+import math
+
+import torch
+
+import gradtrace
+from gradtrace.analyze.step_rows import step_rows
+
+
+def _run(steps=6, nan_at=None, traced=True):
+    """A loop with a loss scaler whose first three updates overflow and are skipped;
+    ``nan_at``: the step from which the data holds a NaN. Returns the trace, or the
+    untraced losses and gradient norms."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
+    x = torch.randn(64, 4) * 3
+    y = x.sum(1, keepdim=True)
+    seen = []
+
+    def loop():
+        for step in range(steps):
+            if step == nan_at:
+                x[0, 0] = float("nan")
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            scaler.scale(loss).backward()
+            scale = scaler.get_scale()
+            seen.append((loss.item(), math.hypot(*(p.grad.double().norm().item() / scale for p in model.parameters()))))
+            scaler.step(opt)
+            scaler.update()
+
+    if not traced:
+        loop()
+        return seen
+    with gradtrace.trace() as tr:
+        loop()
+    return tr
+
+
+def test_a_step_ends_at_the_scalers_update():
+    assert [r["scaler"]["skipped"] for r in step_rows(_run().graph)] == [True, True, True, False, False, False]
+
+
+def test_the_rows_show_the_loss_before_scaling():
+    assert [r["losses"][-1] for r in step_rows(_run().graph)] == [loss for loss, _ in _run(traced=False)]
+
+
+def test_the_rows_show_the_gradient_norm_divided_by_the_scale():
+    rows = step_rows(_run().graph)[3:]
+    untraced = [norm for _, norm in _run(traced=False)][3:]
+    assert all(math.isclose(r["grad_norm"], n, rel_tol=1e-5) for r, n in zip(rows, untraced))
+
+
+def test_an_overflow_the_scaler_handled_is_an_info_finding():
+    found = [f for f in gradtrace.check(_run()) if f.code == "GT110"]
+    assert found and all(f.severity == "info" and "the loss scaler skipped the update after it" in f.message
+                         for f in found)
+
+
+def test_a_nan_the_scaler_never_got_past_stays_an_error_that_says_so():
+    found = [f for f in gradtrace.check(_run(steps=12, nan_at=8)) if f.code == "GT110" and f.severity == "error"]
+    assert found and "and every update after it (4 in all): lowering the scale did not cure it" in found[0].message
