@@ -3,7 +3,8 @@ recorded (``records.loss_scales``: the scale the step used, whether the scaler s
 its update for a NaN or an Inf, the scale it set), and ``--stop-at nonfinite`` hears
 that the program scales its loss and where the scaler ends a step
 (:mod:`gradtrace.record.watch`). The scaler computes what it computes untraced: the
-patches only listen."""
+patches only listen. Reading the scale and the found-inf flags waits for the device
+once per update, as the scaler's own ``step`` has just done."""
 
 from __future__ import annotations
 
