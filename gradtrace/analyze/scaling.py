@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-__all__ = ["is_scaled_product", "scaler_note", "scaler_updates"]
+__all__ = ["is_scaled_product", "loss_root", "scale_after", "scaler_note", "scaler_updates"]
 
 
 def scaler_updates(G) -> list:
@@ -18,6 +18,27 @@ def is_scaled_product(d) -> bool:
     """Whether op ``d`` (its attributes) may be ``GradScaler.scale``'s multiplication:
     torch's own ``Tensor.mul``, outside any module (asked of a program that scales)."""
     return d.get("name") == "Tensor.mul" and d.get("direct") is False and not d.get("module")
+
+
+def loss_root(G, root):
+    """The loss a loss scaler multiplied into backward root ``root`` (the first input of
+    :func:`is_scaled_product`'s op that made it), else ``root``."""
+    N = G._node
+    for op, keyed in G._pred[root].items():
+        d = N[op]
+        if d.get("kind") == "op" and any(e.get("kind") == "output" for e in keyed.values()):
+            if not is_scaled_product(d):
+                return root
+            return next((t for t, ks in G._pred[op].items()
+                         if any(e.get("kind") == "input" and e.get("pos") == 0 for e in ks.values())), root)
+    return root
+
+
+def scale_after(updates: list, seq: int):
+    """The scale of the first of ``updates`` after op ``seq`` (the scale the gradients
+    of a backward call at ``seq`` were made with), or None."""
+    i = bisect_right([d["seq"] for d in updates], seq)
+    return updates[i].get("scale") if i < len(updates) else None
 
 
 def scaler_note(updates: list, seq: int):

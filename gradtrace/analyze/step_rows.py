@@ -25,7 +25,7 @@ import math
 from ..graph.names import name_of
 from ..graph.query import UNINITIALISED
 from ..graph.steps import MARK, find_steps
-from .scaling import is_scaled_product
+from .scaling import loss_root
 
 __all__ = ["first_step", "step_rows"]
 
@@ -68,7 +68,7 @@ def _backward_figures(G, steps, rows) -> None:
                 if kind == "leaf_grad":
                     grads.append((_norm(e.get("stats")), v))
                 elif kind == "weights" and loss is None:
-                    loss = _value(N[_unscaled(G, v) if scaled else v])
+                    loss = _value(N[loss_root(G, v) if scaled else v])
         row["losses"].append(loss)
         known = [(n, v) for n, v in grads if n is not None]
         if grads and len(known) == len(grads):
@@ -77,20 +77,6 @@ def _backward_figures(G, steps, rows) -> None:
             row["max_grad"] = {"tensor": name_of(N[v]), "norm": n}
         else:
             row["grad_norm"] = row["max_grad"] = None
-
-
-def _unscaled(G, root):
-    """The loss a loss scaler multiplied into ``root`` (``GradScaler.scale``'s product,
-    torch's own ``Tensor.mul`` outside any module), else ``root``."""
-    N = G._node
-    for op, keyed in G._pred[root].items():
-        d = N[op]
-        if d.get("kind") == "op" and any(e.get("kind") == "output" for e in keyed.values()):
-            if not is_scaled_product(d):
-                return root
-            return next((t for t, ks in G._pred[op].items()
-                         if any(e.get("kind") == "input" and e.get("pos") == 0 for e in ks.values())), root)
-    return root
 
 
 def _value(d):

@@ -13,6 +13,7 @@ from pathlib import Path
 import networkx as nx
 
 from ..graph.names import name_of
+from .scaling import loss_root, scale_after
 from .series import backward_runs, run_roots, series_lines
 
 __all__ = [
@@ -98,7 +99,9 @@ def _digest(stats) -> str:
     return f"norm {stats['norm']:.4g}, mean {stats['mean']:.4g}, min {stats['min']:.4g}, max {stats['max']:.4g}"
 
 
-def _backward_entry(G, bw, d) -> dict:
+def _backward_entry(G, bw, d, updates) -> dict:
+    """A backward call's summary entry; ``updates``: the trace's loss scaler updates
+    (a scaled call's root value is the loss before scaling, its norm divided by the scale)."""
     roots, grads, leaf_norms = [], 0, []
     for _, root, e in G.out_edges(bw, data=True):
         kind = e.get("kind")
@@ -118,9 +121,12 @@ def _backward_entry(G, bw, d) -> dict:
             wtext = f"{name_of(wd) if wd.get('label') else w} {wd.get('shape')} ({_digest(wd.get('stats'))})"
         rd = G.nodes[root]
         roots.append({"root": root, "label": name_of(rd) if rd.get("label") else None, "shape": rd.get("shape"),
-                      "w": wtext, "value": _scalar_value(rd)})
-    return {"id": bw, "api": d["api"], "roots": roots, "error": d.get("error"), "grads": grads,
-            "grad_norm": _total_norm(leaf_norms)}
+                      "w": wtext, "value": _scalar_value(G.nodes[loss_root(G, root)] if updates else rd)})
+    norm = _total_norm(leaf_norms)
+    scale = scale_after(updates, G.nodes[d["op"]]["seq"]) if updates and norm is not None and d.get("op") in G else None
+    if scale and math.isfinite(scale):
+        norm /= scale
+    return {"id": bw, "api": d["api"], "roots": roots, "error": d.get("error"), "grads": grads, "grad_norm": norm}
 
 
 def _total_norm(norms: list):
@@ -219,7 +225,7 @@ def summarize(G: nx.MultiDiGraph) -> dict:
         G = nx.MultiDiGraph(G)  # the layout the passes below read
     # The passes make almost no new containers per node: every tuple made here would
     # count towards the cyclic collector's next run over the whole graph.
-    ops, move_ops, backward_nodes = [], [], []
+    ops, move_ops, backward_nodes, updates = [], [], [], []
     firsts, later, versions, storages = 0, [], 0, 0
     nodes = G._node
     for n, d in nodes.items():
@@ -240,10 +246,13 @@ def summarize(G: nx.MultiDiGraph) -> dict:
             storages += 1
         elif kind == "backward":
             backward_nodes.append((n, d))
+        elif kind == "loss_scale":
+            updates.append(d)
     ops.sort(key=_op_seq)
     move_ops.sort(key=_seq)
     backward_nodes.sort(key=_seq)
     views, aliases, writes, hidden_writes, moved = _edge_counts(G)
+    updates.sort(key=_op_seq)
     unknown = G.graph.get("unknown") or ()
     return {
         "status": G.graph.get("status"),
@@ -257,7 +266,7 @@ def summarize(G: nx.MultiDiGraph) -> dict:
         "writes": writes,
         "hidden_writes": hidden_writes,
         "moves": _moves(G, move_ops, moved),
-        "backward": [_backward_entry(G, bw, d) for bw, d in backward_nodes],
+        "backward": [_backward_entry(G, bw, d, updates) for bw, d in backward_nodes],
         "unknown": sum(u["count"] for u in unknown),
         "unknown_reasons": [f"{u['what']} x{u['count']}" for u in unknown],
         "top_lines": busiest_lines(ops),

@@ -66,3 +66,12 @@ def test_an_overflow_the_scaler_handled_is_an_info_finding():
 def test_a_nan_the_scaler_never_got_past_stays_an_error_that_says_so():
     found = [f for f in gradtrace.check(_run(steps=12, nan_at=8)) if f.code == "GT110" and f.severity == "error"]
     assert found and "and every update after it (4 in all): lowering the scale did not cure it" in found[0].message
+
+
+def test_the_summary_gives_each_calls_loss_before_scaling_and_its_unscaled_gradient_norm():
+    from gradtrace.analyze.summary import summarize
+
+    calls = summarize(_run().graph)["backward"][3:]
+    untraced = _run(traced=False)[3:]
+    assert [c["roots"][0]["value"] for c in calls] == [loss for loss, _ in untraced]
+    assert all(math.isclose(c["grad_norm"], n, rel_tol=1e-5) for c, (_, n) in zip(calls, untraced))
