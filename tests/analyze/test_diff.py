@@ -101,6 +101,21 @@ def test_compare_values_reports_max_errors_and_the_mismatched_fraction():
     assert c["mismatch"] == 0.25 and not c["agree"]  # NaN equals NaN; one element of four is off
 
 
+def test_the_same_infinities_in_both_runs_statistics_agree():
+    from gradtrace.analyze.diff.compare import compare_stats
+
+    s = {"min": float("inf"), "max": float("inf"), "mean": float("inf"), "norm": float("inf"), "nan": 0, "inf": 4}
+    assert compare_stats(s, dict(s), 4, 1.3e-6, 1e-5)["agree"]
+
+
+def test_infinities_of_opposite_sign_in_the_statistics_diverge():
+    from gradtrace.analyze.diff.compare import compare_stats
+
+    a = {"min": 1.0, "max": float("inf"), "mean": float("inf"), "norm": float("inf"), "nan": 0, "inf": 1}
+    b = dict(a, min=float("-inf"), max=1.0, mean=float("-inf"))
+    assert not compare_stats(a, b, 4, 1.3e-6, 1e-5)["agree"]
+
+
 def test_diff_graphs_reports_configuration_differences(tmp_path):
     _, ta = _traced(tmp_path, "one", PROGRAM)
     _, tb = _traced(tmp_path, "two", PROGRAM)

@@ -50,11 +50,18 @@ def compare_stats(sa: dict, sb: dict, numel: int, rtol: float, atol: float) -> d
     def f(x):
         return 0.0 if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
-    scale = max(abs(f(sa.get(k))) for k in ("min", "max")) if sa else 0.0
-    scale = max(scale, *(abs(f(sb.get(k))) for k in ("min", "max")))
+    def delta(k):  # an Inf both runs hold is no difference (inf - inf would be NaN)
+        x, y = f(sa.get(k)), f(sb.get(k))
+        return 0.0 if x == y else abs(x - y)
+
+    def size(x):
+        return abs(x) if math.isfinite(x) else 0.0
+
+    scale = max(size(f(sa.get(k))) for k in ("min", "max")) if sa else 0.0
+    scale = max(scale, *(size(f(sb.get(k))) for k in ("min", "max")))
     n = max(int(numel or 1), 1)
-    deltas = [abs(f(sa.get(k)) - f(sb.get(k))) for k in ("min", "max", "mean")]
-    deltas.append(abs(f(sa.get("norm")) - f(sb.get("norm"))) / math.sqrt(n))
+    deltas = [delta(k) for k in ("min", "max", "mean")]
+    deltas.append(delta("norm") / math.sqrt(n))
     max_abs = max(deltas)
     tol = atol + rtol * scale
     rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
