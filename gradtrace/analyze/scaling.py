@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-__all__ = ["is_scaled_product", "loss_root", "scale_after", "scaler_note", "scaler_updates"]
+__all__ = ["is_scaled_product", "loss_root", "scale_after", "scaler_line", "scaler_note", "scaler_summary",
+           "scaler_updates"]
 
 
 def scaler_updates(G) -> list:
@@ -58,6 +59,21 @@ def scaler_note(updates: list, seq: int):
         return False, text + f" and every update after it ({len(updates) - i} in all): lowering the scale did not cure it"
     return True, text + (f" and ran again {later - i} update(s) later: an overflow of a scale still too large, "
                          "which the scaler handles")
+
+
+def scaler_summary(updates: list):
+    """``{updates, skipped, first_scale, last_scale}`` of a program's loss scaler
+    updates (``last_scale``: the scale the last update set); None without any."""
+    if not updates:
+        return None
+    return {"updates": len(updates), "skipped": sum(1 for d in updates if d.get("skipped")),
+            "first_scale": updates[0].get("scale"), "last_scale": updates[-1].get("new_scale")}
+
+
+def scaler_line(s: dict) -> str:
+    """The run report's line on a :func:`scaler_summary`."""
+    return (f"loss scaler: {s['updates']} update{'s' if s['updates'] != 1 else ''}, {s['skipped']} skipped "
+            f"for NaN/Inf in the scaled gradients (scale {_g(s['first_scale'])} -> {_g(s['last_scale'])})")
 
 
 def _g(v) -> str:

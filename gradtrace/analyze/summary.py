@@ -13,7 +13,7 @@ from pathlib import Path
 import networkx as nx
 
 from ..graph.names import name_of
-from .scaling import loss_root, scale_after
+from .scaling import loss_root, scale_after, scaler_line, scaler_summary
 from .series import backward_runs, run_roots, series_lines
 
 __all__ = [
@@ -270,6 +270,7 @@ def summarize(G: nx.MultiDiGraph) -> dict:
         "unknown": sum(u["count"] for u in unknown),
         "unknown_reasons": [f"{u['what']} x{u['count']}" for u in unknown],
         "top_lines": busiest_lines(ops),
+        **({"scaler": scaler_summary(updates)} if updates else {}),
     }
 
 
@@ -348,6 +349,8 @@ def format_summary(s: dict, script=None) -> str:
         out.append(f"backward {b['id']} {b['api']}: {roots}; gradients recorded: {b['grads']}"
                    + (f"; raised {plain(b['error'])}" if b["error"] else ""))
     out.extend(series_lines(s["backward"]))
+    if s.get("scaler"):
+        out.append(scaler_line(s["scaler"]))
     if s["unknown"]:
         out.append(f"unknown: {s['unknown']} reads the recorder could not make "
                    f"({', '.join(s['unknown_reasons'])}); see docs/trace-format.md")

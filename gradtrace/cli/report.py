@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..analyze.scaling import scaler_line
 from ..analyze.series import backward_runs, run_roots, series_lines
 from ..analyze.step_rows import first_step, step_rows
 from ..analyze.summary import (
@@ -213,6 +214,8 @@ def _print_report(c, G, s, findings, out, pos, files):
                       + (f"; raised {plain(b['error'])}" if b["error"] else "")))
     for text in series_lines(s["backward"]):
         c.print(_line(text))
+    if s.get("scaler"):
+        c.print(_line(scaler_line(s["scaler"])))
     window = G.graph.get("steps_window")
     if isinstance(window, list) and len(window) == 2:
         c.print(_line(_window_text(window, G.graph.get("first_step"), G.graph.get("steps_seen"))))

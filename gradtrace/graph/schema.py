@@ -172,6 +172,7 @@ SUMMARY_ATTRS = {
                   "roots": [{"root": _ID, "label": SN, "shape": _DIMS, "w": S, "value": ("optional", _NUMBER)}]}],
     "unknown": I, "unknown_reasons": [S],
     "top_lines": [{"file": SN, "line": I, "ops": I, "code": SN}],
+    "scaler": ("optional", {"updates": I, "skipped": I, "first_scale": _NUMBER, "last_scale": _NUMBER}),
 }
 # Graph attribute ``steps``: a row per step of a training run (gradtrace.analyze.step_rows),
 # also at the head of trace.json.

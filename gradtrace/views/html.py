@@ -112,14 +112,15 @@ def _findings(findings) -> list:
 
 def _timeline(rows) -> list:
     """What the run timeline draws of each step row (``gradtrace.analyze.step_rows``):
-    its last loss, gradient norm, largest relative change, learning rates and NaN/Inf
-    counts."""
+    its last loss, gradient norm, largest relative change, learning rates, loss scale and
+    NaN/Inf counts."""
     out = []
     for r in rows or ():
         losses = [v for v in r.get("losses") or () if v is not None]
         change = r.get("max_change") or {}
         out.append({"step": r["step"], "loss": losses[-1] if losses else None, "grad": r.get("grad_norm"),
                     "change": change.get("ratio"), "changed": change.get("tensor"), "lr": r.get("lr") or [],
+                    "scaler": r.get("scaler"),
                     "bad": (r.get("nan") or 0) + (r.get("inf") or 0)})
     return out
 

@@ -75,3 +75,18 @@ def test_the_summary_gives_each_calls_loss_before_scaling_and_its_unscaled_gradi
     untraced = _run(traced=False)[3:]
     assert [c["roots"][0]["value"] for c in calls] == [loss for loss, _ in untraced]
     assert all(math.isclose(c["grad_norm"], n, rel_tol=1e-5) for c, (_, n) in zip(calls, untraced))
+
+
+def test_the_summary_counts_the_updates_the_scaler_skipped():
+    from gradtrace.analyze.summary import summarize
+
+    s = summarize(_run().graph)["scaler"]
+    assert (s["updates"], s["skipped"], s["first_scale"], s["last_scale"]) == (6, 3, 2.0 ** 127, 2.0 ** 124)
+
+
+def test_a_program_that_scales_no_loss_has_no_scaler_in_its_summary():
+    from gradtrace.analyze.summary import summarize
+
+    with gradtrace.trace() as tr:
+        torch.nn.Linear(2, 1)(torch.ones(1, 2)).sum().backward()
+    assert "scaler" not in summarize(tr.graph)

@@ -440,6 +440,33 @@ def test_browser_hovering_a_timeline_step_says_its_learning_rate(run_page, brows
     assert text.startswith("step 7:") and "learning rate 1000000," in text
 
 
+def test_browser_hovering_a_step_the_loss_scaler_skipped_says_so(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from gradtrace.analyze.step_rows import step_rows
+
+    torch.manual_seed(0)
+    with gradtrace.trace() as tr:
+        model = nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)  # skips its first
+        x = torch.randn(64, 4) * 3
+        for _ in range(4):
+            opt.zero_grad()
+            scaler.scale(nn.functional.mse_loss(model(x), x.sum(1, keepdim=True))).backward()
+            scaler.step(opt)
+            scaler.update()
+    rows = step_rows(tr.graph)
+    viewer.write_html(tr.graph, tmp_path / "scaled.html", rows=rows)
+    _open(browser, tmp_path / "scaled.html")
+    svg = browser.find_element(By.ID, "timeline-svg")
+    w = svg.size["width"]
+    ActionChains(browser).move_to_element_with_offset(svg, int(118 + 0.5 * (w - 126) / len(rows) - w / 2), 0).perform()
+    text = _js(browser, "return document.getElementById('timeline-info').textContent;")
+    assert rows[0]["scaler"]["skipped"] and text.startswith("step 1:") and "(update skipped)" in text
+
+
 def test_browser_timeline_marks_the_steps_that_made_nan_or_inf(run_page, browser):
     path, _, rows, _ = run_page
     _open(browser, path)
