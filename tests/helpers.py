@@ -49,3 +49,37 @@ def grad_reaching(G, node):
 def same_bits(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(-1).view(torch.uint8) if a.numel() else a,
                                                                       b.view(-1).view(torch.uint8) if b.numel() else b)
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for a launcher's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(cwd, script, *gradtrace_args, script_args=(), ranks=2, timeout=180):
+    """Launch ``script`` (with ``script_args``) on ``ranks`` local processes with
+    ``python -m torch.distributed.run``, traced by ``gradtrace run GRADTRACE_ARGS``
+    (untraced when there are none); return the completed process."""
+    import subprocess
+    import sys
+
+    run = ["-m", "gradtrace", "run", *map(str, gradtrace_args)] if gradtrace_args else []
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
+                           "--master_port", str(free_port()), *run, str(script), *map(str, script_args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def overflowing_scaler_setup():
+    """``(model, opt, scaler, x, y)`` of a small regression whose loss scaler starts at a
+    scale too large: its first three updates overflow and are skipped while it lowers
+    the scale (seeded)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
+    x = torch.randn(64, 4) * 3
+    return model, opt, scaler, x, x.sum(1, keepdim=True)

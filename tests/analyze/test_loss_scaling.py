@@ -6,6 +6,7 @@ error."""
 import math
 
 import torch
+from helpers import overflowing_scaler_setup
 
 import gradtrace
 from gradtrace.analyze.step_rows import step_rows
@@ -15,12 +16,7 @@ def _run(steps=6, nan_at=None, traced=True):
     """A loop with a loss scaler whose first three updates overflow and are skipped;
     ``nan_at``: the step from which the data holds a NaN. Returns the trace, or the
     untraced losses and gradient norms."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
-    x = torch.randn(64, 4) * 3
-    y = x.sum(1, keepdim=True)
+    model, opt, scaler, x, y = overflowing_scaler_setup()
     seen = []
 
     def loop():

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from helpers import overflowing_scaler_setup
 from torch.optim import optimizer as optim_module
 
 import gradtrace
@@ -120,12 +121,7 @@ def _scaled_run(steps=12, nan_at=None, stop_at=None):
     """A loop with a loss scaler whose first scale is too large: its first three updates
     overflow and are skipped while the scaler lowers the scale; ``nan_at``: the step from
     which the data holds a NaN. Returns ``(parameters, trace or None)``."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
-    x = torch.randn(64, 4) * 3
-    y = x.sum(1, keepdim=True)
+    model, opt, scaler, x, y = overflowing_scaler_setup()
 
     def loop():
         for step in range(steps):

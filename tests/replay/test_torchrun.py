@@ -2,13 +2,11 @@
 and the commands that read such a folder. One launch for the whole module."""
 
 import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import torchrun
 
 from gradtrace.cli import main
 from gradtrace.ranks import launcher_position, load_rank, load_ranks
@@ -37,12 +35,6 @@ PLAIN_SCRIPT = "import torch\nx = torch.ones(2, requires_grad=True)\n(x * 2).sum
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
     """Two ranks of a gloo DDP script, traced: ``(completed process, OUT)``."""
@@ -50,10 +42,7 @@ def launched(tmp_path_factory):
     script = tmp / "ddp_script.py"
     script.write_text(DDP_SCRIPT)
     out = tmp / "out"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", str(_free_port()), "-m", "gradtrace", "run", "-o", str(out), str(script)],
-                       capture_output=True, text=True, timeout=120, cwd=tmp)
-    return r, out
+    return torchrun(tmp, script, "-o", out, timeout=120), out
 
 
 @pytest.fixture(scope="module")

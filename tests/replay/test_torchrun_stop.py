@@ -2,11 +2,8 @@
 metric its peers do not compute): that rank stops with exit code 3, its peers lose it in
 their next all-reduce and end too, and every rank's trace is written. One launch."""
 
-import socket
-import subprocess
-import sys
-
 import pytest
+from helpers import torchrun
 
 from gradtrace.trace import load_summary
 
@@ -32,12 +29,6 @@ dist.destroy_process_group()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
     """``(completed process, {rank: meta})`` of two traced gloo ranks."""
@@ -45,10 +36,7 @@ def launched(tmp_path_factory):
     script = tmp / "one_rank_nan.py"
     script.write_text(ONE_RANK_NAN)
     out = tmp / "out"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", str(_free_port()), "-m", "gradtrace", "run", "--no-svg",
-                        "--stop-at", "nonfinite", "-o", str(out), str(script)],
-                       capture_output=True, text=True, timeout=180, cwd=tmp)
+    r = torchrun(tmp, script, "--no-svg", "--stop-at", "nonfinite", "-o", out)
     return r, {k: load_summary(out / f"rank{k}")[1] for k in (0, 1) if (out / f"rank{k}" / "trace.json").is_file()}
 
 

@@ -4,11 +4,8 @@ after it; with `--stop-at nonfinite`, a run whose learning rate is raised a
 hundred-millionfold stops on every rank at the end of the same step, each rank's folder
 holding its step rows. Three launches for the whole module."""
 
-import socket
-import subprocess
-import sys
-
 import pytest
+from helpers import torchrun
 
 from gradtrace.trace import load, load_steps, load_summary
 
@@ -36,6 +33,8 @@ dist.destroy_process_group()
 """
 
 STEADY_DDP = """\
+import sys
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -46,21 +45,18 @@ torch.manual_seed(0)
 model = nn.parallel.DistributedDataParallel(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)))
 opt = torch.optim.SGD(model.parameters(), lr=0.05)
 x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))[rank * 4:(rank + 1) * 4]
+lines = []
 for step in range(8):
     opt.zero_grad()
     loss = model(x).pow(2).mean()
     loss.backward()
     opt.step()
-    print(f"rank {rank} step {step} loss {loss.item().hex()}")
-print(f"rank {rank} weights " + " ".join(p.detach().double().sum().item().hex() for p in model.parameters()))
+    lines.append(f"step {step} loss {loss.item().hex()}")
+lines.append("weights " + " ".join(p.detach().double().sum().item().hex() for p in model.parameters()))
+with open(f"{sys.argv[1]}.rank{rank}", "w") as f:  # the ranks' stdout would interleave
+    f.write("\\n".join(lines))
 dist.destroy_process_group()
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -70,31 +66,26 @@ def launched(tmp_path_factory):
     script = tmp / "ddp_blow_up.py"
     script.write_text(BLOW_UP_DDP)
     out = tmp / "out"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", str(_free_port()), "-m", "gradtrace", "run", "--no-svg",
-                        "--steps", "19:30", "--stop-at", "nonfinite", "-o", str(out), str(script)],
-                       capture_output=True, text=True, timeout=180, cwd=tmp)
+    r = torchrun(tmp, script, "--no-svg", "--steps", "19:30", "--stop-at", "nonfinite", "-o", out)
     ranks = {k: load_steps(out / f"rank{k}") for k in (0, 1) if (out / f"rank{k}" / "trace.json").is_file()}
     return r, ranks
 
 
-def _launch(tmp, source, *gradtrace_args):
+def _launch(tmp, source, name, *gradtrace_args):
+    """Launch ``source`` on two ranks; return each rank's lines (its losses and weights)."""
     script = tmp / "ddp_steady.py"
     script.write_text(source)
-    run = ["-m", "gradtrace", "run", "--no-svg", *gradtrace_args] if gradtrace_args else []
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", str(_free_port()), *run, str(script)],
-                       capture_output=True, text=True, timeout=180, cwd=tmp)
+    r = torchrun(tmp, script, *(("--no-svg", *gradtrace_args) if gradtrace_args else ()), script_args=(name,))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return sorted(line for line in r.stdout.splitlines() if line.startswith("rank "))
+    return [(tmp / f"{name}.rank{k}").read_text().splitlines() for k in (0, 1)]
 
 
 @pytest.fixture(scope="module")
 def steady(tmp_path_factory):
     """``(untraced lines, traced lines, OUT)`` of a steady DDP run, traced with --steps 3:5."""
     tmp = tmp_path_factory.mktemp("torchrun_steady")
-    untraced = _launch(tmp, STEADY_DDP)
-    traced = _launch(tmp, STEADY_DDP, "--steps", "3:5", "-o", str(tmp / "out"))
+    untraced = _launch(tmp, STEADY_DDP, "untraced")
+    traced = _launch(tmp, STEADY_DDP, "traced", "--steps", "3:5", "-o", str(tmp / "out"))
     return untraced, traced, tmp / "out"
 
 
@@ -109,7 +100,7 @@ def test_a_ddp_model_built_before_the_window_has_its_all_reduces_recorded_in_it(
 
 def test_the_windowed_ddp_run_computes_what_the_untraced_run_computes(steady):
     untraced, traced, _ = steady
-    assert len(untraced) == 2 * 9 and traced == untraced
+    assert [len(lines) for lines in untraced] == [9, 9] and traced == untraced
 
 
 def test_every_rank_stops_with_exit_code_3_and_writes_its_folder(launched):
