@@ -17,13 +17,16 @@ __all__ = ["OptimizerSteps"]
 
 
 def _lr(v):
-    if isinstance(v, bool):
+    # type(v), not isinstance: a proxy's __class__ would be the program's code to run
+    t = type(v)
+    if issubclass(t, bool):
         return None
-    if isinstance(v, (int, float)):
+    if issubclass(t, (int, float)):
         return float(v)
-    if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu":
-        with hidden():
-            return float(v.detach().item())
+    if issubclass(t, torch.Tensor):
+        with hidden():  # what a tensor subclass or a mode would see of reading it
+            if v.numel() == 1 and v.device.type == "cpu":
+                return float(v.detach().item())
     return None
 
 

@@ -70,3 +70,31 @@ def test_nothing_is_left_in_torchs_optimizer_hooks():
     with gradtrace.trace():
         torch.ones(2) + 1
     assert len(optim_module._global_optimizer_post_hooks) == before
+
+
+class _CountingLr(torch.Tensor):
+    calls = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        _CountingLr.calls += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def _adam_with_a_subclass_lr(traced):
+    _CountingLr.calls = 0
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.Adam([w], lr=torch.tensor(0.001).as_subclass(_CountingLr), foreach=False)
+    w.grad = torch.ones(2)
+    if traced:
+        with gradtrace.trace() as tr:
+            opt.step()
+        return _CountingLr.calls, _steps(tr)[0]["lr"]
+    opt.step()
+    return _CountingLr.calls, None
+
+
+def test_reading_a_learning_rate_is_invisible_to_its_tensor_subclass():
+    untraced, _ = _adam_with_a_subclass_lr(False)
+    traced, lr = _adam_with_a_subclass_lr(True)
+    assert traced == untraced and lr == [torch.tensor(0.001).item()]
