@@ -35,10 +35,11 @@ def loss_root(G, root):
     return root
 
 
-def scale_after(updates: list, seq: int):
+def scale_after(updates: list, seq: int, seqs=None):
     """The scale of the first of ``updates`` after op ``seq`` (the scale the gradients
-    of a backward call at ``seq`` were made with), or None."""
-    i = bisect_right([d["seq"] for d in updates], seq)
+    of a backward call at ``seq`` were made with), or None; ``seqs``: the updates'
+    ``seq``, for a caller that asks of many calls."""
+    i = bisect_right(seqs if seqs is not None else [d["seq"] for d in updates], seq)
     return updates[i].get("scale") if i < len(updates) else None
 
 

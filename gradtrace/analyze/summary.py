@@ -99,9 +99,10 @@ def _digest(stats) -> str:
     return f"norm {stats['norm']:.4g}, mean {stats['mean']:.4g}, min {stats['min']:.4g}, max {stats['max']:.4g}"
 
 
-def _backward_entry(G, bw, d, updates) -> dict:
-    """A backward call's summary entry; ``updates``: the trace's loss scaler updates
-    (a scaled call's root value is the loss before scaling, its norm divided by the scale)."""
+def _backward_entry(G, bw, d, updates, seqs) -> dict:
+    """A backward call's summary entry; ``updates``: the trace's loss scaler updates, and
+    ``seqs`` their ``seq`` (a scaled call's root value is the loss before scaling, its
+    norm divided by the scale)."""
     roots, grads, leaf_norms = [], 0, []
     for _, root, e in G.out_edges(bw, data=True):
         kind = e.get("kind")
@@ -123,7 +124,7 @@ def _backward_entry(G, bw, d, updates) -> dict:
         roots.append({"root": root, "label": name_of(rd) if rd.get("label") else None, "shape": rd.get("shape"),
                       "w": wtext, "value": _scalar_value(G.nodes[loss_root(G, root)] if updates else rd)})
     norm = _total_norm(leaf_norms)
-    scale = scale_after(updates, G.nodes[d["op"]]["seq"]) if updates and norm is not None and d.get("op") in G else None
+    scale = scale_after(updates, G.nodes[d["op"]]["seq"], seqs) if updates and norm is not None and d.get("op") in G else None
     if scale and math.isfinite(scale):
         norm /= scale
     return {"id": bw, "api": d["api"], "roots": roots, "error": d.get("error"), "grads": grads, "grad_norm": norm}
@@ -253,6 +254,7 @@ def summarize(G: nx.MultiDiGraph) -> dict:
     backward_nodes.sort(key=_seq)
     views, aliases, writes, hidden_writes, moved = _edge_counts(G)
     updates.sort(key=_op_seq)
+    seqs = [u["seq"] for u in updates]
     unknown = G.graph.get("unknown") or ()
     return {
         "status": G.graph.get("status"),
@@ -266,7 +268,7 @@ def summarize(G: nx.MultiDiGraph) -> dict:
         "writes": writes,
         "hidden_writes": hidden_writes,
         "moves": _moves(G, move_ops, moved),
-        "backward": [_backward_entry(G, bw, d, updates) for bw, d in backward_nodes],
+        "backward": [_backward_entry(G, bw, d, updates, seqs) for bw, d in backward_nodes],
         "unknown": sum(u["count"] for u in unknown),
         "unknown_reasons": [f"{u['what']} x{u['count']}" for u in unknown],
         "top_lines": busiest_lines(ops),
