@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-__all__ = ["is_scaled_product", "loss_root", "scale_after", "scaler_line", "scaler_note", "scaler_summary",
+__all__ = ["NEVER", "RAN", "RECOVERED", "is_scaled_product", "loss_root", "scale_after", "scaler_line", "scaler_note", "scaler_summary",
            "scaler_updates"]
 
 
@@ -43,23 +43,27 @@ def scale_after(updates: list, seq: int, seqs=None):
     return updates[i].get("scale") if i < len(updates) else None
 
 
+RAN, RECOVERED, NEVER = "ran", "recovered", "never"  # what the scaler did after a NaN/Inf
+
+
 def scaler_note(updates: list, seq: int):
-    """``(handled, text)`` for a NaN/Inf made at op ``seq`` of a program whose scaler
-    updates are ``updates``: ``handled`` when the scaler skipped the update after it
-    and a later update ran (the overflow of a scale still too large); ``text`` says
-    what the scaler did. None where no update follows."""
+    """``(outcome, text)`` for a NaN/Inf made at op ``seq`` of a program whose scaler
+    updates are ``updates``: :data:`RAN` (the update after it ran), :data:`RECOVERED`
+    (the scaler skipped it and a later update ran: the overflow of a scale still too
+    large) or :data:`NEVER` (it skipped every update from there); ``text`` says so.
+    None where no update follows."""
     i = bisect_right([d["seq"] for d in updates], seq)
     if i == len(updates):
         return None
     d = updates[i]
     if not d.get("skipped"):
-        return False, f"the loss scaler's update after it ran (scale {_g(d.get('scale'))})"
+        return RAN, f"the loss scaler's update after it ran (scale {_g(d.get('scale'))})"
     later = next((j for j in range(i + 1, len(updates)) if updates[j].get("skipped") is False), None)
     text = f"the loss scaler skipped the update after it (scale {_g(d.get('scale'))} -> {_g(d.get('new_scale'))})"
     if later is None:
-        return False, text + f" and every update after it ({len(updates) - i} in all): lowering the scale did not cure it"
-    return True, text + (f" and ran again {later - i} update(s) later: an overflow of a scale still too large, "
-                         "which the scaler handles")
+        return NEVER, text + f" and every update after it ({len(updates) - i} in all): lowering the scale did not cure it"
+    return RECOVERED, text + (f" and ran again {later - i} update(s) later: an overflow of a scale still too large, "
+                              "which the scaler handles")
 
 
 def scaler_summary(updates: list):

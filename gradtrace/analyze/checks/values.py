@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ...graph.query import UNINITIALISED
-from ..scaling import is_scaled_product, scaler_note, scaler_updates
+from ..scaling import RAN, RECOVERED, is_scaled_product, scaler_note, scaler_updates
 from . import fixes as fx
 from .findings import code_of, finding, has_bad, register, statement_of, stats_text
 from .history import turn_before
@@ -105,9 +105,8 @@ def _scaling(q, updates, op) -> tuple:
     note = scaler_note(updates, q.seq(op))
     if note is None:
         return False, ""
-    handled, text = note
-    return handled or (is_scaled_product(q.N[op]) and text.startswith("the loss scaler's update after it ran")), \
-        f"; {text}"
+    outcome, text = note
+    return outcome == RECOVERED or (outcome == RAN and is_scaled_product(q.N[op])), f"; {text}"
 
 
 def _before(turn) -> str:
