@@ -25,7 +25,7 @@ import math
 from ..graph.names import name_of
 from ..graph.query import UNINITIALISED
 from ..graph.steps import MARK, find_steps
-from .scaling import loss_root
+from .scaling import loss_root, scaler_updates
 
 __all__ = ["first_step", "step_rows"]
 
@@ -52,10 +52,10 @@ def _rows(G, steps) -> dict:
     return rows
 
 
-def _backward_figures(G, steps, rows) -> None:
-    """Each step's backward calls, their losses, and the gradients after its last call."""
+def _backward_figures(G, steps, rows, scaled: bool) -> None:
+    """Each step's backward calls, their losses (``scaled``: before loss scaling), and
+    the gradients after its last call."""
     N, succ = G._node, G._succ
-    scaled = any(d.get("kind") == "loss_scale" for d in N.values())
     calls = sorted(((N[d["op"]]["seq"], bw) for bw, d in N.items()
                     if d.get("kind") == "backward" and d.get("op") in steps.step_of))
     for _, bw in calls:
@@ -122,19 +122,24 @@ def _learning_rates(G, steps, rows) -> None:
     N = G._node
     last: dict = {}  # step -> {optimizer: lrs}
     for d in sorted((d for d in N.values() if d.get("kind") == "optimizer_step"), key=lambda d: d["seq"]):
-        op = f"op:{d['seq'] - 1}"  # the last op of the step (the optimizer's own update)
-        k = steps.step_of.get(op)
+        k = _step_ended_by(steps, d)
         if k is not None and isinstance(d.get("lr"), list):
             last.setdefault(k, {})[d.get("optimizer")] = d["lr"]
     for k, by_optimizer in last.items():
         rows[k]["lr"] = [v for n in sorted(by_optimizer, key=str) for v in by_optimizer[n]]
 
 
-def _loss_scales(G, steps, rows) -> None:
-    """Each step's loss scale: the scale of its last ``GradScaler.update`` and whether
-    the scaler skipped that update."""
-    for d in sorted((d for d in G._node.values() if d.get("kind") == "loss_scale"), key=lambda d: d["seq"]):
-        k = steps.step_of.get(f"op:{d['seq'] - 1}")
+def _step_ended_by(steps, d):
+    """The step an optimizer step or a scaler update (node attributes ``d``) ended: the
+    step of the op before it (the update's own last op), or None."""
+    return steps.step_of.get(f"op:{d['seq'] - 1}")
+
+
+def _loss_scales(updates, steps, rows) -> None:
+    """Each step's loss scale: the scale of its last ``GradScaler.update`` (of
+    ``updates``) and whether the scaler skipped that update."""
+    for d in updates:
+        k = _step_ended_by(steps, d)
         if k is not None:
             rows[k]["scaler"] = {"scale": d.get("scale"), "skipped": d.get("skipped")}
     for row in rows.values():  # the gradients the backward calls left were scaled
@@ -170,10 +175,11 @@ def step_rows(G) -> list:
         return []
     steps = find_steps(G, data=False)
     rows = _rows(G, steps)
-    _backward_figures(G, steps, rows)
+    updates = scaler_updates(G)
+    _backward_figures(G, steps, rows, bool(updates))
     _changes(G, steps, rows)
     _learning_rates(G, steps, rows)
-    _loss_scales(G, steps, rows)
+    _loss_scales(updates, steps, rows)
     _nonfinite(G, steps, rows)
     offset = first_step(G) - 1
     for r in rows.values():
