@@ -83,3 +83,19 @@ def overflowing_scaler_setup():
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
     x = torch.randn(64, 4) * 3
     return model, opt, scaler, x, x.sum(1, keepdim=True)
+
+
+def scaled_loop(model, opt, scaler, x, y, steps, nan_at=None, after_backward=None):
+    """Train ``steps`` steps of mean squared error with ``scaler`` scaling the loss;
+    ``nan_at``: the step from which ``x`` holds a NaN; ``after_backward(loss)`` is
+    called after each backward call, before the scaler's step."""
+    for step in range(steps):
+        if step == nan_at:
+            x[0, 0] = float("nan")
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        scaler.scale(loss).backward()
+        if after_backward is not None:
+            after_backward(loss)
+        scaler.step(opt)
+        scaler.update()

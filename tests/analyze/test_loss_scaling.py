@@ -6,7 +6,7 @@ error."""
 import math
 
 import torch
-from helpers import overflowing_scaler_setup
+from helpers import overflowing_scaler_setup, scaled_loop
 
 import gradtrace
 from gradtrace.analyze.step_rows import step_rows
@@ -19,17 +19,12 @@ def _run(steps=6, nan_at=None, traced=True):
     model, opt, scaler, x, y = overflowing_scaler_setup()
     seen = []
 
+    def seen_after_backward(loss):
+        scale = scaler.get_scale()
+        seen.append((loss.item(), math.hypot(*(p.grad.double().norm().item() / scale for p in model.parameters()))))
+
     def loop():
-        for step in range(steps):
-            if step == nan_at:
-                x[0, 0] = float("nan")
-            opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            scaler.scale(loss).backward()
-            scale = scaler.get_scale()
-            seen.append((loss.item(), math.hypot(*(p.grad.double().norm().item() / scale for p in model.parameters()))))
-            scaler.step(opt)
-            scaler.update()
+        scaled_loop(model, opt, scaler, x, y, steps, nan_at, seen_after_backward)
 
     if not traced:
         loop()

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from helpers import overflowing_scaler_setup
+from helpers import overflowing_scaler_setup, scaled_loop
 from torch.optim import optimizer as optim_module
 
 import gradtrace
@@ -124,14 +124,7 @@ def _scaled_run(steps=12, nan_at=None, stop_at=None):
     model, opt, scaler, x, y = overflowing_scaler_setup()
 
     def loop():
-        for step in range(steps):
-            if step == nan_at:
-                x[0, 0] = float("nan")
-            opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+        scaled_loop(model, opt, scaler, x, y, steps, nan_at)
 
     if stop_at is None:
         loop()
