@@ -16,7 +16,8 @@ import zipfile
 
 from .trace import Trace
 
-__all__ = ["STOPPED_EXIT", "ScriptResult", "Terminated", "die_of_sigterm", "run_script", "user_traceback"]
+__all__ = ["STOPPED_EXIT", "ScriptResult", "Terminated", "die_of_sigterm", "run_script", "sigterm_held",
+           "user_traceback"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,26 +33,70 @@ class Terminated(BaseException):
         super().__init__("terminated by SIGTERM")
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+class _Sigterm:
+    """The SIGTERM handler while gradtrace runs a script: in the script, SIGTERM raises
+    :class:`Terminated`; anywhere else (the trace ending, its files being written) it is
+    held, and the process dies of it once they are done. A launcher stopping the other
+    ranks (torchrun, after one rank failed) would otherwise end a rank mid-write."""
+
+    def __init__(self):
+        self.in_script = False
+        self.held = False
+
+    def __call__(self, signum, frame):
+        if self.in_script:
+            raise Terminated()
+        self.held = True
+
+    @contextlib.contextmanager
+    def raising(self):
+        """Within: SIGTERM raises :class:`Terminated` where the script is."""
+        self.in_script = True
+        try:
+            yield
+        finally:
+            self.in_script = False
 
 
 @contextlib.contextmanager
-def _sigterm_raises():
-    """While the script runs, SIGTERM raises :class:`Terminated` in the main thread,
-    unless something (the script's launcher, the caller) handles SIGTERM already."""
+def sigterm_held():
+    """Within, SIGTERM is held (and raised as :class:`Terminated` in a script that
+    :func:`run_script` runs inside); on leaving, a held SIGTERM ends the process as its
+    default action would. Yields the handler. Nested uses share the outermost; where
+    SIGTERM is handled already (the script's launcher, the caller) or signals cannot be
+    set (not the main thread), SIGTERM keeps its handler."""
+    current = _current_sigterm()
+    if isinstance(current, _Sigterm):
+        yield current
+        return
+    guard = _Sigterm()
+    if current is not signal.SIG_DFL or not _set_sigterm(guard):
+        yield guard
+        return
     try:
-        ours = threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-        if ours:
-            signal.signal(signal.SIGTERM, _raise_terminated)
-    except (ValueError, OSError):  # no signals here (an embedded interpreter)
-        ours = False
-    try:
-        yield
+        yield guard
     finally:
-        if ours and signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        if _current_sigterm() is guard:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if guard.held:
+                die_of_sigterm()
+
+
+def _current_sigterm():
+    try:
+        return signal.getsignal(signal.SIGTERM)
+    except (ValueError, OSError):  # no signals here (an embedded interpreter)
+        return None
+
+
+def _set_sigterm(handler) -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def die_of_sigterm() -> None:
@@ -82,7 +127,9 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     folder first on ``sys.path``; return a :class:`ScriptResult`. An exception the
     script raises is printed as Python prints it (unless ``print_traceback`` is
     false) and ends the trace with status ``error``; SIGTERM raises :class:`Terminated`
-    in the script (unless SIGTERM is handled already), so its trace is kept too.
+    in the script (unless SIGTERM is handled already), so its trace is kept too, and is
+    held while the trace ends (see :func:`sigterm_held`: a caller that writes the trace
+    holds it until written by running this inside ``sigterm_held()``).
 
     ``values_max``: bytes ``values="all"`` may copy (default: half the memory available).
     ``stop_at="nonfinite"`` stops the script at the end of the step where the first NaN
@@ -105,7 +152,7 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     sys.path.insert(0, os.path.dirname(path))
     exit_code, exc = 0, None
     try:
-        with _sigterm_raises(), tr:
+        with sigterm_held() as sigterm, tr, sigterm.raising():
             _run_as_main(path)
     except SystemExit as e:
         exit_code = _exit_code(e.code)

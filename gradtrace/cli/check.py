@@ -11,7 +11,7 @@ import click
 from ..analyze.checks import CHECKS, check_graph, format_finding
 from ..graph.folders import is_trace_folder, rank_folder, rank_folders
 from ..outputs import write_run_outputs
-from ..runner import run_script
+from ..runner import run_script, sigterm_held
 from ..views.dot import to_dot
 from .common import (
     RANK_OPTION,
@@ -126,13 +126,14 @@ def _trace_script(target, args, values, out_dir):
     out = (rank_folder(out_dir, r) if pos else Path(out_dir)) if out_dir else None
     if out is not None:
         check_out_dir(out)
-    result = run_script(target, list(args), values=values, rank=r, world_size=world)
-    start_fresh_line()
+    with sigterm_held():  # a launcher stopping this rank waits for its trace
+        result = run_script(target, list(args), values=values, rank=r, world_size=world)
+        start_fresh_line()
+        if out is not None:
+            write_run_outputs(result.trace, out, depth=3, svg=False)
     exit_note = None
     if result.exit_code:
         exit_note = f"note: {target} exited with code {result.exit_code}; findings are for what ran"
-    if out is not None:
-        write_run_outputs(result.trace, out, depth=3, svg=False)
     return {r: result.trace.graph}, pos is not None, exit_note
 
 

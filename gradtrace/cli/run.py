@@ -11,7 +11,7 @@ from ..analyze.summary import human_bytes
 from ..graph.folders import rank_folder
 from ..outputs import clear_single_trace, write_run_outputs
 from ..record.window import parse_steps
-from ..runner import Terminated, die_of_sigterm, run_script
+from ..runner import Terminated, die_of_sigterm, run_script, sigterm_held
 from ..trace import default_values_max
 from ..views.dot import DEFAULT_DEPTH
 from .common import SCRIPT_CONTEXT, SIZE, check_out_dir, check_script, fail, launch_position, reason
@@ -78,14 +78,15 @@ def run(out_dir, values, values_max, steps, stop_at, depth, no_svg, script, args
             fail(str(e))
     if stop_at and values == "none":
         fail("--stop-at nonfinite reads the statistics of values and gradients: use --values stats or all")
-    result = run_script(script, list(args), values=values, rank=rank, world_size=world, values_max=values_max,
-                        stop_at=stop_at, steps=steps)
-    start_fresh_line()
-    try:
-        written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)
-    except Exception as e:  # the script ran: its exit code stands, whatever the disk says
-        fail(f"the trace was not written to {out}: {reason(e)}", result.exit_code)
-    print_run_report(result.trace, out, all_ranks=base if pos is not None else None, written=written)
+    with sigterm_held():  # a launcher stopping this rank waits for its trace
+        result = run_script(script, list(args), values=values, rank=rank, world_size=world,
+                            values_max=values_max, stop_at=stop_at, steps=steps)
+        start_fresh_line()
+        try:
+            written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)
+        except Exception as e:  # the script ran: its exit code stands, whatever the disk says
+            fail(f"the trace was not written to {out}: {reason(e)}", result.exit_code)
+        print_run_report(result.trace, out, all_ranks=base if pos is not None else None, written=written)
     if isinstance(result.exception, Terminated):
         die_of_sigterm()  # as the script would have: a launcher reads the signal, not a code
     sys.exit(result.exit_code)

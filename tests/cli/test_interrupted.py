@@ -81,3 +81,46 @@ def test_a_keyboard_interrupt_is_marked_as_sigint(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gradtrace", "run", "-o", str(tmp_path / "out"), "--no-svg",
                         str(with_interrupt)], capture_output=True, text=True)
     assert r.returncode == 130 and gradtrace.load(tmp_path / "out").meta["interrupted"] == "SIGINT"
+
+
+# SIGTERM sent while the trace ends or is written (torchrun stopping the other ranks once
+# one rank failed): it waits until the files are written, then the process dies of it.
+SIGTERM_BEFORE = """
+import importlib, os, signal, sys
+module, _, attribute = sys.argv[3].partition(":")
+owner = importlib.import_module(module)
+*path, name = attribute.split(".")
+for part in path:
+    owner = getattr(owner, part)
+real = getattr(owner, name)
+
+def after_a_sigterm(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+
+setattr(owner, name, after_a_sigterm)
+from gradtrace.cli import main
+main(["run", "-o", sys.argv[1], "--no-svg", sys.argv[2]])
+"""
+
+
+def _sigterm_before(tmp_path, where):
+    (tmp_path / "train.py").write_text("import torch\nx = torch.ones(2) + 1\n")
+    (tmp_path / "launch.py").write_text(SIGTERM_BEFORE)
+    return subprocess.run([sys.executable, str(tmp_path / "launch.py"), str(tmp_path / "out"),
+                           str(tmp_path / "train.py"), where], capture_output=True, text=True, timeout=120)
+
+
+def test_a_sigterm_while_the_trace_is_written_waits_until_it_is_written(tmp_path):
+    _sigterm_before(tmp_path, "gradtrace.cli.run:write_run_outputs")
+    assert gradtrace.load(tmp_path / "out").meta["status"] == "ok"
+
+
+def test_a_sigterm_while_the_trace_ends_is_not_raised_into_the_ending(tmp_path):
+    _sigterm_before(tmp_path, "gradtrace.trace:Trace.__exit__")
+    assert gradtrace.load(tmp_path / "out").meta["status"] == "ok"
+
+
+def test_a_sigterm_held_while_writing_ends_the_run_after_it(tmp_path):
+    r = _sigterm_before(tmp_path, "gradtrace.cli.run:write_run_outputs")
+    assert r.returncode == -signal.SIGTERM and "trace" in r.stdout
