@@ -81,7 +81,7 @@ class Trace:
 
     def __init__(self, values: str = "stats", *, script=None, argv=None, target=None,
                  rank: int = 0, world_size: int = 1, values_max: int | None = None, stop_at: str | None = None,
-                 steps=None):
+                 steps=None, last: int | None = None):
         if values not in VALUES:
             raise ValueError(f"values must be one of {', '.join(VALUES)}, not {values!r}")
         if stop_at not in STOP_AT:
@@ -89,8 +89,11 @@ class Trace:
         if stop_at == "nonfinite" and values == "none":
             raise ValueError("stop_at='nonfinite' reads the statistics of values and gradients: "
                              "use values='stats' or 'all'")
+        if last is not None and (type(last) is not int or last < 1):
+            raise ValueError(f"last must be a whole number of steps, at least 1, not {last!r}")
         self.stop_at = stop_at
         self.steps = _window(steps)
+        self.last = last
         import torch
 
         self.values_mode = values
@@ -116,6 +119,7 @@ class Trace:
         self._session = None
         self._window = None  # with ``steps``: the StepWindow counting the run's steps
         self._groups: list = []  # process groups held past the window (record.distributed)
+        self._dropped_rows: list = []  # with ``last``: the rows of the steps that fell off the ring
         self._level = 0  # torch's mode stack depth when the trace was entered
         self._problems: list = []
         self._graph = None
@@ -146,8 +150,33 @@ class Trace:
     def _start(self, frame, level=None) -> None:
         from .record import session
 
-        self._session = session.start(self.values_mode, self.values_max, frame, self.stop_at, level)
+        self._session = session.start(self.values_mode, self.values_max, frame, self.stop_at, level,
+                                      self.last, self._step_dropped)
         self._rec = self._session.recorder
+        if self.last is not None:
+            self.meta["last"] = self.last
+
+    def _step_dropped(self, records) -> None:
+        # Called where a step ended: never raises into the program. The step's row is
+        # made from its records (built into a graph of their own), which then go.
+        try:
+            from types import SimpleNamespace
+
+            from .graph.build import build_graph
+
+            rec = self._rec
+            first = self.meta.get("first_step", 1) + len(self._dropped_rows)
+            with rec.quiet():
+                G = build_graph(SimpleNamespace(records=records, labels=rec.labels, modules=rec.modules),
+                                {"status": "running", "first_step": first})
+                rows = step_rows(G)
+            seqs = [op[0] for op in records.ops] or [0]
+            self._dropped_rows.append(rows[0] if rows else {
+                "step": first, "ops": len(records.ops), "first_seq": min(seqs), "last_seq": max(seqs),
+                "backward": [], "losses": [], "grad_norm": None, "max_grad": None, "max_change": None, "lr": [],
+                "nan": 0, "inf": 0})
+        except Exception as e:
+            self._problems.append(f"the --last ring lost a step's row: {type(e).__name__}: {e}")
 
     def _window_opened(self) -> None:
         # Called where a step ended (an optimizer step's hook, gradtrace.step()): never
@@ -179,6 +208,9 @@ class Trace:
         if self._session is not None:
             problems.extend(self._session.stop())
             self._session = None
+        if self._dropped_rows:  # --last: the steps that fell off the ring leave their rows
+            self.meta["earlier_steps"] = self._dropped_rows
+            self.meta["first_step"] = self.meta.get("first_step", 1) + len(self._dropped_rows)
         if self._groups:
             from .record import distributed
 

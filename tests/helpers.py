@@ -99,3 +99,36 @@ def scaled_loop(model, opt, scaler, x, y, steps, nan_at=None, after_backward=Non
             after_backward(loss)
         scaler.step(opt)
         scaler.update()
+
+
+def cnn_run(length, **trace_kwargs):
+    """A seeded CNN with BatchNorm and dropout trained with Adam on a DataLoader's
+    shuffled batches for ``length`` steps, traced by ``gradtrace.trace(**trace_kwargs)``
+    when any are given; returns ``(trace or None, the model's state_dict)``."""
+    import gradtrace
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.2), torch.nn.Flatten(), torch.nn.Linear(144, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def loop():
+        done = 0
+        while done < length:
+            for x, y in loader:
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                done += 1
+                if done == length:
+                    return
+
+    if not trace_kwargs:
+        loop()
+        return None, model.state_dict()
+    with gradtrace.trace(**trace_kwargs) as tr:
+        loop()
+    return tr, model.state_dict()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["backward_runs", "base_label", "run_roots", "series_lines", "sparkline"]
+__all__ = ["backward_runs", "base_label", "row_series_lines", "run_roots", "series_lines", "sparkline"]
 
 _BARS = "▁▂▃▄▅▆▇█"
 _NONFINITE = "!"
@@ -109,10 +109,10 @@ def sparkline(values: list, width: int = _WIDTH) -> tuple[str, bool]:
     return "".join(chars), log
 
 
-def _series_line(name: str, ids: list, values: list) -> str:
+def _series_line(name: str, ids: list, values: list, over: str = "backward calls") -> str:
     line, log = sparkline(values)
     finite = [v for v in values if math.isfinite(v)]
-    text = f"{name} over {len(values)} backward calls: {line}  {values[0]:.4g} → {values[-1]:.4g}"
+    text = f"{name} over {len(values)} {over}: {line}  {values[0]:.4g} → {values[-1]:.4g}"
     if finite:
         text += f" (min {min(finite):.4g}, max {max(finite):.4g}{', log scale' if log else ''})"
     first_bad = next((i for i, v in zip(ids, values) if not math.isfinite(v)), None)
@@ -137,4 +137,18 @@ def series_lines(entries: list, min_calls: int = 3) -> list:
     norms = [(i, v) for i, v in norms if v is not None]
     if len(norms) >= min_calls:
         lines.append(_series_line("gradient norm", [i for i, _ in norms], [v for _, v in norms]))
+    return lines
+
+
+def row_series_lines(rows: list, min_steps: int = 3) -> list:
+    """Return the text lines drawing, over step rows (:mod:`gradtrace.analyze.step_rows`:
+    a run whose early steps left only their rows), each step's last loss and its
+    gradient norm; none for fewer than ``min_steps`` steps with a value."""
+    lines = []
+    for name, value in (("loss", lambda r: r["losses"][-1] if r.get("losses") else None),
+                        ("gradient norm", lambda r: r.get("grad_norm"))):
+        points = [(f"step {r['step']}", _number(value(r))) for r in rows]
+        points = [(i, v) for i, v in points if v is not None]
+        if len(points) >= min_steps:
+            lines.append(_series_line(name, [i for i, _ in points], [v for _, v in points], "steps"))
     return lines

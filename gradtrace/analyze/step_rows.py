@@ -171,8 +171,9 @@ def step_rows(G) -> list:
     """Return one row per step of trace ``G`` (see the module text), in step order;
     [] for a trace with neither a backward call nor a ``gradtrace.step()`` mark (its one
     step is the whole program, which the summary already describes)."""
+    earlier = list(G.graph.get("earlier_steps") or ())  # --last: the steps not kept
     if not any(d.get("kind") == "backward" or d.get("category") == MARK for d in G._node.values()):
-        return []
+        return earlier
     steps = find_steps(G, data=False)
     rows = _rows(G, steps)
     updates = scaler_updates(G)
@@ -184,7 +185,7 @@ def step_rows(G) -> list:
     offset = first_step(G) - 1
     for r in rows.values():
         r["step"] += offset
-    return [rows[k] for k in sorted(rows)]
+    return earlier + [rows[k] for k in sorted(rows)]
 
 
 def first_step(G) -> int:

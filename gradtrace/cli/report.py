@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..analyze.scaling import scaler_line
-from ..analyze.series import backward_runs, run_roots, series_lines
+from ..analyze.series import backward_runs, row_series_lines, run_roots, series_lines
 from ..analyze.step_rows import first_step, step_rows
 from ..analyze.summary import (
     MOVE_CATEGORIES,
@@ -171,6 +171,12 @@ def _window_text(window, first, seen) -> str:
         "gradtrace.step())"
 
 
+def _ring_text(last, first: int, dropped: int) -> str:
+    """What a ``--last N`` run kept, in one line."""
+    return f"--last {last}: kept steps {first} on in full; the {dropped} step{'s' if dropped != 1 else ''} " \
+        "before left a row each (gradtrace show DIR --steps)"
+
+
 def _files_in(out: Path) -> dict:
     names = {"trace": TRACE_FILE, "dot": DOT_FILE, "values": VALUES_FILE, "svg": SVG_FILE, "html": HTML_FILE}
     return {k: out / f for k, f in names.items() if (out / f).exists()}
@@ -212,8 +218,11 @@ def _print_report(c, G, s, findings, out, pos, files):
         roots = "; ".join(f"{plain(r['label'] or r['root'])} w={plain(r['w'])}" for r in b["roots"])
         c.print(_line(f"backward {b['id']} ({b['api']}): {roots}; {b['grads']} gradients recorded"
                       + (f"; raised {plain(b['error'])}" if b["error"] else "")))
-    for text in series_lines(s["backward"]):
+    earlier = G.graph.get("earlier_steps")
+    for text in row_series_lines(step_rows(G)) if earlier else series_lines(s["backward"]):
         c.print(_line(text))
+    if earlier:
+        c.print(_line(_ring_text(G.graph.get("last"), first_step(G), len(earlier))))
     if s.get("scaler"):
         c.print(_line(scaler_line(s["scaler"])))
     window = G.graph.get("steps_window")

@@ -30,6 +30,9 @@ __all__ = ["run"]
 @click.option("--steps", "steps", default=None, metavar="A:B",
               help="Record only steps A to B-1 (from 1; A: from A on; A: step A alone). A step ends after an "
                    "optimizer step, or at gradtrace.step(); outside the window nothing of gradtrace runs.")
+@click.option("--last", "last", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Keep the last N steps in full (a flight recorder); older steps leave their row in "
+                   "`gradtrace show DIR --steps`. Memory stays bounded however long the run.")
 @click.option("--stop-at", "stop_at", type=click.Choice(["nonfinite"]), default=None,
               help="Stop the script at the end of the step where the first NaN or Inf appears in a value, "
                    "a gradient or an updated parameter (exit code 3); the trace is written.")
@@ -37,7 +40,7 @@ __all__ = ["run"]
 @click.option("--no-svg", is_flag=True, help="Do not render graph.svg.")
 @click.argument("script", type=click.Path(dir_okay=True))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(out_dir, values, values_max, steps, stop_at, depth, no_svg, script, args):
+def run(out_dir, values, values_max, steps, last, stop_at, depth, no_svg, script, args):
     """Run SCRIPT [ARGS]... as `python SCRIPT ARGS` would, traced, and write its trace.
 
     gradtrace's options go before SCRIPT; everything after it is the script's.
@@ -53,6 +56,7 @@ def run(out_dir, values, values_max, steps, stop_at, depth, no_svg, script, args
     \b
     Example:
       gradtrace run -o runs/mlp --values all examples/train_mlp.py --steps 3
+      gradtrace run --last 2 --stop-at nonfinite train.py   # leave it on
       torchrun --nproc-per-node 2 -m gradtrace run -o runs/ddp train_ddp.py
     """
     check_script(script)
@@ -80,7 +84,7 @@ def run(out_dir, values, values_max, steps, stop_at, depth, no_svg, script, args
         fail("--stop-at nonfinite reads the statistics of values and gradients: use --values stats or all")
     with sigterm_held():  # a launcher stopping this rank waits for its trace
         result = run_script(script, list(args), values=values, rank=rank, world_size=world,
-                            values_max=values_max, stop_at=stop_at, steps=steps)
+                            values_max=values_max, stop_at=stop_at, steps=steps, last=last)
         start_fresh_line()
         try:
             written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)

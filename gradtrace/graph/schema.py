@@ -45,7 +45,7 @@ GRAPH_ATTRS = {
     "math": DN, "math_start": DN, "status": SN, "error": DN, "values": SN,
     "grad_reads": LN, "unknown": LN, "recorder_errors": LN, "replay": DN,
     "values_not_saved": DN, "summary": DN, "steps": LN, "interrupted": SN, "stopped_at": DN,
-    "steps_window": LN, "first_step": IN, "steps_seen": IN,
+    "steps_window": LN, "first_step": IN, "steps_seen": IN, "last": IN, "earlier_steps": LN,
 }
 # What the list-valued graph attributes hold.
 _GRAPH_LIST_ITEMS = {"grad_reads": D, "unknown": D, "recorder_errors": S}
@@ -182,7 +182,7 @@ STEP_ROW = {
     "max_change": ("or null", {"tensor": SN, "ratio": _NUMBER}), "lr": ("optional", [_NUMBER]),
     "scaler": ("optional", {"scale": _NUMBER, "skipped": BN}), "nan": I, "inf": I,
 }
-_HEAD_SPECS = {"summary": SUMMARY_ATTRS, "steps": [STEP_ROW]}
+_HEAD_SPECS = {"summary": SUMMARY_ATTRS, "steps": [STEP_ROW], "earlier_steps": [STEP_ROW]}
 
 
 def _spec_error(v, spec, where: str):

@@ -62,6 +62,12 @@ class ValueCopies:
             return
         self.values[key] = self._copy_cuda(t)
 
+    def keep_only(self, keys) -> None:
+        """Let go of the copies of keys other than ``keys`` (the flight recorder let go
+        of their records); the bytes they held count no longer against the limit."""
+        self.values = {k: v for k, v in self.values.items() if k in keys}
+        self.kept_bytes = sum(t.numel() * t.element_size() for t in {id(t): t for t in self.values.values()}.values())
+
     def facts(self) -> dict:
         """What was kept, for the trace: bytes copied, versions sharing an unchanged
         copy, the limit, and what the limit left out."""

@@ -225,6 +225,12 @@ class Labels:
         out.update(self.labels)
         return out
 
+    def keep_only(self, tids) -> None:
+        """Forget the names of tensors other than ``tids`` (the flight recorder let go of
+        their records)."""
+        self.labels = {k: v for k, v in self.labels.items() if k in tids}
+        self.fallback = {k: v for k, v in self.fallback.items() if k in tids}
+
     def release(self) -> None:
         """Let go of the name tables (they are in the graph now; a long loop has one
         entry per tensor)."""

@@ -37,6 +37,7 @@ from .numpy import Arrays
 from .op import OpPath
 from .optimizers import OptimizerSteps
 from .records import Records, op_record, with_autocast
+from .ring import Ring
 from .saved import SavedTensors
 from .tensors import Tensors
 from .watch import Watch
@@ -50,7 +51,8 @@ _PLAIN_TF = (torch.Tensor.__torch_function__.__func__, torch._C._disabled_torch_
 class Recorder(TorchFunctionMode):
     """Records what torch does while it is the active function mode."""
 
-    def __init__(self, values: str = "stats", values_max: int | None = None, stop_at: str | None = None):
+    def __init__(self, values: str = "stats", values_max: int | None = None, stop_at: str | None = None,
+                 last: int | None = None, dropped=None):
         super().__init__()
         self.values = values
         self.thread = threading.get_ident()
@@ -78,6 +80,9 @@ class Recorder(TorchFunctionMode):
         self.op_path = OpPath(records, self.tensors, self.arrays, self.saved, self.labels, self.casts,
                               self.modules, self.backward, self.callers)
         self.compiled = CompiledCalls(records, self.tensors, self.op_path, self.modules, self.backward)
+        # --last N: the records of the last N steps only (dropped(records) for each older one)
+        self.ring = Ring(records, self.tensors, self.labels, self.copies if values == "all" else None, last,
+                         dropped) if last else None
         self._specs: dict = {}
         self._busy = False
         self._quiet = _Quiet(self)
@@ -192,6 +197,8 @@ class Recorder(TorchFunctionMode):
             self.records.note_unknown("gradtrace.step", e)
         if self.watch is not None:
             self.watch.step_ended("mark")
+        if self.ring is not None:
+            self.ring.step_marked()
 
     def from_numpy(self, orig, array):
         """Stand-in for ``torch.from_numpy`` (which bypasses ``__torch_function__``)."""

@@ -33,6 +33,7 @@ class Session:
         problems = []
         for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
                      lambda: rec.watch is not None and rec.watch.remove(), rec.optimizers.remove,
+                     lambda: rec.ring is not None and rec.ring.remove(),
                      rec.callers.clear,  # callers hold the traced code's module globals
                      lambda: distributed.release(rec.process_groups),  # after the globals: DDP models let go first
                      rec.copies.wait):  # values copied from a GPU without waiting, once, now
@@ -58,22 +59,27 @@ class Session:
         return problems
 
 
-def start(values: str, values_max: int | None, frame, stop_at: str | None = None, level: int | None = None) -> Session:
+def start(values: str, values_max: int | None, frame, stop_at: str | None = None, level: int | None = None,
+          last: int | None = None, dropped=None) -> Session:
     """Start recording on this thread; ``frame`` is the code entering the trace (the
     tensors it has named already are named by those names); ``stop_at="nonfinite"``
     stops the program at the end of the step where the first NaN/Inf appeared
     (:mod:`gradtrace.record.watch`); ``level``: the place on torch's mode stack (a
     recording started mid-run goes where the trace was entered, under the modes the
-    program entered since). Return the session."""
+    program entered since); ``last``: keep the records of the last N steps only, handing
+    each older step's records to ``dropped`` (:mod:`gradtrace.record.ring`). Return the
+    session."""
     sweep_ended()
     named_before = _tensors_named_in(frame)
     state = thread_state()
-    rec = Recorder(values, values_max, stop_at)
+    rec = Recorder(values, values_max, stop_at, last, dropped)
     patches.attach(rec)
     try:
         rec.optimizers.install()  # before the watch: a step that stops the run has its row
         if rec.watch is not None:
             rec.watch.install()
+        if rec.ring is not None:  # after the watch: a step that stops the run stays in the ring
+            rec.ring.install()
         rec.modules.install()
         if level is None:
             rec.__enter__()
@@ -84,6 +90,8 @@ def start(values: str, values_max: int | None, frame, stop_at: str | None = None
         modestack.remove(rec)
         if rec.watch is not None:
             rec.watch.remove()
+        if rec.ring is not None:
+            rec.ring.remove()
         rec.optimizers.remove()
         rec.modules.remove()
         patches.detach(rec)

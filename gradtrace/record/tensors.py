@@ -93,6 +93,13 @@ class Tensors:
         self._ntid = 0
         self._nsid = 0
 
+    def live_ids(self) -> set:
+        """The node ids a later record may name without making them anew: each live
+        tensor's current version and each live storage."""
+        ids = {info.node for info in list(self.by_id.values())}
+        ids.update(s.sid for s in list(self._storages.values()))
+        return ids
+
     def lookup(self, t):
         """Return the record of a tensor the recorder has seen, or None."""
         info = self.by_id.get(id(t))
@@ -251,9 +258,9 @@ class Tensors:
                 info.crc = checksum(u)
         s.tensors = alive
         st = s.ref()
-        if st is not None:
-            device, _, origin = records.storages[sid]
-            records.storages[sid] = (device, st.nbytes(), origin)
+        known = records.storages.get(sid) if st is not None else None
+        if known is not None:  # (the flight recorder may have let go of it)
+            records.storages[sid] = (known[0], st.nbytes(), known[2])
 
     def flag_changed(self, t, info, op_node) -> None:
         """``requires_grad_`` changed ``t``'s flag: a new version, not a write (no data

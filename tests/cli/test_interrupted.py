@@ -8,6 +8,7 @@ import sys
 import time
 
 import gradtrace
+from gradtrace.analyze.step_rows import step_rows
 
 TRAIN = """
 import pathlib, sys, time
@@ -38,12 +39,12 @@ time.sleep(60)
 """
 
 
-def _run_and_terminate(tmp_path, source):
+def _run_and_terminate(tmp_path, source, *options):
     script = tmp_path / "train.py"
     script.write_text(source)
     ready = tmp_path / "ready"
     proc = subprocess.Popen([sys.executable, "-m", "gradtrace", "run", "-o", str(tmp_path / "out"), "--no-svg",
-                             str(script), str(ready)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *options, str(script), str(ready)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -62,6 +63,14 @@ def test_the_terminated_trace_holds_the_steps_run_before_the_signal(tmp_path):
     _run_and_terminate(tmp_path, TRAIN)
     backward = [d for _, d in gradtrace.load(tmp_path / "out").graph.nodes(data=True) if d.get("kind") == "backward"]
     assert len(backward) >= 31
+
+
+def test_a_run_kept_with_last_2_and_terminated_writes_its_last_steps_and_every_row(tmp_path):
+    _run_and_terminate(tmp_path, TRAIN, "--last", "2")
+    tr = gradtrace.load(tmp_path / "out")
+    rows = step_rows(tr.graph)
+    assert tr.meta["interrupted"] == "SIGTERM" and len(rows) >= 31 and [r["step"] for r in rows] == list(
+        range(1, len(rows) + 1)) and tr.meta["first_step"] >= 30
 
 
 def test_gradtrace_run_dies_of_the_signal_as_the_script_would(tmp_path):

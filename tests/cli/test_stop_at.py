@@ -10,6 +10,7 @@ from helpers import overflowing_scaler_setup, scaled_loop
 from torch.optim import optimizer as optim_module
 
 import gradtrace
+from gradtrace.analyze.step_rows import step_rows
 from gradtrace.record.watch import StoppedAtNonfinite
 
 BLOW_UP = """
@@ -67,6 +68,14 @@ def test_the_trace_ends_with_the_step_where_the_first_nan_or_inf_appeared(tmp_pa
     calls = sum(1 for _, d in tr.graph.nodes(data=True) if d.get("kind") == "backward")
     assert calls == _first_bad_step(BLOW_UP) + 1
     assert tr.meta["status"] == "error" and tr.meta["stopped_at"]["reason"] == "nonfinite"
+
+
+def test_with_last_2_the_trace_keeps_the_stopping_step_and_the_two_before(tmp_path):
+    r = _run(tmp_path, BLOW_UP, "--stop-at", "nonfinite", "--last", "2")
+    G = gradtrace.load(tmp_path / "out").graph
+    bad = _first_bad_step(BLOW_UP) + 1
+    assert r.returncode == 3 and sum(1 for _, d in G.nodes(data=True) if d.get("kind") == "backward") == 3
+    assert [row["step"] for row in step_rows(G)] == list(range(1, bad + 1)) and G.graph["first_step"] == bad - 2
 
 
 def test_a_run_without_nan_finishes_as_it_would(tmp_path):

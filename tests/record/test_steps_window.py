@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from helpers import cnn_run
 from torch.nn.modules import module as nn_module
 from torch.overrides import TorchFunctionMode
 
@@ -189,38 +190,8 @@ def test_a_mark_that_stopped_the_run_is_counted_among_the_steps_seen():
     assert tr.meta["steps_seen"] == 3
 
 
-def _cnn_run(steps, window=None):
-    """A seeded CNN with BatchNorm and dropout trained on a DataLoader's shuffled
-    batches for ``steps`` steps; returns ``(trace or None, the model's state_dict)``."""
-    torch.manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,)))
-    loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                                torch.nn.Dropout(0.2), torch.nn.Flatten(), torch.nn.Linear(144, 3))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def loop():
-        done = 0
-        while done < steps:
-            for x, y in loader:
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                done += 1
-                if done == steps:
-                    return
-
-    if window is None:
-        loop()
-        return None, model.state_dict()
-    with gradtrace.trace(steps=window) as tr:
-        loop()
-    return tr, model.state_dict()
-
-
 def test_the_last_two_steps_of_a_300_step_cnn_run_are_recorded_and_change_nothing():
-    _, untraced = _cnn_run(300)
-    tr, traced = _cnn_run(300, "299:")
+    _, untraced = cnn_run(300)
+    tr, traced = cnn_run(300, steps="299:")
     assert [r["step"] for r in step_rows(tr.graph)] == [299, 300] and tr.meta["steps_seen"] == 300
     assert untraced.keys() == traced.keys() and all(torch.equal(untraced[k], traced[k]) for k in untraced)

@@ -2,7 +2,8 @@
 opens has its all-reduces recorded inside it and computes what it computes untraced
 after it; with `--stop-at nonfinite`, a run whose learning rate is raised a
 hundred-millionfold stops on every rank at the end of the same step, each rank's folder
-holding its step rows. Three launches for the whole module."""
+holding its step rows. `--last 1` keeps each rank's last step and a row for every step.
+Four launches for the whole module."""
 
 import pytest
 from helpers import torchrun
@@ -89,6 +90,14 @@ def steady(tmp_path_factory):
     return untraced, traced, tmp / "out"
 
 
+@pytest.fixture(scope="module")
+def ring(tmp_path_factory, steady):
+    """``(untraced lines, lines traced with --last 1, OUT)`` of the steady DDP run."""
+    tmp = tmp_path_factory.mktemp("torchrun_ring")
+    traced = _launch(tmp, STEADY_DDP, "ring", "--last", "1", "-o", str(tmp / "out"))
+    return steady[0], traced, tmp / "out"
+
+
 def test_a_ddp_model_built_before_the_window_has_its_all_reduces_recorded_in_it(steady):
     _, _, out = steady
     for k in (0, 1):
@@ -124,3 +133,19 @@ def test_each_ranks_rows_show_the_learning_rate_raised_at_step_21(launched):
     for rows, _ in ranks.values():
         lr = {r["step"]: r["lr"] for r in rows}
         assert lr[20] == [0.01] and lr[21] == [1e8]
+
+
+def test_a_ddp_run_kept_with_last_1_computes_what_the_untraced_run_computes(ring):
+    untraced, traced, _ = ring
+    assert traced == untraced
+
+
+def test_each_rank_keeps_its_last_step_and_a_row_for_every_step(ring):
+    _, _, out = ring
+    for k in (0, 1):
+        rows, meta = load_steps(out / f"rank{k}")
+        G = load(out / f"rank{k}").graph
+        backward = [n for n, d in G.nodes(data=True) if d.get("kind") == "backward"]
+        buckets = [n for n, d in G.nodes(data=True) if d.get("kind") == "collective"]
+        assert [r["step"] for r in rows] == list(range(1, 9)) and meta["rank"] == k
+        assert len(backward) == 1 and len(buckets) == 1

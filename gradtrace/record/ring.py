@@ -1,0 +1,129 @@
+"""The flight recorder (``--last N``): the records of a run's last N steps, in a ring.
+
+At the end of each step (an optimizer step, or ``gradtrace.step()`` once the program
+calls it) the records so far are marked; when more than N steps are marked, the oldest
+falls off: its records are handed, as a ``Records`` of their own, to ``dropped`` (the
+trace turns them into that step's row) and let go. What the steps still kept name of
+the dropped step's records (a parameter's version the next step reads, its storage, an
+autograd node) is carried on, as is the current version of every live tensor: a
+later op can only read those. The recording then holds N steps and what they read,
+however long the run.
+
+Op records are indexed by their call order (``records.ops[seq]``): a dropped op leaves
+``None`` in its place (8 bytes), so the sequence numbers of what stays do not change.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+
+from . import optimizer_hook
+from .records import OP_BACKWARD, Records
+
+__all__ = ["Ring"]
+
+_LISTS = ("tensors", "edges", "grad_reads", "optimizer_steps", "loss_scales")
+_DICTS = ("storages", "numpy", "fns", "backwards", "collectives")
+
+
+class Ring:
+    """Keeps the records of the last ``last`` steps of ``records`` (see the module
+    text); ``dropped(segment)`` is called with the records of each step that falls off.
+    ``tensors``, ``labels`` and ``copies`` are the recorder's registries, pruned with it."""
+
+    def __init__(self, records: Records, tensors, labels, copies, last: int, dropped):
+        self.records, self.last = records, last
+        self._tensors, self._labels, self._copies = tensors, labels, copies
+        self._dropped = dropped
+        self.marked = False  # the program calls gradtrace.step(): its marks alone end steps
+        self.steps_dropped = 0
+        self._ops_from = 0  # the first op of the oldest step kept
+        self._marks: list = []  # the lengths of the records at each kept step's end
+        self._stop = None
+
+    def install(self) -> None:
+        """Hear the ends of optimizer steps (after every other listener)."""
+        self._stop = optimizer_hook.listen(self._optimizer_ended, last=True)
+
+    def remove(self) -> None:
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+
+    def step_marked(self) -> None:
+        """``gradtrace.step()`` was called: a step ended."""
+        self.marked = True
+        self.step_ended()
+
+    def step_ended(self) -> None:
+        """A step ended: mark it, and let the oldest steps past ``last`` fall off."""
+        self._marks.append(self._lengths())
+        while len(self._marks) > self.last:
+            self._drop_oldest()
+
+    def _optimizer_ended(self, optimizer, args, kwargs) -> None:
+        if not self.marked:
+            self.step_ended()
+
+    def _lengths(self) -> tuple:
+        r = self.records
+        return (len(r.ops), *(len(getattr(r, k)) for k in _LISTS), *(len(getattr(r, k)) for k in _DICTS))
+
+    def _drop_oldest(self) -> None:
+        r = self.records
+        mark = self._marks.pop(0)
+        ops_end, ends = mark[0], dict(zip(_LISTS + _DICTS, mark[1:]))
+        segment = self._segment(ops_end, ends)
+        # What a later op or edge may still name: the live tensors' current versions
+        # and whatever the records after the dropped step refer to.
+        named = self._tensors.live_ids()
+        for e in islice(r.edges, ends["edges"], None):
+            named.add(e[0])
+            named.add(e[1])
+        carried = [t for t in segment.tensors if t[0] in named]
+        for i in range(self._ops_from, ops_end):
+            r.ops[i] = None
+        self._ops_from = ops_end
+        r.tensors[:ends["tensors"]] = carried
+        for k in ("edges", "grad_reads", "optimizer_steps", "loss_scales"):
+            del getattr(r, k)[:ends[k]]
+        for t in r.tensors:
+            named.add(t[7])  # storage
+            named.add(t[11])  # autograd node
+        for op in islice(r.ops, ops_end, None):
+            if op is not None and op[OP_BACKWARD]:
+                named.add(op[OP_BACKWARD])
+        removed = {}
+        for k in _DICTS:
+            d = getattr(r, k)
+            old = [key for key in islice(d, ends[k]) if key not in named]
+            for key in old:
+                del d[key]
+            removed[k] = len(old)
+        shift = {"tensors": ends["tensors"] - len(carried), **{k: ends[k] for k in _LISTS[1:]}, **removed}
+        self._marks = [(m[0], *(v - shift[k] for k, v in zip(_LISTS + _DICTS, m[1:]))) for m in self._marks]
+        self._prune_registries(r)
+        self.steps_dropped += 1
+        self._dropped(segment)
+
+    def _segment(self, ops_end: int, ends: dict) -> Records:
+        """The records of the oldest step kept (with what it carried from before)."""
+        r = self.records
+        seg = Records()
+        seg.ops = [op for op in islice(r.ops, self._ops_from, ops_end) if op is not None]
+        for k in _LISTS:
+            setattr(seg, k, getattr(r, k)[:ends[k]])
+        for k in _DICTS:
+            setattr(seg, k, dict(islice(getattr(r, k).items(), ends[k])))
+        used = {t[7] for t in seg.tensors}
+        seg.storages.update((sid, r.storages[sid]) for sid in used if sid in r.storages)
+        return seg
+
+    def _prune_registries(self, r: Records) -> None:
+        """Names and kept values of the tensor versions no longer in the records."""
+        tids = {t[1] for t in r.tensors}
+        self._labels.keep_only(tids)
+        if self._copies is not None and self._copies.values:
+            keys = {t[0] for t in r.tensors}
+            keys.update(e[2]["value"] for e in r.edges if len(e) == 3 and type(e[2]) is dict and "value" in e[2])
+            self._copies.keep_only(keys)
