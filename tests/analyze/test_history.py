@@ -8,11 +8,12 @@ import gradtrace
 from gradtrace.analyze.checks import check_graph
 
 
-def _mlp_run(steps, lr_jump_at=None, data_jump_at=None, seed=0, act=torch.nn.Tanh):
-    """A small MLP regression loop traced with statistics; from ``lr_jump_at`` the
-    learning rate is 1e6, from ``data_jump_at`` the inputs are 1e4 times larger."""
+def _mlp_run(steps, lr_jump_at=None, data_jump_at=None, seed=0, act=torch.nn.Tanh, last=None):
+    """A small MLP regression loop traced with statistics (the last ``last`` steps kept
+    when given); from ``lr_jump_at`` the learning rate is 1e6, from ``data_jump_at`` the
+    inputs are 1e4 times larger."""
     torch.manual_seed(seed)
-    with gradtrace.trace() as tr:
+    with gradtrace.trace(last=last) as tr:
         model = torch.nn.Sequential(torch.nn.Linear(8, 16), act(), torch.nn.Linear(16, 1))
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         x = torch.randn(32, 8)
@@ -66,6 +67,17 @@ def test_a_jump_of_the_inputs_is_traced_back_to_the_backward_call_whose_gradient
     assert found and all("the gradient norm jumped" in f.message and "backward call bw:25 " in f.message
                          for f in found)
     assert all(f.fix.startswith("the run left its course in backward call bw:25 ") for f in found)
+
+
+def test_with_last_2_a_blow_up_in_a_dropped_step_is_traced_back_to_that_step_by_its_row():
+    first = _gt110(_mlp_run(2000, lr_jump_at=1500, last=2))[0]
+    assert "the update of step 1501 changed" in first.message and "went from 0.01 to 1e+06" in first.message
+    assert first.fix.startswith("the run left its course at the update of step 1501")
+
+
+def test_with_last_2_a_jump_of_the_inputs_in_a_dropped_step_names_that_step():
+    found = _gt110(_mlp_run(40, data_jump_at=25, seed=1, act=torch.nn.ReLU, last=2))
+    assert found and all("the gradient norm jumped" in f.message and "in step 26 " in f.message for f in found)
 
 
 def test_a_nan_from_a_domain_error_in_a_steady_run_keeps_its_own_cause():

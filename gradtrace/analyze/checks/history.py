@@ -13,6 +13,10 @@ run, two events mark the turn, whichever came first:
 
 An update that blew a parameter up is named with the learning rate its optimizer step
 used when that was raised tenfold or more since the optimizer's previous step.
+
+A run kept with ``--last N`` holds its older steps as rows only (graph attribute
+``earlier_steps``): the walk starts there, with the same two marks read from the rows,
+and names the step (its ops are gone).
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ _LR_JUMP = 10.0  # a learning rate raised this much between two steps is named a
 
 @dataclass
 class Turn:
-    """Where the run left its course: the op (an update, or a backward call's op), its
-    call order, the text of what happened, and the fix that speaks to it."""
+    """Where the run left its course: the op (an update, or a backward call's op; None
+    in a step the trace no longer holds), its call order, the text of what happened, and
+    the fix that speaks to it."""
 
-    op: str
+    op: str | None
     seq: int
     text: str
     fix: str
@@ -158,5 +163,67 @@ def turn_before(q, seq: int):
     first), or None when nothing did (the NaN has a cause of its own there)."""
     if q.G.graph.get("values", "stats") == "none":
         return None
+    dropped = _row_turn(q.G.graph.get("earlier_steps") or ())
+    if dropped is not None:
+        return dropped
     found = [t for t in (_update_turn(q, seq), _gradient_turn(q, seq)) if t is not None]
     return min(found, key=lambda t: t.seq) if found else None
+
+
+def _row_turn(rows):
+    """The first step row (of the steps a ``--last N`` trace no longer holds) whose
+    gradient norm jumped :data:`JUMP` times over the median of the steps before, or
+    whose update multiplied a parameter's norm by as much (the backward call comes first
+    in a step), as a Turn; or None."""
+    norms = []
+    for i, row in enumerate(rows):
+        turn = _row_gradient_turn(row, norms) or _row_update_turn(rows[i - 1] if i else None, row)
+        if turn is not None:
+            return turn
+        if isinstance(row.get("grad_norm"), (int, float)):
+            norms.append(row["grad_norm"])
+    return None
+
+
+def _row_gradient_turn(row, norms):
+    total, step = row.get("grad_norm"), row.get("step")
+    if not isinstance(total, (int, float)) or len(norms) < _MIN_CALLS:
+        return None
+    med = statistics.median(norms)
+    if math.isfinite(total) and not (med > 0 and total / med >= JUMP):
+        return None
+    top = (row.get("max_grad") or {}).get("tensor")
+    text = (f"the gradient norm jumped to {total:.4g} in step {step} (median of the steps before: {med:.4g})"
+            + (f", most of it in {top}'s gradient" if top else "") + " (the step is no longer kept: --last)")
+    fix = (f"the run left its course in step {step}, not where the NaN surfaced: clip gradients "
+           "(torch.nn.utils.clip_grad_norm_) or lower the learning rate, and look at what changed "
+           "in the step before it (its data, the learning rate, a loss scale)")
+    return Turn(None, row.get("first_seq") or 0, text, fix)
+
+
+def _row_update_turn(before, row):
+    change, step = row.get("max_change"), row.get("step")
+    ratio = change.get("ratio") if change else None
+    if not isinstance(ratio, (int, float)) or (math.isfinite(ratio) and ratio + 1 < JUMP):
+        return None
+    raised = _row_lr_raised(before, row)
+    factor = "to NaN/Inf" if not math.isfinite(ratio) else f"by {ratio + 1:.3g}"
+    text = (f"the update of step {step} changed {change.get('tensor')}'s norm {factor} (step {step} is no "
+            "longer kept: --last)" + (f"; at this step {raised}" if raised else ""))
+    why = f"at step {step} {raised}" if raised else \
+        "or find what raised it before this step: a scheduler, an edit of param_groups, a loss scale"
+    fix = (f"the run left its course at the update of step {step}, not where the NaN surfaced: lower the "
+           f"learning rate ({why}), or clip gradients before the step (torch.nn.utils.clip_grad_norm_)")
+    return Turn(None, row.get("last_seq") or 0, text, fix)
+
+
+def _row_lr_raised(before, row):
+    """``the learning rate (param group 0) went from 0.01 to 1e+08`` when ``row``'s
+    learning rates are ten times or more those of the row ``before`` it, else None."""
+    a_lr, b_lr = (before or {}).get("lr"), row.get("lr")
+    if not isinstance(a_lr, list) or not isinstance(b_lr, list):
+        return None
+    for g, (a, b) in enumerate(zip(a_lr, b_lr)):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b / a >= _LR_JUMP:
+            return f"the learning rate (param group {g}) went from {a:.4g} to {b:.4g}"
+    return None

@@ -114,7 +114,7 @@ def _before(turn) -> str:
 
 
 def _turn_ops(turn) -> list:
-    return [(turn.op, "left its course")] if turn else []
+    return [(turn.op, "left its course")] if turn and turn.op else []
 
 
 def _turn_tensors(turn) -> list:
