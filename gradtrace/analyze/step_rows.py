@@ -24,7 +24,7 @@ import math
 
 from ..graph.names import name_of
 from ..graph.query import UNINITIALISED
-from ..graph.steps import MARK, find_steps
+from ..graph.steps import MARK, find_steps, first_step
 from .scaling import loss_root, scaler_updates
 
 __all__ = ["first_step", "step_rows"]
@@ -186,9 +186,3 @@ def step_rows(G) -> list:
     for r in rows.values():
         r["step"] += offset
     return earlier + [rows[k] for k in sorted(rows)]
-
-
-def first_step(G) -> int:
-    """The run's number of the trace's first step: 1, or A for a trace of ``--steps A:B``."""
-    n = G.graph.get("first_step")
-    return n if isinstance(n, int) and n >= 1 else 1

@@ -296,6 +296,9 @@ def _filter_ops(G, line=None, module=None, step=None):
         steps, first = find_steps(G, data=False), first_step(G)
         if not first <= step < first + max(steps.count, 1):
             have = f"steps {first} to {first + steps.count - 1}" if first > 1 else f"{steps.count} step(s)"
+            if G.graph.get("earlier_steps") and 1 <= step < first:
+                raise ValueError(f"step {step} fell out of the --last {G.graph.get('last')} ring: only its row is "
+                                 f"kept (--steps); the trace holds {have}")
             raise ValueError(f"step {step} is not in this trace: it has {have}")
         ops = [(n, d) for n, d in ops if steps.step_of.get(n) == step - first + 1]
     if line:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-__all__ = ["MARK", "Steps", "find_steps"]
+__all__ = ["MARK", "Steps", "find_steps", "first_step"]
 
 MARK = "step"  # the category of the op ``gradtrace.step()`` records
 
@@ -207,3 +207,10 @@ def _mark_data(T: _Tensors, ops, s: Steps) -> None:
             continue
         if s.step_of[n] in with_module and d.get("category") != "grad_mode":
             s.phase_of[n] = "data"
+
+
+def first_step(G) -> int:
+    """The run's number of the trace's first step: 1, or A for a trace of ``--steps A:B``,
+    or the first step a ``--last N`` trace kept whole."""
+    n = G.graph.get("first_step")
+    return n if isinstance(n, int) and n >= 1 else 1

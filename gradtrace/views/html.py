@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..graph.names import name_of
 from ..graph.query import op_inputs, op_outputs
+from ..graph.steps import first_step
 from . import fold
 from .picture import CATEGORY_COLORS, DEFAULT_DEPTH, op_name, shape_text
 from .steps import PHASES, find_steps
@@ -53,7 +54,9 @@ def _tensor(G, n) -> dict:
             "stats": d.get("stats"), "grads": grads}
 
 
-def _ops(G, steps) -> tuple[list, set]:
+def _ops(G, steps, first: int) -> tuple[list, set]:
+    """The ops in call order, each step numbered as the run counted it (from ``first``),
+    and the tensors they touch."""
     ops, tensors = [], set()
     for n, d in sorted(((n, d) for n, d in G.nodes(data=True) if d.get("kind") == "op"),
                        key=lambda t: t[1].get("seq", 0)):
@@ -63,7 +66,7 @@ def _ops(G, steps) -> tuple[list, set]:
         tensors.update(outs)
         ops.append({"id": n, "name": d.get("name"), "short": op_name(d), "cat": d.get("category"),
                     "module": d.get("module"), "file": d.get("file"), "line": d.get("line"),
-                    "code": d.get("code"), "args": d.get("args"), "step": steps.step_of.get(n),
+                    "code": d.get("code"), "args": d.get("args"), "step": _numbered(steps.step_of.get(n), first),
                     "phase": steps.phase_of.get(n), "ins": ins, "outs": outs, "fn": fn,
                     "error": d.get("error")})
     return ops, tensors
@@ -110,6 +113,10 @@ def _findings(findings) -> list:
     return out
 
 
+def _numbered(step, first: int):
+    return step + first - 1 if step else step
+
+
 def _timeline(rows) -> list:
     """What the run timeline draws of each step row (``gradtrace.analyze.step_rows``):
     its last loss, gradient norm, largest relative change, learning rates, loss scale and
@@ -131,8 +138,8 @@ def page_data(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> dict:
     nodes, modules, ``findings`` (from ``gradtrace.check``), the modules folded
     when the page opens (those deeper than ``depth``, as in the static views) and, from
     ``rows`` (the trace's step rows), the run timeline above the graph."""
-    steps = find_steps(G)
-    ops, touched = _ops(G, steps)
+    steps, first = find_steps(G), first_step(G)
+    ops, touched = _ops(G, steps, first)
     versions = _versions(G, touched)
     tensor_nodes = touched | {t for v in versions.values() for t in v}
     fns = _fns(G)
@@ -144,7 +151,9 @@ def page_data(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> dict:
     runs = fold.runs_among(G, {o["module"] for o in ops})
     return {
         "title": str(G.graph.get("script") or "trace"),
-        "steps": {"count": steps.count, "complete": steps.complete, "default": steps.last_complete},
+        "last": G.graph.get("last"),
+        "steps": {"count": steps.count, "complete": steps.complete, "first": first,
+                  "default": _numbered(steps.last_complete, first)},
         "phases": list(PHASES),
         "ops": ops,
         "tensors": {t: _tensor(G, t) for t in sorted(tensor_nodes)},

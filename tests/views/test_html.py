@@ -369,10 +369,11 @@ def test_browser_screenshot_of_resnet18(browser, tmp_path):
 # -- the run timeline ---------------------------------------------------------------------
 
 
-def _blow_up_run(steps=10, jump_at=6):
-    """A small regression loop whose learning rate is 1e6 from step ``jump_at`` (0-based)."""
+def _blow_up_run(steps=10, jump_at=6, last=None):
+    """A small regression loop whose learning rate is 1e6 from step ``jump_at`` (0-based),
+    its last ``last`` steps kept in full when given."""
     torch.manual_seed(0)
-    with gradtrace.trace() as tr:
+    with gradtrace.trace(last=last) as tr:
         model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         x = torch.randn(16, 4)
@@ -465,6 +466,54 @@ def test_browser_hovering_a_step_the_loss_scaler_skipped_says_so(browser, tmp_pa
     ActionChains(browser).move_to_element_with_offset(svg, int(118 + 0.5 * (w - 126) / len(rows) - w / 2), 0).perform()
     text = _js(browser, "return document.getElementById('timeline-info').textContent;")
     assert rows[0]["scaler"]["skipped"] and text.startswith("step 1:") and "(update skipped)" in text
+
+
+@pytest.fixture(scope="module")
+def ring_page(browser, tmp_path_factory):
+    """``(page, trace, rows)`` of the blow-up run kept with ``last=3`` (steps 8 to 10 whole)."""
+    from gradtrace.analyze.step_rows import step_rows
+
+    tr = _blow_up_run(last=3)
+    path = tmp_path_factory.mktemp("ring") / "ring.html"
+    rows = step_rows(tr.graph)
+    viewer.write_html(tr.graph, path, gradtrace.check(tr), rows=rows)
+    return path, tr, rows
+
+
+def test_browser_click_on_a_kept_step_of_a_last_trace_opens_it_by_the_runs_number(ring_page, browser):
+    path, tr, rows = ring_page
+    _open(browser, path)
+    _click_column(browser, 9, len(rows))
+    drawn = _js(browser, "return [V.state.step, cy.nodes('[kind = \"op\"]').map(n => n.id())];")
+    steps = find_steps(tr.graph)
+    assert drawn[0] == "9" and drawn[1] and all(steps.step_of[n] == 2 for n in drawn[1])
+
+
+def test_browser_click_on_a_step_a_last_trace_dropped_keeps_the_open_step(ring_page, browser):
+    path, _, rows = ring_page
+    _open(browser, path)
+    _click_column(browser, 3, len(rows))
+    assert _js(browser, "return V.state.step;") == "10"
+
+
+def test_browser_hovering_a_dropped_step_says_it_was_not_kept(ring_page, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    path, _, rows = ring_page
+    _open(browser, path)
+    svg = browser.find_element(By.ID, "timeline-svg")
+    w = svg.size["width"]
+    ActionChains(browser).move_to_element_with_offset(svg, int(118 + 2.5 * (w - 126) / len(rows) - w / 2), 0).perform()
+    text = _js(browser, "return document.getElementById('timeline-info').textContent;")
+    assert text.startswith("step 3:") and text.endswith("(not kept: --last 3)")
+
+
+def test_browser_the_step_list_of_a_last_trace_numbers_steps_as_the_run_did(ring_page, browser):
+    path, _, _ = ring_page
+    _open(browser, path)
+    options = _js(browser, "return Array.from(document.getElementById('step').options).map(o => o.value);")
+    assert options == ["all", "8", "9", "10"]
 
 
 def test_browser_timeline_marks_the_steps_that_made_nan_or_inf(run_page, browser):
