@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .analyze.step_rows import step_rows
+from .analyze.step_rows import segment_rows, step_rows
 from .analyze.summary import summarize
 from .graph.head import read_head
 from .graph.io import HEAD_ATTRS, STEPS, SUMMARY, load_graph, load_values
@@ -120,6 +120,7 @@ class Trace:
         self._window = None  # with ``steps``: the StepWindow counting the run's steps
         self._groups: list = []  # process groups held past the window (record.distributed)
         self._dropped_rows: list = []  # with ``last``: the rows of the steps that fell off the ring
+        self._steps_dropped = 0
         self._level = 0  # torch's mode stack depth when the trace was entered
         self._problems: list = []
         self._graph = None
@@ -156,27 +157,25 @@ class Trace:
         if self.last is not None:
             self.meta["last"] = self.last
 
-    def _step_dropped(self, records) -> None:
-        # Called where a step ended: never raises into the program. The step's row is
-        # made from its records (built into a graph of their own), which then go.
+    def _step_dropped(self, records, ends) -> None:
+        # Called where a step ended, or as the recording stops: never raises into the
+        # program. The steps' rows are made from their records (built into a graph of
+        # their own), which then go.
         try:
             from types import SimpleNamespace
 
             from .graph.build import build_graph
 
             rec = self._rec
-            first = self.meta.get("first_step", 1) + len(self._dropped_rows)
+            first = self.meta.get("first_step", 1) + self._steps_dropped
+            self._steps_dropped += len(ends)
             with rec.quiet():
                 G = build_graph(SimpleNamespace(records=records, labels=rec.labels, modules=rec.modules),
                                 {"status": "running", "first_step": first})
                 rows = step_rows(G)
-            seqs = [op[0] for op in records.ops] or [0]
-            self._dropped_rows.append(rows[0] if rows else {
-                "step": first, "ops": len(records.ops), "first_seq": min(seqs), "last_seq": max(seqs),
-                "backward": [], "losses": [], "grad_norm": None, "max_grad": None, "max_change": None, "lr": [],
-                "nan": 0, "inf": 0})
+            self._dropped_rows.extend(segment_rows(rows, ends, first, [op[0] for op in records.ops]))
         except Exception as e:
-            self._problems.append(f"the --last ring lost a step's row: {type(e).__name__}: {e}")
+            self._problems.append(f"the --last ring lost {len(ends)} steps' rows: {type(e).__name__}: {e}")
 
     def _window_opened(self) -> None:
         # Called where a step ended (an optimizer step's hook, gradtrace.step()): never
@@ -208,9 +207,9 @@ class Trace:
         if self._session is not None:
             problems.extend(self._session.stop())
             self._session = None
-        if self._dropped_rows:  # --last: the steps that fell off the ring leave their rows
+        if self._steps_dropped:  # --last: the steps that fell off the ring leave their rows
             self.meta["earlier_steps"] = self._dropped_rows
-            self.meta["first_step"] = self.meta.get("first_step", 1) + len(self._dropped_rows)
+            self.meta["first_step"] = self.meta.get("first_step", 1) + self._steps_dropped
         if self._groups:
             from .record import distributed
 

@@ -27,7 +27,7 @@ from ..graph.query import UNINITIALISED
 from ..graph.steps import MARK, find_steps, first_step
 from .scaling import loss_root, scaler_updates
 
-__all__ = ["first_step", "step_rows"]
+__all__ = ["first_step", "segment_rows", "step_rows"]
 
 
 def _norm(stats):
@@ -186,3 +186,25 @@ def step_rows(G) -> list:
     for r in rows.values():
         r["step"] += offset
     return earlier + [rows[k] for k in sorted(rows)]
+
+
+def segment_rows(rows: list, ends: list, first: int, seqs: list) -> list:
+    """Return one row per step of a run cut at ``ends`` (step k: the ops from
+    ``ends[k - 1]`` to before ``ends[k]``, in call order), numbered from ``first``: of
+    ``rows`` (the step rows of those steps' graph), the last that ends in it, else a row
+    of its op count alone (``seqs``: the call order of every op of those steps). The
+    flight recorder cuts the run where it heard steps end; the rows find steps in the
+    graph, and the two agree but for programs whose steps the graph cannot tell apart."""
+    out, start = [], None
+    for k, end in enumerate(ends):
+        mine = [r for r in rows if (start is None or r["last_seq"] >= start) and r["last_seq"] < end]
+        if mine:
+            row = dict(mine[-1])
+        else:
+            inside = [s for s in seqs if (start is None or s >= start) and s < end] or [end - 1]
+            row = {"ops": len(inside), "first_seq": inside[0], "last_seq": inside[-1], "backward": [], "losses": [],
+                   "grad_norm": None, "max_grad": None, "max_change": None, "lr": [], "nan": 0, "inf": 0}
+        row["step"] = first + k
+        out.append(row)
+        start = end
+    return out

@@ -227,7 +227,10 @@ def _print_report(c, G, s, findings, out, pos, files):
         c.print(_line(scaler_line(s["scaler"])))
     window = G.graph.get("steps_window")
     if isinstance(window, list) and len(window) == 2:
-        c.print(_line(_window_text(window, G.graph.get("first_step"), G.graph.get("steps_seen"))))
+        first = G.graph.get("first_step")
+        if isinstance(first, int) and earlier:  # the window's first step, before the ring dropped any
+            first -= len(earlier)
+        c.print(_line(_window_text(window, first, G.graph.get("steps_seen"))))
     kept = G.graph.get("values_kept")
     if isinstance(kept, dict):
         c.print(_line(values_kept_text(kept)))

@@ -85,7 +85,7 @@ class Backward:
         bound = _signature(func).bind(*args, **kwargs).arguments
         roots, grads = _roots_and_weights(api, bound)
         records = self.records
-        seq = len(records.ops)
+        seq = records.next_seq()
         op_node = f"op:{seq}"
         bw = records.next_id("bw")
         frame = source.user_frame(3)

@@ -31,7 +31,7 @@ class CompiledCalls:
         try:
             with no_function_modes():
                 spec = ops.Spec(f"torch.compile({_compiled_name(wrapper_locals.get('fn'))})", ops.OP)
-                seq = len(records.ops)
+                seq = records.next_seq()
                 op_node = f"op:{seq}"
                 records.ops.append(None)
                 inputs, _, scalars = scan(tuple(wrapper_locals.get("args") or ()),
@@ -65,8 +65,8 @@ class CompiledCalls:
             self.records.note_unknown("compiled call", e)
         finally:
             self.op_path.saved.discard()
-            self.records.ops[seq] = op_record(seq, spec.name, cat, file, line, module, grad, scalars,
-                                              self.backward.current, extra, True)
+            self.records.set_op(seq, op_record(seq, spec.name, cat, file, line, module, grad, scalars,
+                                               self.backward.current, extra, True))
 
 
 def _compiled_name(fn) -> str:

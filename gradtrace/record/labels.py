@@ -87,11 +87,12 @@ class Labels:
         """True when op ``prev_seq`` and op ``seq`` (both of one statement) ran in one
         execution of it: every op between them ran inside the same top-level module
         (a loop runs other statements, or other modules, between two executions)."""
-        ops = self.records.ops
-        module = ops[prev_seq][OP_MODULE] if ops[prev_seq] is not None else None
+        op_at = self.records.op_at
+        prev = op_at(prev_seq)
+        module = prev[OP_MODULE] if prev is not None else None
         root = module.split(".", 1)[0] if module else None
         for i in range(prev_seq + 1, seq):  # stops at the first op of another statement
-            r = ops[i]
+            r = op_at(i)
             if r is None:
                 continue
             m = r[OP_MODULE]

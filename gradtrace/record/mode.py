@@ -172,7 +172,7 @@ class Recorder(TorchFunctionMode):
         records = self.records
         f = source.user_frame(3)
         records.ops.append(op_record(
-            len(records.ops), name, "grad_mode", f.f_code.co_filename if f else None,
+            records.next_seq(), name, "grad_mode", f.f_code.co_filename if f else None,
             source.line_of(f) if f else None, self.modules.current, torch.is_grad_enabled(),
             (0, arg), self.backward.current,
             with_autocast({"inference": torch.is_inference_mode_enabled()},
@@ -190,7 +190,7 @@ class Recorder(TorchFunctionMode):
             records = self.records
             f = source.user_frame(3)
             records.ops.append(op_record(
-                len(records.ops), "gradtrace.step", "step", f.f_code.co_filename if f else None,
+                records.next_seq(), "gradtrace.step", "step", f.f_code.co_filename if f else None,
                 source.line_of(f) if f else None, self.modules.current, torch.is_grad_enabled(), (),
                 self.backward.current, None, True))
         except Exception as e:

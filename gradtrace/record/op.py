@@ -44,10 +44,11 @@ class OpPath:
         """Call ``func`` once and record it as one op; return what it returned.
         Only ``func`` itself may raise into the caller."""
         records = self.records
-        ops_ = records.ops
-        seq = len(ops_)
+        seq = records.next_seq()
         op_node = f"op:{seq}"
-        ops_.append(None)  # the slot keeps call order; filled in below
+        records.ops.append(None)  # the slot keeps call order; filled in below
+        if self.tensors.watch is not None and spec.name in ops.UNINITIALISED:
+            self.tensors.watch.garbage_op = op_node
         module, grad, bw = self.modules.current, torch.is_grad_enabled(), self.backward.current
         ac = self.casts.state() if any_autocast() else None
         frame = file = line = caller = lib = None
@@ -78,8 +79,8 @@ class OpPath:
                     lib = {"lib_file": lib.f_code.co_filename, "lib_line": source.line_of(lib)}
         except Exception as e:
             records.note_unknown("op inputs", e)
-            ops_[seq] = op_record(seq, spec.name, "unknown", file, line, module, grad, scalars, bw,
-                                  with_autocast({"unknown": "inputs"}, ac), direct)
+            records.set_op(seq, op_record(seq, spec.name, "unknown", file, line, module, grad, scalars, bw,
+                                          with_autocast({"unknown": "inputs"}, ac), direct))
             return func(*args, **kwargs)
         records.current_op = op_node
         try:
@@ -93,9 +94,9 @@ class OpPath:
         except BaseException as e:
             records.current_op = None
             self.saved.discard()
-            ops_[seq] = op_record(seq, spec.name, "other", file, line, module, grad, scalars, bw,
-                                  with_autocast({"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]}, ac),
-                                  direct)
+            records.set_op(seq, op_record(seq, spec.name, "other", file, line, module, grad, scalars, bw,
+                                          with_autocast({"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]},
+                                                        ac), direct))
             raise
         cat, extra = "unknown", {"unknown": "outputs"}
         try:
@@ -106,8 +107,8 @@ class OpPath:
             self.saved.discard()
         finally:
             records.current_op = None
-            ops_[seq] = op_record(seq, spec.name, cat, file, line, module, grad, scalars, bw,
-                                  with_extra(with_autocast(extra, ac), lib), direct)
+            records.set_op(seq, op_record(seq, spec.name, cat, file, line, module, grad, scalars, bw,
+                                          with_extra(with_autocast(extra, ac), lib), direct))
         return out
 
     def after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct, ac=None):

@@ -10,8 +10,12 @@ from torch.overrides import resolve_name as _resolve_name
 
 __all__ = [
     "BACKWARD", "CONVERSIONS", "DATA_SET", "GRAD_MODE", "GRAD_READ", "OP", "PASS", "RANDOM",
-    "SPECS", "Spec", "cached_spec", "lasting", "qualified_name", "spec_of",
+    "SPECS", "Spec", "UNINITIALISED", "cached_spec", "lasting", "qualified_name", "spec_of",
 ]
+
+# Ops whose results hold whatever the memory held: a NaN there is no value the program
+# made (the same list as gradtrace.graph.query's, which reads traces without torch).
+UNINITIALISED = frozenset(("torch.empty", "torch.empty_like", "Tensor.new_empty", "torch.empty_strided"))
 
 # torch wraps resolve_name in warnings.catch_warnings(), and every entry to that
 # resets each module's record of warnings already shown: the user's warnings would

@@ -58,6 +58,6 @@ class OptimizerSteps:
             if n is None:
                 n = self._numbers[optimizer] = len(self._numbers)
             lrs = [_lr(g.get("lr")) for g in optimizer.param_groups]
-            self.records.optimizer_steps.append((len(self.records.ops), n, type(optimizer).__name__, lrs))
+            self.records.optimizer_steps.append((self.records.next_seq(), n, type(optimizer).__name__, lrs))
         except Exception as e:
             self.records.note_unknown("optimizer step", e)

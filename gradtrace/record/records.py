@@ -61,6 +61,7 @@ class Records:
 
     def __init__(self):
         self.ops: list = []  # op records in call order; None while an op is running
+        self.ops_from = 0  # the call order of ops[0] (the flight recorder lets go of older ones)
         self.tensors: list = []  # tensor records, one per version
         self.edges: list = []
         self.storages: dict = {}  # "s:N" -> (device, nbytes, origin)
@@ -75,6 +76,27 @@ class Records:
         self.current_op = None  # the op node being recorded (grad_fn attribution)
         self._counts = {"np": 0, "fn": 0, "bw": 0, "c": 0}
 
+    def next_seq(self) -> int:
+        """The call order of the next op."""
+        return self.ops_from + len(self.ops)
+
+    def op_at(self, seq: int):
+        """The record of op ``seq``; None while it runs, or once it is let go of."""
+        i = seq - self.ops_from
+        return self.ops[i] if 0 <= i < len(self.ops) else None
+
+    def set_op(self, seq: int, record) -> None:
+        """Fill in the record of op ``seq`` (a slot :meth:`next_seq` gave), unless it was let go of."""
+        i = seq - self.ops_from
+        if i >= 0:
+            self.ops[i] = record
+
+    def drop_ops(self, end: int) -> None:
+        """Let go of the records of the ops before call order ``end``."""
+        if end > self.ops_from:
+            del self.ops[:end - self.ops_from]
+            self.ops_from = end
+
     def next_id(self, prefix: str) -> str:
         """A new node id of kind ``prefix`` (``np``, ``fn``, ``bw``, ``c``): ``fn:7``."""
         n = self._counts[prefix]
@@ -87,7 +109,6 @@ class Records:
         entry = self.unknown.get(key)
         if entry is None:
             msg = f"{type(exc).__name__}: {exc}".split("\n")[0][:300] if exc is not None else None
-            ops = self.ops
-            self.unknown[key] = [1, msg, self.current_op or (f"op:{len(ops) - 1}" if ops else None)]
+            self.unknown[key] = [1, msg, self.current_op or (f"op:{self.next_seq() - 1}" if self.ops else None)]
         else:
             entry[0] += 1

@@ -1,16 +1,17 @@
 """The flight recorder (``--last N``): the records of a run's last N steps, in a ring.
 
 At the end of each step (an optimizer step, or ``gradtrace.step()`` once the program
-calls it) the records so far are marked; when more than N steps are marked, the oldest
-falls off: its records are handed, as a ``Records`` of their own, to ``dropped`` (the
-trace turns them into that step's row) and let go. What the steps still kept name of
+calls it) the records so far are marked; once N + ``BATCH`` steps are marked, the
+oldest ``BATCH`` fall off together (one graph to build for their rows, not one per
+step), and when the recording stops, every step before the last N: their records are
+handed, as a ``Records`` of their own, to ``dropped`` (the trace turns them into the
+steps' rows) and let go. What the steps still kept name of
 the dropped step's records (a parameter's version the next step reads, its storage, an
 autograd node) is carried on, as is the current version of every live tensor: a
 later op can only read those. The recording then holds N steps and what they read,
 however long the run.
 
-Op records are indexed by their call order (``records.ops[seq]``): a dropped op leaves
-``None`` in its place (8 bytes), so the sequence numbers of what stays do not change.
+Op records keep their call order (``records.ops_from`` is that of the first kept).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from itertools import islice
 from . import optimizer_hook
 from .records import OP_BACKWARD, Records
 
-__all__ = ["Ring"]
+__all__ = ["BATCH", "Ring"]
+
+BATCH = 8  # steps dropped at once: the ring holds at most N + BATCH steps
 
 _LISTS = ("tensors", "edges", "grad_reads", "optimizer_steps", "loss_scales")
 _DICTS = ("storages", "numpy", "fns", "backwards", "collectives")
@@ -28,7 +31,8 @@ _DICTS = ("storages", "numpy", "fns", "backwards", "collectives")
 
 class Ring:
     """Keeps the records of the last ``last`` steps of ``records`` (see the module
-    text); ``dropped(segment)`` is called with the records of each step that falls off.
+    text); ``dropped(segment, ends)`` is called with the records of the steps that fall
+    off and where each of them ends (the call order of its last op, plus one).
     ``tensors``, ``labels`` and ``copies`` are the recorder's registries, pruned with it."""
 
     def __init__(self, records: Records, tensors, labels, copies, last: int, dropped):
@@ -37,7 +41,6 @@ class Ring:
         self._dropped = dropped
         self.marked = False  # the program calls gradtrace.step(): its marks alone end steps
         self.steps_dropped = 0
-        self._ops_from = 0  # the first op of the oldest step kept
         self._marks: list = []  # the lengths of the records at each kept step's end
         self._stop = None
 
@@ -46,9 +49,12 @@ class Ring:
         self._stop = optimizer_hook.listen(self._optimizer_ended, last=True)
 
     def remove(self) -> None:
+        """Stop hearing steps, and drop every step before the last ``last``."""
         if self._stop is not None:
             self._stop()
             self._stop = None
+        if len(self._marks) > self.last:
+            self._drop(len(self._marks) - self.last)
 
     def step_marked(self) -> None:
         """``gradtrace.step()`` was called: a step ended."""
@@ -56,10 +62,10 @@ class Ring:
         self.step_ended()
 
     def step_ended(self) -> None:
-        """A step ended: mark it, and let the oldest steps past ``last`` fall off."""
+        """A step ended: mark it, and let the oldest steps fall off once ``BATCH`` are past ``last``."""
         self._marks.append(self._lengths())
-        while len(self._marks) > self.last:
-            self._drop_oldest()
+        if len(self._marks) >= self.last + BATCH:
+            self._drop(len(self._marks) - self.last)
 
     def _optimizer_ended(self, optimizer, args, kwargs) -> None:
         if not self.marked:
@@ -67,11 +73,13 @@ class Ring:
 
     def _lengths(self) -> tuple:
         r = self.records
-        return (len(r.ops), *(len(getattr(r, k)) for k in _LISTS), *(len(getattr(r, k)) for k in _DICTS))
+        return (r.next_seq(), *(len(getattr(r, k)) for k in _LISTS), *(len(getattr(r, k)) for k in _DICTS))
 
-    def _drop_oldest(self) -> None:
+    def _drop(self, count: int) -> None:
+        """Let the ``count`` oldest steps fall off."""
         r = self.records
-        mark = self._marks.pop(0)
+        gone, self._marks = self._marks[:count], self._marks[count:]
+        mark = gone[-1]
         ops_end, ends = mark[0], dict(zip(_LISTS + _DICTS, mark[1:]))
         segment = self._segment(ops_end, ends)
         # What a later op or edge may still name: the live tensors' current versions
@@ -81,16 +89,14 @@ class Ring:
             named.add(e[0])
             named.add(e[1])
         carried = [t for t in segment.tensors if t[0] in named]
-        for i in range(self._ops_from, ops_end):
-            r.ops[i] = None
-        self._ops_from = ops_end
+        r.drop_ops(ops_end)
         r.tensors[:ends["tensors"]] = carried
         for k in ("edges", "grad_reads", "optimizer_steps", "loss_scales"):
             del getattr(r, k)[:ends[k]]
         for t in r.tensors:
             named.add(t[7])  # storage
             named.add(t[11])  # autograd node
-        for op in islice(r.ops, ops_end, None):
+        for op in r.ops:
             if op is not None and op[OP_BACKWARD]:
                 named.add(op[OP_BACKWARD])
         removed = {}
@@ -103,14 +109,14 @@ class Ring:
         shift = {"tensors": ends["tensors"] - len(carried), **{k: ends[k] for k in _LISTS[1:]}, **removed}
         self._marks = [(m[0], *(v - shift[k] for k, v in zip(_LISTS + _DICTS, m[1:]))) for m in self._marks]
         self._prune_registries(r)
-        self.steps_dropped += 1
-        self._dropped(segment)
+        self.steps_dropped += count
+        self._dropped(segment, [m[0] for m in gone])
 
     def _segment(self, ops_end: int, ends: dict) -> Records:
-        """The records of the oldest step kept (with what it carried from before)."""
+        """The records of the steps before ``ops_end`` (with what they carried from before)."""
         r = self.records
         seg = Records()
-        seg.ops = [op for op in islice(r.ops, self._ops_from, ops_end) if op is not None]
+        seg.ops = [op for op in r.ops[:ops_end - r.ops_from] if op is not None]
         for k in _LISTS:
             setattr(seg, k, getattr(r, k)[:ends[k]])
         for k in _DICTS:

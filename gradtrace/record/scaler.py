@@ -40,7 +40,7 @@ def install(current) -> list:
         skipped, scale = _skipped(self), _scale(self)  # read before update clears them
         out = orig_update(self, *args, **kwargs)
         try:
-            rec.records.loss_scales.append((len(rec.records.ops), scale, skipped, _scale(self)))
+            rec.records.loss_scales.append((rec.records.next_seq(), scale, skipped, _scale(self)))
         except Exception as e:
             rec.note_unknown("loss scale", e)
         if rec.watch is not None:

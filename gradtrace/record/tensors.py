@@ -63,10 +63,11 @@ class TensorInfo:
 class StorageInfo:
     """What the recorder knows of one storage: its id and the tensors seen on it."""
 
-    __slots__ = ("sid", "tensors", "numpy", "ref")
+    __slots__ = ("sid", "tensors", "numpy", "ref", "uninitialised")
 
     def __init__(self, sid, ref):
         self.sid, self.ref, self.tensors, self.numpy = sid, ref, [], False
+        self.uninitialised = False  # made by torch.empty and not written since (--stop-at only)
 
 
 class Tensors:
@@ -170,7 +171,7 @@ class Tensors:
         st = stats.compute(t) if mode != "none" else None
         self.records.tensors.append((node, info.tid, info.ver, shape, dtype, device, stride, info.sid, offset, rg,
                                      leaf, fid, st))
-        if self.watch is not None:
+        if self.watch is not None and not self._uninitialised(info):
             self.watch.saw(st, "value", node, bool(leaf and rg))
         if fid is not None:
             self.autograd.made(fid, t, node)
@@ -225,11 +226,24 @@ class Tensors:
         except Exception:
             pass
 
+    def _uninitialised(self, info) -> bool:
+        """True when ``info``'s memory is what an uninitialised op (``torch.empty``, which
+        a module's constructor calls) returned and nothing has written it since: NaN or
+        Inf there (the garbage, or the NaN deterministic mode fills it with) is no value
+        of the program's. Marks the storage when the op running now is such an op."""
+        s = info.s
+        if s is None:
+            return False
+        if self.records.current_op is not None and self.records.current_op == self.watch.garbage_op:
+            s.uninitialised = True
+        return s.uninitialised
+
     def write(self, s, op_node, external=None) -> None:
         """Bump the version of every live tensor known on storage record ``s``. An
         ``external`` write (numpy's side of a shared buffer) names the op that saw it."""
         if s is None:
             return
+        s.uninitialised = False
         records = self.records
         sid = s.sid
         if op_node is not None:

@@ -51,6 +51,7 @@ class Watch:
         self.scaled = False  # the program scales its loss (a GradScaler)
         self.skips = 0  # updates the scaler skipped in a row
         self.skips_first = None  # the first NaN/Inf of those steps
+        self.garbage_op = None  # the last op whose results are uninitialised memory (see Tensors)
         self._hook = None
 
     def install(self) -> None:
@@ -134,7 +135,7 @@ class Watch:
     def _where(self, found) -> str:
         what, node, op = found
         try:
-            r = self.records.ops[int(op[3:])] if op else None
+            r = self.records.op_at(int(op[3:])) if op else None
         except (ValueError, IndexError, TypeError):
             r = None
         at = f" made by {r[OP_NAME]} at {r[OP_FILE]}:{r[OP_LINE]}" if r else ""

@@ -78,6 +78,33 @@ def test_with_last_2_the_trace_keeps_the_stopping_step_and_the_two_before(tmp_pa
     assert [row["step"] for row in step_rows(G)] == list(range(1, bad + 1)) and G.graph["first_step"] == bad - 2
 
 
+DETERMINISTIC = """
+import torch
+torch.use_deterministic_algorithms(True)  # torch.empty then fills its memory with NaN
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x = torch.randn(8, 4)
+for _ in range(3):
+    loss = model(x).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+print("finished")
+"""
+
+
+def test_the_nan_deterministic_mode_fills_new_parameters_with_does_not_stop_the_run(tmp_path):
+    r = _run(tmp_path, DETERMINISTIC, "--stop-at", "nonfinite")
+    assert r.returncode == 0 and "finished" in r.stdout
+
+
+def test_a_value_computed_from_uninitialised_memory_still_stops_the_run(tmp_path):
+    garbage_in = DETERMINISTIC.replace("model(x).pow(2)", "(model(x) + torch.empty(8, 1)).pow(2)")
+    r = _run(tmp_path, garbage_in, "--stop-at", "nonfinite")
+    assert r.returncode == 3 and "finished" not in r.stdout
+
+
 def test_a_run_without_nan_finishes_as_it_would(tmp_path):
     r = _run(tmp_path, BLOW_UP.replace("1e8", "0.01"), "--stop-at", "nonfinite")
     assert r.returncode == 0 and "finished" in r.stdout and "stopped_at" not in gradtrace.load(tmp_path / "out").meta
