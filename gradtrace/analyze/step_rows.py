@@ -3,7 +3,7 @@
 keeps at the head of ``trace.json``, so that a long run reads as a table of steps.
 
 Each row: ``step`` (from 1; a trace of ``--steps A:B`` numbers them as the run did,
-from A), ``ops``, ``first_seq``/``last_seq`` (the call order of
+from A; a trace of ``--last N`` begins with the rows its older steps left), ``ops``, ``first_seq``/``last_seq`` (the call order of
 its first and last op), ``backward`` (its backward calls), ``losses`` (the value of each
 call's first root when it has one element), ``grad_norm`` (the norm of the leaves'
 ``.grad`` after the step's last backward call, what its update used),
@@ -168,9 +168,11 @@ def _nonfinite(G, steps, rows) -> None:
 
 
 def step_rows(G) -> list:
-    """Return one row per step of trace ``G`` (see the module text), in step order;
-    [] for a trace with neither a backward call nor a ``gradtrace.step()`` mark (its one
-    step is the whole program, which the summary already describes)."""
+    """Return one row per step of trace ``G`` (see the module text), in step order: the
+    rows of the steps a ``--last N`` trace no longer holds (graph attribute
+    ``earlier_steps``), then those of its graph; none of its graph when it has neither a
+    backward call nor a ``gradtrace.step()`` mark (its one step is the whole program,
+    which the summary already describes)."""
     earlier = list(G.graph.get("earlier_steps") or ())  # --last: the steps not kept
     if not any(d.get("kind") == "backward" or d.get("category") == MARK for d in G._node.values()):
         return earlier
