@@ -1,6 +1,7 @@
 """What ``--last N`` (the flight recorder) holds as a run grows: the peak memory of a
 training loop traced with ``gradtrace.trace(last=2)`` for 50 steps and for 5,000, each
-in a process of its own, and the time per step against the same loop untraced.
+in a process of its own, and the time per step against the same loop untraced and
+traced whole (no ring) for the long run's length.
 
     python benchmarks/last_ring.py                    # 50 and 5,000 steps, --last 2
     python benchmarks/last_ring.py --long 2000 --last 4
@@ -8,8 +9,8 @@ in a process of its own, and the time per step against the same loop untraced.
 The loop is a small MLP step (forward, backward, SGD step) on 64 rows. Each process
 reports its peak resident memory (``ru_maxrss``), that peak less its resident memory
 once torch and gradtrace were imported and the model built (what the run added), and
-its seconds per step (trace end included). Prints one JSON line: both runs and the
-ratios long/short of the peaks.
+its seconds per step (trace end included). Prints one JSON line: the runs, the ratios
+long/short of the peaks, and the long run's time against untraced and against whole.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def _rss_mib() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def child(steps: int, last: int | None) -> dict:
-    """Run the loop for ``steps`` steps (traced with ``last`` unless None); return its figures."""
+def child(steps: int, last) -> dict:
+    """Run the loop for ``steps`` steps, traced with ``last`` (``"whole"``: no ring;
+    None: untraced); return its figures."""
     import torch
 
     import gradtrace
@@ -45,7 +47,7 @@ def child(steps: int, last: int | None) -> dict:
         _loop(model, opt, x, y, steps)
         rows = steps
     else:
-        with gradtrace.trace(last=last) as tr:
+        with gradtrace.trace(last=None if last == "whole" else last) as tr:
             _loop(model, opt, x, y, steps)
         rows = len(gradtrace.analyze.step_rows.step_rows(tr.graph))
     seconds = time.perf_counter() - t0
@@ -76,17 +78,20 @@ def main(argv=None) -> None:
     ap.add_argument("--last", type=int, default=2, help="steps the ring keeps (default 2)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--untraced", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(args.child, None if args.untraced else args.last)))
+        print(json.dumps(child(args.child, None if args.untraced else "whole" if args.whole else args.last)))
         return
     short, long = _spawn(args.short, args.last), _spawn(args.long, args.last)
-    untraced = json.loads(subprocess.run([sys.executable, __file__, "--child", str(args.long), "--untraced"],
-                                         check=True, capture_output=True, text=True).stdout)
+    untraced, whole = (json.loads(subprocess.run([sys.executable, __file__, "--child", str(args.long), flag],
+                                                 check=True, capture_output=True, text=True).stdout)
+                       for flag in ("--untraced", "--whole"))
     print(json.dumps({"last": args.last, "short": short, "long": long, "untraced_long": untraced,
-                      "peak_ratio": round(long["peak_mib"] / short["peak_mib"], 3),
+                      "whole_long": whole, "peak_ratio": round(long["peak_mib"] / short["peak_mib"], 3),
                       "added_ratio": round(long["added_mib"] / max(short["added_mib"], 0.1), 3),
-                      "time_ratio": round(long["us_per_step"] / untraced["us_per_step"], 2)}))
+                      "time_vs_untraced": round(long["us_per_step"] / untraced["us_per_step"], 2),
+                      "time_vs_whole": round(long["us_per_step"] / whole["us_per_step"], 2)}))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,14 @@ class AutogradNodes:
             pass
         self.made_tensor.add(fid)
 
+    def keep_only(self, fids) -> None:
+        """Forget the autograd nodes other than ``fids`` (the flight recorder let go of
+        their records; their graphs are gone with their steps)."""
+        self.output_of = {k: v for k, v in self.output_of.items() if k[0] in fids}
+        self.made_tensor &= fids
+        self.compiled &= fids
+        self.leaf_of = {k: v for k, v in self.leaf_of.items() if k in fids}
+
     def _new(self, fn, readable):
         """Record autograd node ``fn``; ``readable``: None where its saved tensors
         must not be read back, else a list that gets ``(fid, fn)`` to read them from."""

@@ -81,8 +81,8 @@ class Recorder(TorchFunctionMode):
                               self.modules, self.backward, self.callers)
         self.compiled = CompiledCalls(records, self.tensors, self.op_path, self.modules, self.backward)
         # --last N: the records of the last N steps only (dropped(records) for each older one)
-        self.ring = Ring(records, self.tensors, self.labels, self.copies if values == "all" else None, last,
-                         dropped) if last else None
+        self.ring = Ring(records, self.tensors, self.labels, self.autograd, self.copies if values == "all" else None,
+                         last, dropped) if last else None
         self._specs: dict = {}
         self._busy = False
         self._quiet = _Quiet(self)

@@ -33,11 +33,12 @@ class Ring:
     """Keeps the records of the last ``last`` steps of ``records`` (see the module
     text); ``dropped(segment, ends)`` is called with the records of the steps that fall
     off and where each of them ends (the call order of its last op, plus one).
-    ``tensors``, ``labels`` and ``copies`` are the recorder's registries, pruned with it."""
+    ``tensors``, ``labels``, ``autograd`` and ``copies`` are the recorder's registries,
+    pruned with it."""
 
-    def __init__(self, records: Records, tensors, labels, copies, last: int, dropped):
+    def __init__(self, records: Records, tensors, labels, autograd, copies, last: int, dropped):
         self.records, self.last = records, last
-        self._tensors, self._labels, self._copies = tensors, labels, copies
+        self._tensors, self._labels, self._autograd, self._copies = tensors, labels, autograd, copies
         self._dropped = dropped
         self.marked = False  # the program calls gradtrace.step(): its marks alone end steps
         self.steps_dropped = 0
@@ -126,9 +127,10 @@ class Ring:
         return seg
 
     def _prune_registries(self, r: Records) -> None:
-        """Names and kept values of the tensor versions no longer in the records."""
+        """Names, autograd nodes and kept values no longer in the records."""
         tids = {t[1] for t in r.tensors}
         self._labels.keep_only(tids)
+        self._autograd.keep_only(set(r.fns))
         if self._copies is not None and self._copies.values:
             keys = {t[0] for t in r.tensors}
             keys.update(e[2]["value"] for e in r.edges if len(e) == 3 and type(e[2]) is dict and "value" in e[2])
