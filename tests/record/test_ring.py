@@ -16,8 +16,8 @@ def _train(steps, last=False, blow_up_at=None, mark=False, values="stats", sizes
     """A seeded MLP loop of ``steps`` steps, traced with ``last`` (None: the whole run,
     False: not traced);
     ``blow_up_at``: the step from which the learning rate is 1e8; ``mark``: a hand-written
-    update and ``gradtrace.step()`` in place of an optimizer; ``sizes`` gets the length of
-    the recorder's tensor records after each step."""
+    update and ``gradtrace.step()`` in place of an optimizer; ``sizes`` gets, after each
+    step, how many tensor records and autograd-node outputs the recorder holds."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -38,7 +38,7 @@ def _train(steps, last=False, blow_up_at=None, mark=False, values="stats", sizes
             else:
                 opt.step()
             if sizes is not None:
-                sizes.append(len(tr.recorder.records.tensors))
+                sizes.append((len(tr.recorder.records.tensors), len(tr.recorder.autograd.output_of)))
 
     if last is False:
         loop()
@@ -77,10 +77,16 @@ def test_the_kept_steps_are_numbered_as_the_run_counted_them():
     assert tr.meta["first_step"] == 19
 
 
-def test_the_recording_does_not_grow_with_the_run():
+def test_the_tensor_records_do_not_grow_with_the_run():
     sizes = []
     _train(200, last=2, sizes=sizes)
-    assert max(sizes[180:]) == max(sizes[20:40])  # the ring holds at most N + BATCH steps
+    assert max(s[0] for s in sizes[180:]) == max(s[0] for s in sizes[20:40])  # at most N + BATCH steps
+
+
+def test_the_autograd_nodes_known_do_not_grow_with_the_run():
+    sizes = []
+    _train(200, last=2, sizes=sizes)
+    assert max(s[1] for s in sizes[180:]) == max(s[1] for s in sizes[20:40])
 
 
 def test_a_ring_run_computes_what_the_untraced_run_computes():
