@@ -339,6 +339,11 @@ def trace(values: str = "stats", **kwargs) -> Trace:
     step ends after an optimizer step, or at ``gradtrace.step()`` once the program calls
     it); outside them nothing of the recorder is installed.
 
+    ``last=N``: a flight recorder for a whole run: keep the last N steps in full and, of
+    each older step, only its row (``meta["earlier_steps"]``; see
+    :func:`gradtrace.analyze.step_rows.step_rows`); the recording stays bounded however
+    long the run.
+
     ``stop_at="nonfinite"``: at the end of the step where the first NaN or Inf appeared
     in a value, a gradient or a parameter after its update, raise
     ``gradtrace.record.watch.StoppedAtNonfinite`` into the program (the trace ends with
@@ -355,7 +360,7 @@ def load(path) -> Trace:
     trace."""
     G = load_graph(path)
     t = Trace.__new__(Trace)  # not __init__: it describes a run about to be recorded
-    t._rec = t._session = t.values_max = t.stop_at = t.steps = t._window = None
+    t._rec = t._session = t.values_max = t.stop_at = t.steps = t.last = t._window = None
     t._graph, t.meta = G, G.graph
     t.values_mode = t.meta.get("values", "none")
     t._values = load_values(path, G)
