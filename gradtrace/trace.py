@@ -121,6 +121,7 @@ class Trace:
         self._groups: list = []  # process groups held past the window (record.distributed)
         self._dropped_rows: list = []  # with ``last``: the rows of the steps that fell off the ring
         self._steps_dropped = 0
+        self._rows_to = -1  # the call order of the last op the dropped steps' rows hold
         self._level = 0  # torch's mode stack depth when the trace was entered
         self._problems: list = []
         self._graph = None
@@ -169,11 +170,14 @@ class Trace:
             rec = self._rec
             first = self.meta.get("first_step", 1) + self._steps_dropped
             self._steps_dropped += len(ends)
+            # The ops the rows of earlier steps hold (their last ops ran after their cut) are theirs.
+            records.ops = [op for op in records.ops if op[0] > self._rows_to]
             with rec.quiet():
                 G = build_graph(SimpleNamespace(records=records, labels=rec.labels, modules=rec.modules),
                                 {"status": "running", "first_step": first})
-                rows = step_rows(G)
-            self._dropped_rows.extend(segment_rows(rows, ends, first, [op[0] for op in records.ops]))
+                rows = segment_rows(step_rows(G), ends, first, [op[0] for op in records.ops])
+            self._dropped_rows.extend(rows)
+            self._rows_to = max(self._rows_to, rows[-1]["last_seq"])
         except Exception as e:
             self._problems.append(f"the --last ring lost {len(ends)} steps' rows: {type(e).__name__}: {e}")
 

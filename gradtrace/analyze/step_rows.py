@@ -111,8 +111,19 @@ _INIT = "torch.nn.init."  # initialisation, not a change of what the model learn
 
 
 def _uninitialised(G, t) -> bool:
-    """Whether tensor version ``t`` is what ``torch.empty`` returned (its first write is
-    initialisation, whatever the garbage's norm)."""
+    """Whether tensor version ``t`` is what ``torch.empty`` returned, or the first version
+    of a tensor on that memory (``nn.Parameter(torch.empty(...))``): its first write is
+    initialisation, whatever the garbage's norm."""
+    if _made_by_empty(G, t):
+        return True
+    d = G._node[t]
+    sid = d.get("storage")
+    if d.get("version") != 0 or sid not in G._pred:
+        return False
+    return any(u != t and G._node[u].get("version") == 0 and _made_by_empty(G, u) for u in G._pred[sid])
+
+
+def _made_by_empty(G, t) -> bool:
     return any(G._node[u].get("name") in UNINITIALISED and any(e.get("kind") == "output" for e in keyed.values())
                for u, keyed in G._pred[t].items())
 
@@ -177,6 +188,9 @@ def step_rows(G) -> list:
     if not any(d.get("kind") == "backward" or d.get("category") == MARK for d in G._node.values()):
         return earlier
     steps = find_steps(G, data=False)
+    if earlier:  # what ran after a dropped step's cut and before the next step is that step's row's
+        cut = earlier[-1]["last_seq"]
+        steps.step_of = {n: k for n, k in steps.step_of.items() if G._node[n]["seq"] > cut}
     rows = _rows(G, steps)
     updates = scaler_updates(G)
     _backward_figures(G, steps, rows, bool(updates))
@@ -191,17 +205,19 @@ def step_rows(G) -> list:
 
 
 def segment_rows(rows: list, ends: list, first: int, seqs: list) -> list:
-    """Return one row per step of a run cut at ``ends`` (step k: the ops from
+    """Return one row per step of a run cut at ``ends`` (step k: from the cut
     ``ends[k - 1]`` to before ``ends[k]``, in call order), numbered from ``first``: of
-    ``rows`` (the step rows of those steps' graph), the last that ends in it, else a row
-    of its op count alone (``seqs``: the call order of every op of those steps). The
-    flight recorder cuts the run where it heard steps end; the rows find steps in the
-    graph, and the two agree but for programs whose steps the graph cannot tell apart."""
+    ``rows`` (the step rows of a graph of those steps and what ran after them), the first
+    that begins in it, else a row of its op count alone (``seqs``: the call order of
+    every op of that graph). The flight recorder cuts the run where it heard a step end
+    (an optimizer step); a step's row also holds what ran after that and before the next
+    step began (a ``loss.item()``, an evaluation under ``no_grad``), as in the trace of
+    the whole run."""
     out, start = [], None
     for k, end in enumerate(ends):
-        mine = [r for r in rows if (start is None or r["last_seq"] >= start) and r["last_seq"] < end]
+        mine = [r for r in rows if (start is None or r["first_seq"] >= start) and r["first_seq"] < end]
         if mine:
-            row = dict(mine[-1])
+            row = dict(mine[0])
         else:
             inside = [s for s in seqs if (start is None or s >= start) and s < end] or [end - 1]
             row = {"ops": len(inside), "first_seq": inside[0], "last_seq": inside[-1], "backward": [], "losses": [],

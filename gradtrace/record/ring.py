@@ -3,9 +3,11 @@
 At the end of each step (an optimizer step, or ``gradtrace.step()`` once the program
 calls it) the records so far are marked; once N + ``BATCH`` steps are marked, the
 oldest ``BATCH`` fall off together (one graph to build for their rows, not one per
-step), and when the recording stops, every step before the last N: their records are
-handed, as a ``Records`` of their own, to ``dropped`` (the trace turns them into the
-steps' rows) and let go. What the steps still kept name of
+step), and when the recording stops, every step before the last N: their records, and
+those of the step after them (a step's last ops, a ``loss.item()`` or an evaluation under
+``no_grad``, may run after the optimizer step that ended it here), are handed as a
+``Records`` of their own to ``dropped`` (the trace turns them into the steps' rows), and
+the dropped steps' records are let go. What the steps still kept name of
 the dropped step's records (a parameter's version the next step reads, its storage, an
 autograd node) is carried on, as is the current version of every live tensor: a
 later op can only read those. The recording then holds N steps and what they read,
@@ -31,8 +33,9 @@ _DICTS = ("storages", "numpy", "fns", "backwards", "collectives")
 
 class Ring:
     """Keeps the records of the last ``last`` steps of ``records`` (see the module
-    text); ``dropped(segment, ends)`` is called with the records of the steps that fall
-    off and where each of them ends (the call order of its last op, plus one).
+    text); ``dropped(records, ends)`` is called with the records of the steps that fall
+    off and of the step after them, and where each step that falls off ends (the call
+    order of its last op, plus one).
     ``tensors``, ``labels``, ``autograd`` and ``copies`` are the recorder's registries,
     pruned with it."""
 
@@ -82,14 +85,15 @@ class Ring:
         gone, self._marks = self._marks[:count], self._marks[count:]
         mark = gone[-1]
         ops_end, ends = mark[0], dict(zip(_LISTS + _DICTS, mark[1:]))
-        segment = self._segment(ops_end, ends)
+        after = self._marks[0] if self._marks else self._lengths()
+        segment = self._segment(after[0], dict(zip(_LISTS + _DICTS, after[1:])))
         # What a later op or edge may still name: the live tensors' current versions
         # and whatever the records after the dropped step refer to.
         named = self._tensors.live_ids()
         for e in islice(r.edges, ends["edges"], None):
             named.add(e[0])
             named.add(e[1])
-        carried = [t for t in segment.tensors if t[0] in named]
+        carried = [t for t in r.tensors[:ends["tensors"]] if t[0] in named]
         r.drop_ops(ops_end)
         r.tensors[:ends["tensors"]] = carried
         for k in ("edges", "grad_reads", "optimizer_steps", "loss_scales"):
@@ -114,7 +118,7 @@ class Ring:
         self._dropped(segment, [m[0] for m in gone])
 
     def _segment(self, ops_end: int, ends: dict) -> Records:
-        """The records of the steps before ``ops_end`` (with what they carried from before)."""
+        """A copy of the records up to ``ends`` (with what they carried from before)."""
         r = self.records
         seg = Records()
         seg.ops = [op for op in r.ops[:ops_end - r.ops_from] if op is not None]

@@ -122,3 +122,20 @@ def test_a_step_the_trace_does_not_have_is_a_one_line_error(tmp_path):
 def test_each_row_keeps_the_learning_rate_its_step_used():
     tr, _ = _loop(6, lr_jump_at=3)
     assert [r["lr"] for r in step_rows(tr.graph)] == [[0.01]] * 3 + [[1e6]] * 3
+
+
+def test_initialising_a_new_parameter_is_no_change_of_what_the_model_learnt():
+    torch.use_deterministic_algorithms(True)  # torch.empty fills a new parameter with NaN
+    try:
+        with gradtrace.trace() as tr:
+            torch.manual_seed(0)
+            model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+            x = torch.randn(8, 4)
+            loss = model(x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert math.isfinite(step_rows(tr.graph)[0]["max_change"]["ratio"])
