@@ -12,12 +12,13 @@ import gradtrace
 from gradtrace.analyze.step_rows import step_rows
 
 
-def _train(steps, last=False, blow_up_at=None, mark=False, values="stats", sizes=None):
+def _train(steps, last=False, blow_up_at=None, mark=False, values="stats", sizes=None, evaluate=False):
     """A seeded MLP loop of ``steps`` steps, traced with ``last`` (None: the whole run,
     False: not traced);
     ``blow_up_at``: the step from which the learning rate is 1e8; ``mark``: a hand-written
     update and ``gradtrace.step()`` in place of an optimizer; ``sizes`` gets, after each
-    step, how many tensor records and autograd-node outputs the recorder holds."""
+    step, how many tensor records and autograd-node outputs the recorder holds;
+    ``evaluate``: after each update, a loss read out and an evaluation under no_grad."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -37,6 +38,10 @@ def _train(steps, last=False, blow_up_at=None, mark=False, values="stats", sizes
                 gradtrace.step()
             else:
                 opt.step()
+            if evaluate:
+                loss.item()
+                with torch.no_grad():
+                    model(x).abs().mean().item()
             if sizes is not None:
                 sizes.append((len(tr.recorder.records.tensors), len(tr.recorder.autograd.output_of)))
 
@@ -69,6 +74,12 @@ def test_every_step_of_the_run_has_its_row():
 def test_the_rows_of_dropped_steps_are_those_a_full_trace_gives():
     full = step_rows(_train(20, last=None)[0].graph)
     ring = step_rows(_train(20, last=2)[0].graph)
+    assert _same(full, ring)
+
+
+def test_the_rows_of_dropped_steps_hold_what_ran_after_their_update_as_a_full_trace_does():
+    full = step_rows(_train(30, last=None, evaluate=True)[0].graph)
+    ring = step_rows(_train(30, last=2, evaluate=True)[0].graph)
     assert _same(full, ring)
 
 
