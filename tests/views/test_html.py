@@ -410,6 +410,26 @@ def _click_column(b, step, steps):
     ActionChains(b).move_to_element_with_offset(svg, int(x - w / 2), 0).click().perform()
 
 
+def _hover_column(b, step, steps) -> str:
+    """Hover the timeline's column of ``step`` (from 1, of ``steps``); return what the
+    timeline then says."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    svg = b.find_element(By.ID, "timeline-svg")
+    w = svg.size["width"]
+    x = 118 + (step - 0.5) * (w - 118 - 8) / steps
+    ActionChains(b).move_to_element_with_offset(svg, int(x - w / 2), 0).perform()
+    return _js(b, "return document.getElementById('timeline-info').textContent;")
+
+
+def _opened_by_click(b, page, step, steps):
+    """``(the step the viewer shows, the ops it draws)`` after a click on ``step``'s column."""
+    _open(b, page)
+    _click_column(b, step, steps)
+    return _js(b, "return [V.state.step, cy.nodes('[kind = \"op\"]').map(n => n.id())];")
+
+
 def test_browser_timeline_draws_the_loss_of_every_step(run_page, browser):
     path, _, rows, _ = run_page
     _open(browser, path)
@@ -420,31 +440,19 @@ def test_browser_timeline_draws_the_loss_of_every_step(run_page, browser):
 
 def test_browser_click_on_a_timeline_step_opens_that_step(run_page, browser):
     path, tr, rows, _ = run_page
-    _open(browser, path)
-    _click_column(browser, 7, len(rows))
-    drawn = _js(browser, "return [V.state.step, cy.nodes('[kind = \"op\"]').map(n => n.id())];")
+    drawn = _opened_by_click(browser, path, 7, len(rows))
     steps = find_steps(tr.graph)
     assert drawn[0] == "7" and drawn[1] and all(steps.step_of[n] == 7 for n in drawn[1])
 
 
 def test_browser_hovering_a_timeline_step_says_its_learning_rate(run_page, browser):
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-
     path, _, rows, _ = run_page
     _open(browser, path)
-    svg = browser.find_element(By.ID, "timeline-svg")
-    w = svg.size["width"]
-    x = 118 + (7 - 0.5) * (w - 118 - 8) / len(rows)
-    ActionChains(browser).move_to_element_with_offset(svg, int(x - w / 2), 0).perform()
-    text = _js(browser, "return document.getElementById('timeline-info').textContent;")
+    text = _hover_column(browser, 7, len(rows))
     assert text.startswith("step 7:") and "learning rate 1000000," in text
 
 
 def test_browser_hovering_a_step_the_loss_scaler_skipped_says_so(browser, tmp_path):
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-
     from gradtrace.analyze.step_rows import step_rows
 
     torch.manual_seed(0)
@@ -461,10 +469,7 @@ def test_browser_hovering_a_step_the_loss_scaler_skipped_says_so(browser, tmp_pa
     rows = step_rows(tr.graph)
     viewer.write_html(tr.graph, tmp_path / "scaled.html", rows=rows)
     _open(browser, tmp_path / "scaled.html")
-    svg = browser.find_element(By.ID, "timeline-svg")
-    w = svg.size["width"]
-    ActionChains(browser).move_to_element_with_offset(svg, int(118 + 0.5 * (w - 126) / len(rows) - w / 2), 0).perform()
-    text = _js(browser, "return document.getElementById('timeline-info').textContent;")
+    text = _hover_column(browser, 1, len(rows))
     assert rows[0]["scaler"]["skipped"] and text.startswith("step 1:") and "(update skipped)" in text
 
 
@@ -482,9 +487,7 @@ def ring_page(browser, tmp_path_factory):
 
 def test_browser_click_on_a_kept_step_of_a_last_trace_opens_it_by_the_runs_number(ring_page, browser):
     path, tr, rows = ring_page
-    _open(browser, path)
-    _click_column(browser, 9, len(rows))
-    drawn = _js(browser, "return [V.state.step, cy.nodes('[kind = \"op\"]').map(n => n.id())];")
+    drawn = _opened_by_click(browser, path, 9, len(rows))
     steps = find_steps(tr.graph)
     assert drawn[0] == "9" and drawn[1] and all(steps.step_of[n] == 2 for n in drawn[1])
 
@@ -497,15 +500,9 @@ def test_browser_click_on_a_step_a_last_trace_dropped_keeps_the_open_step(ring_p
 
 
 def test_browser_hovering_a_dropped_step_says_it_was_not_kept(ring_page, browser):
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-
     path, _, rows = ring_page
     _open(browser, path)
-    svg = browser.find_element(By.ID, "timeline-svg")
-    w = svg.size["width"]
-    ActionChains(browser).move_to_element_with_offset(svg, int(118 + 2.5 * (w - 126) / len(rows) - w / 2), 0).perform()
-    text = _js(browser, "return document.getElementById('timeline-info').textContent;")
+    text = _hover_column(browser, 3, len(rows))
     assert text.startswith("step 3:") and text.endswith("(not kept: --last 3)")
 
 
