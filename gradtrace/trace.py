@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .analyze.step_rows import segment_rows, step_rows
+from .analyze.step_rows import step_rows
 from .analyze.summary import summarize
 from .graph.head import read_head
 from .graph.io import HEAD_ATTRS, STEPS, SUMMARY, load_graph, load_values
@@ -169,17 +169,21 @@ class Trace:
 
             rec = self._rec
             first = self.meta.get("first_step", 1) + self._steps_dropped
-            self._steps_dropped += len(ends)
             # The ops the rows of earlier steps hold (their last ops ran after their cut) are theirs.
             records.ops = [op for op in records.ops if op[0] > self._rows_to]
             with rec.quiet():
                 G = build_graph(SimpleNamespace(records=records, labels=rec.labels, modules=rec.modules),
                                 {"status": "running", "first_step": first})
-                rows = segment_rows(step_rows(G), ends, first, [op[0] for op in records.ops])
+                # The steps as the graph finds them (as in the trace of the whole run: two
+                # backward calls and two optimizers may make two steps of one cut), those
+                # that begin before the last cut; the next one is the kept records'.
+                rows = [r for r in step_rows(G) if r["first_seq"] < ends[-1]]
             self._dropped_rows.extend(rows)
-            self._rows_to = max(self._rows_to, rows[-1]["last_seq"])
+            self._steps_dropped += len(rows)
+            if rows:
+                self._rows_to = max(self._rows_to, rows[-1]["last_seq"])
         except Exception as e:
-            self._problems.append(f"the --last ring lost {len(ends)} steps' rows: {type(e).__name__}: {e}")
+            self._problems.append(f"the --last ring lost the rows of {len(ends)} steps: {type(e).__name__}: {e}")
 
     def _window_opened(self) -> None:
         # Called where a step ended (an optimizer step's hook, gradtrace.step()): never

@@ -27,7 +27,7 @@ from ..graph.query import UNINITIALISED
 from ..graph.steps import MARK, find_steps, first_step
 from .scaling import loss_root, scaler_updates
 
-__all__ = ["first_step", "segment_rows", "step_rows"]
+__all__ = ["first_step", "step_rows"]
 
 
 def _norm(stats):
@@ -188,7 +188,8 @@ def step_rows(G) -> list:
     if not any(d.get("kind") == "backward" or d.get("category") == MARK for d in G._node.values()):
         return earlier
     steps = find_steps(G, data=False)
-    if earlier:  # what ran after a dropped step's cut and before the next step is that step's row's
+    offset = first_step(G, steps) - 1
+    if earlier:  # what ran before the last dropped row's last op is in that row
         cut = earlier[-1]["last_seq"]
         steps.step_of = {n: k for n, k in steps.step_of.items() if G._node[n]["seq"] > cut}
     rows = _rows(G, steps)
@@ -198,31 +199,7 @@ def step_rows(G) -> list:
     _learning_rates(G, steps, rows)
     _loss_scales(updates, steps, rows)
     _nonfinite(G, steps, rows)
-    offset = first_step(G) - 1
     for r in rows.values():
         r["step"] += offset
     return earlier + [rows[k] for k in sorted(rows)]
 
-
-def segment_rows(rows: list, ends: list, first: int, seqs: list) -> list:
-    """Return one row per step of a run cut at ``ends`` (step k: from the cut
-    ``ends[k - 1]`` to before ``ends[k]``, in call order), numbered from ``first``: of
-    ``rows`` (the step rows of a graph of those steps and what ran after them), the first
-    that begins in it, else a row of its op count alone (``seqs``: the call order of
-    every op of that graph). The flight recorder cuts the run where it heard a step end
-    (an optimizer step); a step's row also holds what ran after that and before the next
-    step began (a ``loss.item()``, an evaluation under ``no_grad``), as in the trace of
-    the whole run."""
-    out, start = [], None
-    for k, end in enumerate(ends):
-        mine = [r for r in rows if (start is None or r["first_seq"] >= start) and r["first_seq"] < end]
-        if mine:
-            row = dict(mine[0])
-        else:
-            inside = [s for s in seqs if (start is None or s >= start) and s < end] or [end - 1]
-            row = {"ops": len(inside), "first_seq": inside[0], "last_seq": inside[-1], "backward": [], "losses": [],
-                   "grad_norm": None, "max_grad": None, "max_change": None, "lr": [], "nan": 0, "inf": 0}
-        row["step"] = first + k
-        out.append(row)
-        start = end
-    return out

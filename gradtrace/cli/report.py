@@ -296,7 +296,8 @@ def show_ranks(traces: dict, folder, as_json=False, missing=()):
 def _filter_ops(G, line=None, module=None, step=None):
     ops = ops_in_order(G)
     if step is not None:
-        steps, first = find_steps(G, data=False), first_step(G)
+        steps = find_steps(G, data=False)
+        first = first_step(G, steps)
         if not first <= step < first + max(steps.count, 1):
             have = f"steps {first} to {first + steps.count - 1}" if first > 1 else f"{steps.count} step(s)"
             if G.graph.get("earlier_steps") and 1 <= step < first:

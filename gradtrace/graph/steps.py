@@ -209,8 +209,16 @@ def _mark_data(T: _Tensors, ops, s: Steps) -> None:
             s.phase_of[n] = "data"
 
 
-def first_step(G) -> int:
+def first_step(G, steps: Steps | None = None) -> int:
     """The run's number of the trace's first step: 1, or A for a trace of ``--steps A:B``,
-    or the first step a ``--last N`` trace kept whole."""
+    or the first step a ``--last N`` trace kept whole. Given ``steps`` (the trace's
+    :func:`find_steps`): where a ``--last N`` trace's first step only finishes the last
+    step whose row the ring kept (its ops ran before that row's last), that step's number."""
     n = G.graph.get("first_step")
-    return n if isinstance(n, int) and n >= 1 else 1
+    n = n if isinstance(n, int) and n >= 1 else 1
+    earlier = G.graph.get("earlier_steps")
+    if steps is None or not earlier or not isinstance(earlier[-1].get("last_seq"), int):
+        return n
+    cut, N = earlier[-1]["last_seq"], G._node
+    firsts = [N[op].get("seq", 0) for op, k in steps.step_of.items() if k == 1]
+    return n - 1 if firsts and max(firsts) <= cut else n

@@ -138,7 +138,8 @@ def page_data(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> dict:
     nodes, modules, ``findings`` (from ``gradtrace.check``), the modules folded
     when the page opens (those deeper than ``depth``, as in the static views) and, from
     ``rows`` (the trace's step rows), the run timeline above the graph."""
-    steps, first = find_steps(G), first_step(G)
+    steps = find_steps(G)
+    first = first_step(G, steps)
     ops, touched = _ops(G, steps, first)
     versions = _versions(G, touched)
     tensor_nodes = touched | {t for v in versions.values() for t in v}
