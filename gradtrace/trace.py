@@ -158,7 +158,7 @@ class Trace:
         if self.last is not None:
             self.meta["last"] = self.last
 
-    def _step_dropped(self, records, ends) -> None:
+    def _step_dropped(self, records, end: int) -> None:
         # Called where a step ended, or as the recording stops: never raises into the
         # program. The steps' rows are made from their records (built into a graph of
         # their own), which then go.
@@ -177,13 +177,14 @@ class Trace:
                 # The steps as the graph finds them (as in the trace of the whole run: two
                 # backward calls and two optimizers may make two steps of one cut), those
                 # that begin before the last cut; the next one is the kept records'.
-                rows = [r for r in step_rows(G) if r["first_seq"] < ends[-1]]
+                rows = [r for r in step_rows(G) if r["first_seq"] < end]
             self._dropped_rows.extend(rows)
             self._steps_dropped += len(rows)
             if rows:
                 self._rows_to = max(self._rows_to, rows[-1]["last_seq"])
         except Exception as e:
-            self._problems.append(f"the --last ring lost the rows of {len(ends)} steps: {type(e).__name__}: {e}")
+            self._problems.append(f"the --last ring lost the rows of the steps before op {end}: "
+                                  f"{type(e).__name__}: {e}")
 
     def _window_opened(self) -> None:
         # Called where a step ended (an optimizer step's hook, gradtrace.step()): never

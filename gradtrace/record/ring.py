@@ -33,10 +33,9 @@ _DICTS = ("storages", "numpy", "fns", "backwards", "collectives")
 
 class Ring:
     """Keeps the records of the last ``last`` steps of ``records`` (see the module
-    text); ``dropped(records, ends)`` is called with the records of the steps that fall
-    off and of the step after them, and where each step that falls off ends (the call
-    order of its last op, plus one).
-    ``tensors``, ``labels``, ``autograd`` and ``copies`` are the recorder's registries,
+    text); ``dropped(records, end)`` is called with the records of the steps that fall
+    off and of the step after them, and where the last of those that fall off ends (the
+    call order of its last op, plus one). ``tensors``, ``labels``, ``autograd`` and ``copies`` are the recorder's registries,
     pruned with it."""
 
     def __init__(self, records: Records, tensors, labels, autograd, copies, last: int, dropped):
@@ -44,7 +43,6 @@ class Ring:
         self._tensors, self._labels, self._autograd, self._copies = tensors, labels, autograd, copies
         self._dropped = dropped
         self.marked = False  # the program calls gradtrace.step(): its marks alone end steps
-        self.steps_dropped = 0
         self._marks: list = []  # the lengths of the records at each kept step's end
         self._stop = None
 
@@ -82,8 +80,7 @@ class Ring:
     def _drop(self, count: int) -> None:
         """Let the ``count`` oldest steps fall off."""
         r = self.records
-        gone, self._marks = self._marks[:count], self._marks[count:]
-        mark = gone[-1]
+        mark, self._marks = self._marks[count - 1], self._marks[count:]
         ops_end, ends = mark[0], dict(zip(_LISTS + _DICTS, mark[1:]))
         after = self._marks[0] if self._marks else self._lengths()
         segment = self._segment(after[0], dict(zip(_LISTS + _DICTS, after[1:])))
@@ -114,8 +111,7 @@ class Ring:
         shift = {"tensors": ends["tensors"] - len(carried), **{k: ends[k] for k in _LISTS[1:]}, **removed}
         self._marks = [(m[0], *(v - shift[k] for k, v in zip(_LISTS + _DICTS, m[1:]))) for m in self._marks]
         self._prune_registries(r)
-        self.steps_dropped += count
-        self._dropped(segment, [m[0] for m in gone])
+        self._dropped(segment, ops_end)
 
     def _segment(self, ops_end: int, ends: dict) -> Records:
         """A copy of the records up to ``ends`` (with what they carried from before)."""
