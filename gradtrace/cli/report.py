@@ -31,7 +31,7 @@ from ..graph.io import DOT_FILE, TRACE_FILE, VALUES_FILE
 from ..graph.names import name_of
 from ..graph.query import op_inputs, op_outputs
 from ..graph.steps import find_steps
-from ..outputs import HTML_FILE, SVG_FILE, run_findings, run_summary
+from ..outputs import HTML_FILE, SVG_FILE, run_findings, run_rows, run_summary
 from ..progress import phase
 from .table import print_table
 
@@ -219,7 +219,7 @@ def _print_report(c, G, s, findings, out, pos, files):
         c.print(_line(f"backward {b['id']} ({b['api']}): {roots}; {b['grads']} gradients recorded"
                       + (f"; raised {plain(b['error'])}" if b["error"] else "")))
     earlier = G.graph.get("earlier_steps")
-    for text in row_series_lines(step_rows(G)) if earlier else series_lines(s["backward"]):
+    for text in row_series_lines(run_rows(G)) if earlier else series_lines(s["backward"]):
         c.print(_line(text))
     if earlier:
         c.print(_line(_ring_text(G.graph.get("last"), first_step(G), len(earlier))))

@@ -39,16 +39,18 @@ class OpPath:
         self.modules = modules
         self.backward = backward
         self.callers = callers  # see source.call_as_user; emptied when tracing ends
+        self.watch = tensors.watch  # --stop-at's Watch, or None
 
     def call(self, func, spec, args, kwargs, depth=3):
         """Call ``func`` once and record it as one op; return what it returned.
         Only ``func`` itself may raise into the caller."""
         records = self.records
-        seq = records.next_seq()
+        ops_ = records.ops
+        seq = records.ops_from + len(ops_)  # records.next_seq(), inlined: once per op
         op_node = f"op:{seq}"
-        records.ops.append(None)  # the slot keeps call order; filled in below
-        if self.tensors.watch is not None and spec.name in ops.UNINITIALISED:
-            self.tensors.watch.garbage_op = op_node
+        ops_.append(None)  # the slot keeps call order; filled in below
+        if self.watch is not None and spec.name in ops.UNINITIALISED:
+            self.watch.garbage_op = op_node
         module, grad, bw = self.modules.current, torch.is_grad_enabled(), self.backward.current
         ac = self.casts.state() if any_autocast() else None
         frame = file = line = caller = lib = None
@@ -107,8 +109,10 @@ class OpPath:
             self.saved.discard()
         finally:
             records.current_op = None
-            records.set_op(seq, op_record(seq, spec.name, cat, file, line, module, grad, scalars, bw,
-                                          with_extra(with_autocast(extra, ac), lib), direct))
+            i = seq - records.ops_from  # records.set_op, inlined: once per op
+            if i >= 0:
+                ops_[i] = op_record(seq, spec.name, cat, file, line, module, grad, scalars, bw,
+                                    with_extra(with_autocast(extra, ac), lib), direct)
         return out
 
     def after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct, ac=None):

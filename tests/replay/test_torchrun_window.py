@@ -98,12 +98,16 @@ def ring(tmp_path_factory, steady):
     return steady[0], traced, tmp / "out"
 
 
+def _of_kind(out, rank, kind) -> list:
+    """The attributes of rank ``rank``'s trace nodes of ``kind``."""
+    return [d for _, d in load(out / f"rank{rank}").graph.nodes(data=True) if d.get("kind") == kind]
+
+
 def test_a_ddp_model_built_before_the_window_has_its_all_reduces_recorded_in_it(steady):
     _, _, out = steady
     for k in (0, 1):
         summary, _ = load_summary(out / f"rank{k}")
-        G = load(out / f"rank{k}").graph
-        buckets = [d for _, d in G.nodes(data=True) if d.get("kind") == "collective"]
+        buckets = _of_kind(out, k, "collective")
         assert len(summary["backward"]) == 2 and len(buckets) == 2 and all(d["world_size"] == 2 for d in buckets)
 
 
@@ -144,8 +148,6 @@ def test_each_rank_keeps_its_last_step_and_a_row_for_every_step(ring):
     _, _, out = ring
     for k in (0, 1):
         rows, meta = load_steps(out / f"rank{k}")
-        G = load(out / f"rank{k}").graph
-        backward = [n for n, d in G.nodes(data=True) if d.get("kind") == "backward"]
-        buckets = [n for n, d in G.nodes(data=True) if d.get("kind") == "collective"]
+        backward, buckets = _of_kind(out, k, "backward"), _of_kind(out, k, "collective")
         assert [r["step"] for r in rows] == list(range(1, 9)) and meta["rank"] == k
         assert len(backward) == 1 and len(buckets) == 1

@@ -98,12 +98,22 @@ def _update_turn(q, before: int):
     raised = _lr_raised(q, seq)
     text = f"the update {where} changed {q.name(t)}'s norm {factor} ({na:.4g} -> {nb:.4g}){args}" + (
         f"; at this step {raised}" if raised else "")
-    why = f"at this step {raised}" if raised else \
-        "or find what raised it before this step: a scheduler, an edit of param_groups, a loss scale"
-    fix = (f"the run left its course at the update {where} ({_statement(q, op)}), not where the NaN "
-           f"surfaced: lower the learning rate ({why}), or clip gradients before the step "
-           "(torch.nn.utils.clip_grad_norm_)")
-    return Turn(op, seq, text, fix, t)
+    return Turn(op, seq, text, _update_fix(f"{where} ({_statement(q, op)})", f"at this step {raised}" if raised
+                                           else None), t)
+
+
+def _update_fix(where: str, raised) -> str:
+    """The fix of a turn at the update ``where``; ``raised``: the learning rate raised there."""
+    why = raised or "or find what raised it before this step: a scheduler, an edit of param_groups, a loss scale"
+    return (f"the run left its course at the update {where}, not where the NaN surfaced: lower the learning "
+            f"rate ({why}), or clip gradients before the step (torch.nn.utils.clip_grad_norm_)")
+
+
+def _gradient_fix(where: str) -> str:
+    """The fix of a turn at a gradient that jumped in ``where``."""
+    return (f"the run left its course in {where}, not where the NaN surfaced: clip gradients "
+            "(torch.nn.utils.clip_grad_norm_) or lower the learning rate, and look at what "
+            "changed in the step before it (its data, the learning rate, a loss scale)")
 
 
 def _lr_raised(q, seq: int):
@@ -116,11 +126,18 @@ def _lr_raised(q, seq: int):
         return None
     d = steps[after]
     prev = next((p for p in reversed(steps[:after]) if p.get("optimizer") == d.get("optimizer")), None)
-    if prev is None or not isinstance(d.get("lr"), list) or not isinstance(prev.get("lr"), list):
+    raised = _raised(prev.get("lr") if prev else None, d.get("lr"))
+    return f"{d.get('type') or 'the optimizer'}'s {raised}" if raised else None
+
+
+def _raised(before, after):
+    """``learning rate (param group 0) went from 0.01 to 1e+06`` when a param group's
+    learning rate in ``after`` is ten times or more that in ``before`` (lists), else None."""
+    if not isinstance(before, list) or not isinstance(after, list):
         return None
-    for g, (a, b) in enumerate(zip(prev["lr"], d["lr"])):
+    for g, (a, b) in enumerate(zip(before, after)):
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b / a >= _LR_JUMP:
-            return f"{d.get('type') or 'the optimizer'}'s learning rate (param group {g}) went from {a:.4g} to {b:.4g}"
+            return f"learning rate (param group {g}) went from {a:.4g} to {b:.4g}"
     return None
 
 
@@ -144,10 +161,7 @@ def _gradient_turn(q, before: int):
                 where = f"backward call {bw} at {q.where(op)}"
                 text = (f"the gradient norm jumped to {total:.4g} in {where} (median of the calls before: "
                         f"{med:.4g}), most of it in {q.name(t)}'s gradient (norm {_norm(top):.4g})")
-                fix = (f"the run left its course in {where}, not where the NaN surfaced: clip gradients "
-                       "(torch.nn.utils.clip_grad_norm_) or lower the learning rate, and look at what "
-                       "changed in the step before it (its data, the learning rate, a loss scale)")
-                return Turn(op, seq, text, fix, t)
+                return Turn(op, seq, text, _gradient_fix(where), t)
         earlier.append(total)
     return None
 
@@ -195,10 +209,7 @@ def _row_gradient_turn(row, norms):
     top = (row.get("max_grad") or {}).get("tensor")
     text = (f"the gradient norm jumped to {total:.4g} in step {step} (median of the steps before: {med:.4g})"
             + (f", most of it in {top}'s gradient" if top else "") + " (the step is no longer kept: --last)")
-    fix = (f"the run left its course in step {step}, not where the NaN surfaced: clip gradients "
-           "(torch.nn.utils.clip_grad_norm_) or lower the learning rate, and look at what changed "
-           "in the step before it (its data, the learning rate, a loss scale)")
-    return Turn(None, row.get("first_seq") or 0, text, fix)
+    return Turn(None, row.get("first_seq") or 0, text, _gradient_fix(f"step {step}"))
 
 
 def _row_update_turn(before, row):
@@ -206,24 +217,10 @@ def _row_update_turn(before, row):
     ratio = change.get("ratio") if change else None
     if not isinstance(ratio, (int, float)) or (math.isfinite(ratio) and ratio + 1 < JUMP):
         return None
-    raised = _row_lr_raised(before, row)
+    raised = _raised((before or {}).get("lr"), row.get("lr"))
+    raised = f"the {raised}" if raised else None
     factor = "to NaN/Inf" if not math.isfinite(ratio) else f"by {ratio + 1:.3g}"
     text = (f"the update of step {step} changed {change.get('tensor')}'s norm {factor} (step {step} is no "
             "longer kept: --last)" + (f"; at this step {raised}" if raised else ""))
-    why = f"at step {step} {raised}" if raised else \
-        "or find what raised it before this step: a scheduler, an edit of param_groups, a loss scale"
-    fix = (f"the run left its course at the update of step {step}, not where the NaN surfaced: lower the "
-           f"learning rate ({why}), or clip gradients before the step (torch.nn.utils.clip_grad_norm_)")
-    return Turn(None, row.get("last_seq") or 0, text, fix)
-
-
-def _row_lr_raised(before, row):
-    """``the learning rate (param group 0) went from 0.01 to 1e+08`` when ``row``'s
-    learning rates are ten times or more those of the row ``before`` it, else None."""
-    a_lr, b_lr = (before or {}).get("lr"), row.get("lr")
-    if not isinstance(a_lr, list) or not isinstance(b_lr, list):
-        return None
-    for g, (a, b) in enumerate(zip(a_lr, b_lr)):
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b / a >= _LR_JUMP:
-            return f"the learning rate (param group {g}) went from {a:.4g} to {b:.4g}"
-    return None
+    return Turn(None, row.get("last_seq") or 0, text,
+                _update_fix(f"of step {step}", f"at step {step} {raised}" if raised else None))
