@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["backward_runs", "base_label", "row_series_lines", "run_roots", "series_lines", "sparkline"]
+__all__ = ["backward_runs", "base_label", "row_series_lines", "run_roots", "series_lines", "sparkline",
+           "update_series_lines"]
 
 _BARS = "▁▂▃▄▅▆▇█"
 _NONFINITE = "!"
@@ -144,9 +145,20 @@ def row_series_lines(rows: list, min_steps: int = 3) -> list:
     """Return the text lines drawing, over step rows (:mod:`gradtrace.analyze.step_rows`:
     a run whose early steps left only their rows), each step's last loss and its
     gradient norm; none for fewer than ``min_steps`` steps with a value."""
+    return _row_lines(rows, (("loss", lambda r: r["losses"][-1] if r.get("losses") else None),
+                             ("gradient norm", lambda r: r.get("grad_norm"))), min_steps)
+
+
+def update_series_lines(rows: list, min_steps: int = 3) -> list:
+    """Return the text line drawing each step's largest update-to-weight ratio over step
+    rows; none for fewer than ``min_steps`` steps with one."""
+    return _row_lines(rows, (("largest update/weight", lambda r: (r.get("max_update") or {}).get("ratio")),),
+                      min_steps)
+
+
+def _row_lines(rows: list, series, min_steps: int) -> list:
     lines = []
-    for name, value in (("loss", lambda r: r["losses"][-1] if r.get("losses") else None),
-                        ("gradient norm", lambda r: r.get("grad_norm"))):
+    for name, value in series:
         points = [(f"step {r['step']}", _number(value(r))) for r in rows]
         points = [(i, v) for i, v in points if v is not None]
         if len(points) >= min_steps:

@@ -9,7 +9,10 @@ call's first root when it has one element), ``grad_norm`` (the norm of the leave
 ``.grad`` after the step's last backward call, what its update used),
 ``max_grad`` (the parameter with the largest gradient norm then: ``{tensor, norm}``),
 ``max_change`` (the parameter whose norm the step's writes changed most, relatively:
-``{tensor, ratio}``, ``|after - before| / before``), ``lr`` (the learning rate of each
+``{tensor, ratio}``, ``|after - before| / before``), ``max_update`` (the parameter with
+the largest update-to-weight ratio: ``{tensor, ratio, norm}``, ``|w' - w| / |w|`` over
+each update the recorder saw (:mod:`gradtrace.record.updates`), ``norm`` that of
+``w' - w``; absent from older traces), ``lr`` (the learning rate of each
 param group at the step's optimizer steps, each optimizer's last), ``scaler`` (in a
 program that scales its loss: ``{scale, skipped}`` of the step's last
 ``GradScaler.update``; its losses are then the losses before scaling, and its gradient
@@ -44,7 +47,8 @@ def _rows(G, steps) -> dict:
         row = rows.get(k)
         if row is None:
             rows[k] = {"step": k, "ops": 1, "first_seq": seq, "last_seq": seq, "backward": [], "losses": [],
-                       "grad_norm": None, "max_grad": None, "max_change": None, "lr": [], "nan": 0, "inf": 0}
+                       "grad_norm": None, "max_grad": None, "max_change": None, "max_update": None, "lr": [],
+                       "nan": 0, "inf": 0}
         else:
             row["ops"] += 1
             row["first_seq"] = min(row["first_seq"], seq)
@@ -108,6 +112,34 @@ def _changes(G, steps, rows) -> None:
 
 
 _INIT = "torch.nn.init."  # initialisation, not a change of what the model learnt
+
+
+def _updates(G, steps, rows) -> None:
+    """Each step's largest update-to-weight ratio: ``|w' - w| / |w|`` of the updates
+    (tensor attribute ``update``) its ops made; a weight of norm 0 has no ratio."""
+    N, pred = G._node, G._pred
+    for b, d in N.items():
+        upd = d.get("update")
+        if not upd or d.get("kind") != "tensor":
+            continue
+        op = next((e.get("op") for keyed in pred[b].values() for e in keyed.values()
+                   if e.get("kind") == "next_version"), None)
+        a = upd.get("from")
+        if op not in steps.step_of or N[op]["name"].startswith(_INIT) or a not in N or _uninitialised(G, a):
+            continue
+        norm, weight = _norm(upd.get("stats")), _norm(N[a].get("stats"))
+        if norm is None or not weight:
+            continue
+        ratio = norm / weight if math.isfinite(weight) else math.nan
+        row = rows[steps.step_of[op]]
+        best = row["max_update"]
+        if best is None or _above(ratio, best["ratio"]):
+            row["max_update"] = {"tensor": name_of(d), "ratio": ratio, "norm": norm}
+
+
+def _above(a: float, b: float) -> bool:
+    """``a > b``, NaN above everything: an update that made a weight NaN is the largest."""
+    return a != a or (b == b and a > b)
 
 
 def _uninitialised(G, t) -> bool:
@@ -196,6 +228,7 @@ def step_rows(G) -> list:
     updates = scaler_updates(G)
     _backward_figures(G, steps, rows, bool(updates))
     _changes(G, steps, rows)
+    _updates(G, steps, rows)
     _learning_rates(G, steps, rows)
     _loss_scales(updates, steps, rows)
     _nonfinite(G, steps, rows)

@@ -13,7 +13,13 @@ from rich.table import Table
 from rich.text import Text
 
 from ..analyze.scaling import scaler_line
-from ..analyze.series import backward_runs, row_series_lines, run_roots, series_lines
+from ..analyze.series import (
+    backward_runs,
+    row_series_lines,
+    run_roots,
+    series_lines,
+    update_series_lines,
+)
 from ..analyze.step_rows import first_step, step_rows
 from ..analyze.summary import (
     MOVE_CATEGORIES,
@@ -221,6 +227,8 @@ def _print_report(c, G, s, findings, out, pos, files):
     earlier = G.graph.get("earlier_steps")
     for text in row_series_lines(run_rows(G)) if earlier else series_lines(s["backward"]):
         c.print(_line(text))
+    for text in update_series_lines(run_rows(G)):
+        c.print(_line(text))
     if earlier:
         c.print(_line(_ring_text(G.graph.get("last"), first_step(G), len(earlier))))
     if s.get("scaler"):
@@ -338,22 +346,25 @@ def show_summary(s: dict, script=None, as_json=False) -> dict:
     return s
 
 
-_STEP_COLS = ("step", "ops", "backward", "loss", "grad norm", "largest gradient", "largest change", "lr", "nan",
-              "inf")
+_STEP_COLS = ("step", "ops", "backward", "loss", "grad norm", "largest gradient", "largest update/weight", "lr",
+              "nan", "inf")
+_OLD_CHANGE_COL = "largest change"  # a trace older than update ratios: the relative change of a norm
 
 
 def _num(v) -> str:
     return "" if v is None else f"{v:.4g}"
 
 
-def _step_cells(r: dict, scaled: bool) -> list:
+def _step_cells(r: dict, scaled: bool, ratios: bool) -> list:
     """One row of ``show --steps``: the step's last loss, and who holds the largest figures
-    (``scaled``: with the loss scale column)."""
-    grad, change = r.get("max_grad"), r.get("max_change")
+    (``scaled``: with the loss scale column; ``ratios``: update-to-weight ratios, else,
+    in a trace older than those, relative changes of a norm)."""
+    grad = r.get("max_grad")
+    update = r.get("max_update") if ratios else r.get("max_change")
     losses = [v for v in r["losses"] if v is not None]
     cells = [r["step"], r["ops"], len(r["backward"]), _num(losses[-1]) if losses else "", _num(r["grad_norm"]),
              f"{plain(grad['tensor'])} {_num(grad['norm'])}" if grad else "",
-             f"{plain(change['tensor'])} x{_num(change['ratio'])}" if change else "",
+             f"{plain(update['tensor'])} {_num(update['ratio'])}" if update else "",
              ", ".join(_num(v) for v in r.get("lr") or ())]
     if scaled:
         s = r.get("scaler")
@@ -370,11 +381,16 @@ def show_steps(rows: list, as_json=False) -> list:
         c.print("no steps: the trace has no backward call (its summary describes the whole program)")
         return rows
     scaled = any(r.get("scaler") for r in rows)
-    cols = _STEP_COLS[:-2] + ("loss scale",) + _STEP_COLS[-2:] if scaled else _STEP_COLS
-    print_table(c, cols, (_step_cells(r, scaled) for r in rows))
+    ratios = any(r.get("max_update") for r in rows)
+    cols = _STEP_COLS if ratios else tuple(_OLD_CHANGE_COL if k == _STEP_COLS[6] else k for k in _STEP_COLS)
+    cols = cols[:-2] + ("loss scale",) + cols[-2:] if scaled else cols
+    print_table(c, cols, (_step_cells(r, scaled, ratios) for r in rows))
     c.print("loss: the step's last backward root with one element; grad norm: of every .grad after the "
-            "step's last backward call; largest change: |norm after - norm before| / norm before of a "
-            "parameter the step wrote; lr: each param group's learning rate at the step's optimizer step"
+            "step's last backward call; "
+            + ("largest update/weight: |w' - w| / |w| of the parameter its update changed most"
+               if ratios else "largest change: |norm after - norm before| / norm before of a parameter the "
+               "step wrote")
+            + "; lr: each param group's learning rate at the step's optimizer step"
             + ("; loss scale: the GradScaler's scale in the step (skipped: it found NaN/Inf in the gradients "
                "and skipped the update)" if scaled else ""))
     return rows

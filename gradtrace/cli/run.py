@@ -36,11 +36,14 @@ __all__ = ["run"]
 @click.option("--stop-at", "stop_at", type=click.Choice(["nonfinite"]), default=None,
               help="Stop the script at the end of the step where the first NaN or Inf appears in a value, "
                    "a gradient or an updated parameter (exit code 3); the trace is written.")
+@click.option("--no-update-ratios", "no_updates", is_flag=True,
+              help="Take no update-to-weight ratios: they copy the parameters an update writes while it runs "
+                   "(all at once for a foreach or fused optimizer).")
 @click.option("--depth", type=int, default=None, help="Module depth of graph.dot/graph.svg.")
 @click.option("--no-svg", is_flag=True, help="Do not render graph.svg.")
 @click.argument("script", type=click.Path(dir_okay=True))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(out_dir, values, values_max, steps, last, stop_at, depth, no_svg, script, args):
+def run(out_dir, values, values_max, steps, last, stop_at, no_updates, depth, no_svg, script, args):
     """Run SCRIPT [ARGS]... as `python SCRIPT ARGS` would, traced, and write its trace.
 
     gradtrace's options go before SCRIPT; everything after it is the script's.
@@ -84,7 +87,8 @@ def run(out_dir, values, values_max, steps, last, stop_at, depth, no_svg, script
         fail("--stop-at nonfinite reads the statistics of values and gradients: use --values stats or all")
     with sigterm_held():  # a launcher stopping this rank waits for its trace
         result = run_script(script, list(args), values=values, rank=rank, world_size=world,
-                            values_max=values_max, stop_at=stop_at, steps=steps, last=last)
+                            values_max=values_max, stop_at=stop_at, steps=steps, last=last,
+                            updates=not no_updates)
         start_fresh_line()
         try:
             written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)

@@ -8,9 +8,11 @@ import click
 
 from ..graph.folders import rank_folders
 from ..graph.io import TraceError
+from ..graph.steps import find_steps
 from ..ranks import missing_ranks, rank_path
 from ..trace import load_steps, load_summary
 from .common import CONTEXT, RANK_OPTION, fail, load_trace, load_traces
+from .costs import show_costs
 from .report import show_ranks, show_steps, show_summary, show_table
 
 __all__ = ["show"]
@@ -29,13 +31,18 @@ __all__ = ["show"]
 @click.option("--aliases", "what", flag_value="aliases", help="Views, aliases and in-place writes.")
 @click.option("--moves", "what", flag_value="moves", help="Device and dtype moves.")
 @click.option("--modules", "what", flag_value="modules", help="Modules and their op counts.")
+@click.option("--costs", "what", flag_value="costs",
+              help="FLOPs, parameters and memory saved for backward, by module and by line (with --step: "
+                   "of that step).")
+@click.option("--top", "top", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
+              help="With --costs: the N lines holding the most activation memory.")
 @click.option("--line", "line", default=None, metavar="FILE:LINE", help="Only ops from this source line.")
 @click.option("--module", "module", default=None, metavar="PATH", help="Only ops inside this module.")
 @click.option("--step", "step", type=click.IntRange(min=1), default=None, metavar="N",
               help="Only ops of step N (from 1; see --steps).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @RANK_OPTION
-def show(folder, what, line, module, step, as_json, rank):
+def show(folder, what, line, module, step, top, as_json, rank):
     """Print tables over a saved trace FOLDER: its summary, or the table an option names.
 
     A folder of rank<k> folders (a launched run): without --rank, a table of the
@@ -49,13 +56,16 @@ def show(folder, what, line, module, step, as_json, rank):
       gradtrace show gradtrace-out/train --ops --line train.py:42 --json
       gradtrace show gradtrace-out/train --steps
       gradtrace show gradtrace-out/train --ops --step 402
+      gradtrace show gradtrace-out/train --costs --step 2
       gradtrace show runs/ddp --rank 1 --backward
     """
     if rank is None and rank_folders(folder):
         _show_ranks(folder, what, line, module, step, as_json)
         return
     what = what or ("ops" if line or module or step else "summary")
-    if what == "summary":
+    if what == "costs":
+        rows = _costs(folder, rank, step, top, as_json)
+    elif what == "summary":
         rows = _summary(folder, rank, as_json)
     elif what == "steps":
         rows = _steps(folder, rank, as_json)
@@ -67,6 +77,16 @@ def show(folder, what, line, module, step, as_json, rank):
             fail(str(e))
     if as_json:
         click.echo(json.dumps(rows, indent=1, default=str))
+
+
+def _costs(folder, rank, step, top, as_json):
+    """Print (or return, for ``--json``) the costs of one trace, or of its step ``step``."""
+    tr = load_trace(folder, rank)
+    steps = find_steps(tr.graph)
+    if step is not None and step not in steps.step_of.values():
+        fail(f"step {step} is not in this trace (see gradtrace show {folder} --steps)")
+    # a training run: one step (the last finished one by default) is what the model costs
+    return show_costs(tr.graph, step or (steps.last_complete if steps.count > 1 else None), top, as_json)
 
 
 def _summary(folder, rank, as_json) -> dict:

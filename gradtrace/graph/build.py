@@ -159,6 +159,7 @@ def _build(rec, meta: dict) -> nx.MultiDiGraph:
     _add_tensors(rec, f, take(records.tensors))
     if release:  # names are in the graph now; a long loop has one entry per tensor
         rec.labels.release()
+    _add_updates(G, take(records.updates))
     _add_ops(rec, f, take(records.ops))
     _add_edges(take(records.edges), f)
     # A node an edge names but no record made (a read that failed half-way) is
@@ -281,6 +282,15 @@ def _add_tensors(rec, f: _Filler, records):
                 f.add_edge(node, fid, _KindAttrs("grad_fn").__dict__)
             else:
                 out[fid] = back[node] = {0: _KindAttrs("grad_fn").__dict__}
+
+
+def _add_updates(G: nx.MultiDiGraph, records) -> None:
+    """Each update's difference (``w' - w``) on the parameter's version after it."""
+    nodes = G._node
+    for after, before, st in records:
+        d = nodes.get(after)
+        if d is not None:
+            d["update"] = {"from": before, "stats": _stats.finalize(st) if st is not None else None}
 
 
 def _add_ops(rec, f: _Filler, records):

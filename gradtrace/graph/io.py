@@ -57,7 +57,7 @@ def clean(obj):
 
 _STAT_FLOATS = ("min", "max", "mean", "norm")
 _FLOAT_WORDS = ("nan", "inf", "-inf")
-_RESTORE_KEYS = frozenset(("stats", "prior", "received", "local", "reduced"))
+_RESTORE_KEYS = frozenset(("stats", "prior", "received", "local", "reduced", "update"))
 
 
 def _restore(attrs: dict):
@@ -67,9 +67,10 @@ def _restore(attrs: dict):
             for k in _STAT_FLOATS:
                 if s.get(k) in _FLOAT_WORDS:
                     s[k] = float(s[k])
-    rec = attrs.get("received")
-    if isinstance(rec, dict):
-        _restore(rec)
+    for key in ("received", "update"):
+        inner = attrs.get(key)
+        if isinstance(inner, dict):
+            _restore(inner)
 
 
 _CHUNK = 4096  # nodes or edges per encoder call: C-encoder speed, bounded memory

@@ -54,16 +54,17 @@ _GRAPH_LIST_ITEMS = {"grad_reads": D, "unknown": D, "recorder_errors": S}
 _DIMS = "dims"
 _STATS = "stats"
 _RECEIVED = "received"
+_UPDATE = "update"
 NODE_ATTRS = {
     "op": {"name": S, "seq": I, "category": SN, "file": SN, "line": IN, "code": SN, "module": SN,
            "grad_enabled": BN, "args": SN, "phase": SN, "during": SN, "backward": SN, "random": BN,
            "inference": BN, "direct": BN, "autocast": DN},
     "tensor": {"tid": I, "version": I, "shape": _DIMS, "dtype": SN, "device": SN, "stride": _DIMS,
                "storage": SN, "storage_offset": IN, "requires_grad": BN, "is_leaf": BN, "grad_fn": SN,
-               "label": SN, "label_n": IN, "stats": _STATS, "param_of": SN, "param_kind": SN},
+               "label": SN, "label_n": IN, "stats": _STATS, "param_of": SN, "param_kind": SN, "update": _UPDATE},
     "storage": {"device": SN, "nbytes": IN, "origin": SN},
     "numpy": {"shape": _DIMS, "dtype": SN},
-    "grad_fn": {"name": S, "op": SN, "saved": SN, "saved_storages": LN},
+    "grad_fn": {"name": S, "op": SN, "saved": SN, "saved_storages": LN, "saved_untracked_bytes": IN},
     "backward": {"seq": I, "api": S, "implicit": BN, "op": SN},
     "optimizer_step": {"seq": I, "optimizer": IN, "type": SN, "lr": LN},
     "loss_scale": {"seq": I, "scale": _opt(frozenset((int, float))), "skipped": BN,
@@ -153,7 +154,15 @@ def _received_error(v):
             or (None if type(v.get("value")) in SN else "value is not a string"))
 
 
-_DEEP = {_DIMS: _dims_error, _STATS: _stats_error, _RECEIVED: _received_error}
+def _update_error(v):
+    if v is None:
+        return None
+    if type(v) is not dict:
+        return f"is {_jtype(v)}, not an object"
+    return _stats_error(v.get("stats")) or (None if type(v.get("from")) in SN else "from is not a string")
+
+
+_DEEP = {_DIMS: _dims_error, _STATS: _stats_error, _RECEIVED: _received_error, _UPDATE: _update_error}
 
 _ANY = None  # a field whose value is printed as text whatever it is
 _NUMBER = "number"  # a float, an integer, null, or a word for a float JSON cannot hold
@@ -179,7 +188,9 @@ SUMMARY_ATTRS = {
 STEP_ROW = {
     "step": I, "ops": I, "first_seq": I, "last_seq": I, "backward": [_ID], "losses": [_NUMBER],
     "grad_norm": _NUMBER, "max_grad": ("or null", {"tensor": SN, "norm": _NUMBER}),
-    "max_change": ("or null", {"tensor": SN, "ratio": _NUMBER}), "lr": ("optional", [_NUMBER]),
+    "max_change": ("or null", {"tensor": SN, "ratio": _NUMBER}),
+    "max_update": ("optional", ("or null", {"tensor": SN, "ratio": _NUMBER, "norm": _NUMBER})),
+    "lr": ("optional", [_NUMBER]),
     "scaler": ("optional", {"scale": _NUMBER, "skipped": BN}), "nan": I, "inf": I,
 }
 _HEAD_SPECS = {"summary": SUMMARY_ATTRS, "steps": [STEP_ROW], "earlier_steps": [STEP_ROW]}

@@ -40,6 +40,7 @@ from .records import Records, op_record, with_autocast
 from .ring import Ring
 from .saved import SavedTensors
 from .tensors import Tensors
+from .updates import Updates
 from .watch import Watch
 
 __all__ = ["Recorder"]
@@ -52,7 +53,7 @@ class Recorder(TorchFunctionMode):
     """Records what torch does while it is the active function mode."""
 
     def __init__(self, values: str = "stats", values_max: int | None = None, stop_at: str | None = None,
-                 last: int | None = None, dropped=None):
+                 last: int | None = None, dropped=None, updates: bool = True):
         super().__init__()
         self.values = values
         self.thread = threading.get_ident()
@@ -77,8 +78,10 @@ class Recorder(TorchFunctionMode):
                                  self.modules, self, values)
         self.backward.watch = self.watch
         self.optimizers = OptimizerSteps(records, self.thread)
+        # what each update did to a parameter: a statistic, so only where statistics are taken
+        self.updates = Updates(records, self.tensors, self.thread) if updates and values != "none" else None
         self.op_path = OpPath(records, self.tensors, self.arrays, self.saved, self.labels, self.casts,
-                              self.modules, self.backward, self.callers)
+                              self.modules, self.backward, self.callers, self.updates)
         self.compiled = CompiledCalls(records, self.tensors, self.op_path, self.modules, self.backward)
         # --last N: the records of the last N steps only (dropped(records) for each older one)
         self.ring = Ring(records, self.tensors, self.labels, self.autograd, self.copies if values == "all" else None,
@@ -186,6 +189,8 @@ class Recorder(TorchFunctionMode):
         ``--stop-at``'s :class:`~gradtrace.record.watch.StoppedAtNonfinite`."""
         if self.closed or threading.get_ident() != self.thread:
             return
+        if self.updates is not None:
+            self.updates.finish()  # the step's updates belong to it
         try:
             records = self.records
             f = source.user_frame(3)
@@ -248,6 +253,8 @@ class Recorder(TorchFunctionMode):
 
     def _backward_call(self, func, spec, types, args, kwargs):
         if self.backward.current is None:
+            if self.updates is not None and self.updates.held:
+                self.updates.finish()
             return self.backward.run(func, spec, args, kwargs)
         # The call has passed every mode the user entered (see Backward.run): run its
         # body with the recorder on, to see custom Functions' backward ops, unless a

@@ -29,7 +29,8 @@ _NUMPY_FACTORIES = ("torch.from_numpy", "torch.as_tensor", "torch.asarray")
 class OpPath:
     """Records one op per call; the registries it writes to are handed over by the mode."""
 
-    def __init__(self, records, tensors, arrays, saved, labels, casts, modules, backward, callers: dict):
+    def __init__(self, records, tensors, arrays, saved, labels, casts, modules, backward, callers: dict,
+                 updates=None):
         self.records = records
         self.tensors = tensors
         self.arrays = arrays
@@ -40,6 +41,7 @@ class OpPath:
         self.backward = backward
         self.callers = callers  # see source.call_as_user; emptied when tracing ends
         self.watch = tensors.watch  # --stop-at's Watch, or None
+        self.updates = updates  # the parameters' updates (updates.py), or None without statistics
 
     def call(self, func, spec, args, kwargs, depth=3):
         """Call ``func`` once and record it as one op; return what it returned.
@@ -52,6 +54,9 @@ class OpPath:
         if self.watch is not None and spec.name in ops.UNINITIALISED:
             self.watch.garbage_op = op_node
         module, grad, bw = self.modules.current, torch.is_grad_enabled(), self.backward.current
+        updates = self.updates
+        if grad and updates is not None and updates.held:
+            updates.finish()  # a hand-written update ended: the next forward pass began
         ac = self.casts.state() if any_autocast() else None
         frame = file = line = caller = lib = None
         direct, scalars, pre, arrays = False, (), [], ()
@@ -74,6 +79,8 @@ class OpPath:
                     edges.append((info.node, op_node, "input", pos))
                 for pos, a in arrays:
                     self.arrays.read(a, op_node, pos)
+                if spec.inplace and updates is not None:
+                    updates.before(pre)
                 frame, direct, caller, lib = source.user_call(depth, spec.code)
                 if frame is not None:
                     file, line = frame.f_code.co_filename, source.line_of(frame)
@@ -120,7 +127,7 @@ class OpPath:
         is the user's frame (its current statement may bind the result to a name);
         ``direct`` says whether the user called the op itself rather than library
         code on the user's behalf (a module's forward, ``model.to(device)``)."""
-        written = self._writes(op_node, pre)
+        written = self._writes(op_node, pre, spec, kwargs)
         if spec.kind == ops.DATA_SET and pre:
             self.tensors.data_swapped(pre[0][1], pre[0][2], op_node)
         if spec.meta:
@@ -144,12 +151,15 @@ class OpPath:
                 info.crc = checksum(t)
         return cat, _RANDOM if spec.random else None
 
-    def _writes(self, op_node, pre):
-        """The storages the op wrote (a version counter that moved is a write), each
-        written once with a new version of every live tensor on it; None for none."""
+    def _writes(self, op_node, pre, spec, kwargs):
+        """The storages the op wrote (a version counter that moved is a write, as is
+        what a fused optimizer op writes without moving one), each written once with a
+        new version of every live tensor on it; None for none."""
         written = None
-        for _, t, info, v0 in pre:
-            if v0 is not None and version_of(t) != v0:
+        unversioned = ops.unversioned_writes(spec, kwargs) if spec.unversioned is not None else None
+        for pos, t, info, v0 in pre:
+            if (v0 is not None and version_of(t) != v0) or (
+                    unversioned and ops.unversioned_written(unversioned, pos)):
                 if written is None:
                     written = []
                 if info.s in written:

@@ -8,9 +8,12 @@ import types
 import torch
 from torch.overrides import resolve_name as _resolve_name
 
+from .hidden import hidden
+
 __all__ = [
     "BACKWARD", "CONVERSIONS", "DATA_SET", "GRAD_MODE", "GRAD_READ", "OP", "PASS", "RANDOM",
     "SPECS", "Spec", "UNINITIALISED", "cached_spec", "lasting", "qualified_name", "spec_of",
+    "unversioned_writes", "unversioned_written",
 ]
 
 # Ops whose results hold whatever the memory held: a NaN there is no value the program
@@ -69,10 +72,16 @@ RANDOM = {
 _BACKWARD_FUNCS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
 
 
+_INPLACE_DUNDERS = frozenset((
+    "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__ipow__", "__imatmul__",
+    "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__setitem__"))
+
+
 class Spec:
     """A callable's name and how the recorder handles it."""
 
-    __slots__ = ("name", "kind", "base", "factory", "random", "conversion", "meta", "code")
+    __slots__ = ("name", "kind", "base", "factory", "random", "conversion", "meta", "inplace", "unversioned",
+                 "code")
 
     def __init__(self, name: str, kind: int, code=None):
         self.name = name
@@ -89,6 +98,46 @@ class Spec:
         self.random = self.base in RANDOM
         self.conversion = name.startswith("Tensor.") and self.base in CONVERSIONS
         self.meta = name.startswith("Tensor.requires_grad")  # changes autograd metadata only
+        # writes its first argument (a tensor, or each tensor of a list): ``add_``,
+        # ``_foreach_addcdiv_``, ``_fused_adam_``, ``-=``, ``t[i] = v``
+        self.inplace = not self.meta and (
+            (self.base.endswith("_") and not self.base.endswith("__")) or self.base in _INPLACE_DUNDERS)
+        self.unversioned = _unversioned_writes(self.base) if self.inplace and self.base.startswith("_fused_") else None
+
+
+def _unversioned_writes(base: str):
+    """``{position: argument name}`` of the arguments a fused optimizer op
+    (``torch._fused_adam_``) writes without moving their version counters, from its
+    schema; None for another op. Its ``grads`` are written only to unscale them, when it
+    is given a ``grad_scale``."""
+    try:
+        schema = getattr(torch.ops.aten, base).default._schema
+        return {i: a.name for i, a in enumerate(schema.arguments) if a.alias_info is not None and a.alias_info.is_write}
+    except Exception:
+        return None
+
+
+def unversioned_writes(spec: Spec, kwargs) -> set | None:
+    """The positions of the arguments a call to ``spec`` (with ``kwargs``) writes without
+    moving their version counters: a fused optimizer op's parameters and state, its
+    gradients too when it unscales them, nothing when its ``found_inf`` says a loss
+    scaler skips this step (the op then writes nothing); None for another op."""
+    if spec.unversioned is None:
+        return None
+    found_inf = kwargs.get("found_inf")
+    if found_inf is not None:
+        with hidden():
+            if float(found_inf) != 0:
+                return None
+    scaled = kwargs.get("grad_scale") is not None
+    return {i for i, name in spec.unversioned.items() if name != "grads" or scaled}
+
+
+def unversioned_written(positions: set, pos) -> bool:
+    """True when input ``pos`` (``3``, or ``"0.2"``: an item of a list) is an argument at
+    one of ``positions`` (:func:`unversioned_writes`)."""
+    top = pos if type(pos) is int else int(pos.split(".", 1)[0]) if type(pos) is str and pos[:1].isdigit() else None
+    return top in positions
 
 
 def qualified_name(func) -> str:

@@ -27,7 +27,7 @@ __all__ = ["BATCH", "Ring"]
 
 BATCH = 8  # steps dropped at once: the ring holds at most N + BATCH steps
 
-_LISTS = ("tensors", "edges", "grad_reads", "optimizer_steps", "loss_scales")
+_LISTS = ("tensors", "edges", "grad_reads", "optimizer_steps", "loss_scales", "updates")
 _DICTS = ("storages", "numpy", "fns", "backwards", "collectives")
 
 
@@ -90,10 +90,13 @@ class Ring:
         for e in islice(r.edges, ends["edges"], None):
             named.add(e[0])
             named.add(e[1])
+        for u in islice(r.updates, ends["updates"], None):
+            named.add(u[0])
+            named.add(u[1])
         carried = [t for t in r.tensors[:ends["tensors"]] if t[0] in named]
         r.drop_ops(ops_end)
         r.tensors[:ends["tensors"]] = carried
-        for k in ("edges", "grad_reads", "optimizer_steps", "loss_scales"):
+        for k in _LISTS[1:]:
             del getattr(r, k)[:ends[k]]
         for t in r.tensors:
             named.add(t[7])  # storage

@@ -53,6 +53,9 @@ class SavedTensors:
                     records.edges.append((fid, node, "saves", None))
                 elif via == "view":
                     records.edges.append((fid, node, (("kind", "saves"), ("via", "view"))))
+                elif via == "untracked":  # node: (storage's address, its bytes)
+                    fn = records.fns[fid]
+                    fn["saved_untracked_bytes"] = fn.get("saved_untracked_bytes", 0) + node[1]
                 else:  # a storage no live tensor of the trace is on
                     records.fns[fid].setdefault("saved_storages", []).append(node)
 
@@ -103,14 +106,19 @@ class SavedTensors:
         back as a new object); ``(node, "view")`` for the base tensor node current on
         its storage, when autograd saved a view made inside the op (``weight.t()``
         in ``F.linear``); ``(sid, "storage")`` when no known tensor is on that storage;
-        ``(None, None)`` for a tensor autograd made for itself (a wrapped scalar)."""
+        ``((address, bytes), "untracked")`` for a storage the trace never saw: what the
+        op or autograd made for itself (BatchNorm's ``save_mean``, attention's
+        ``logsumexp``, a wrapped scalar); ``(None, None)`` when it cannot be read."""
         try:
             st = t.untyped_storage()
         except Exception:
             return None, None
         s = self.tensors.known_storage(st)  # a storage the trace does not know holds no known tensor
         if s is None:
-            return None, None
+            try:
+                return (st.data_ptr(), st.nbytes()), "untracked"
+            except Exception:
+                return None, None
         key = (t.storage_offset(), tuple(t.shape), t.stride())
         base = None
         for ref in s.tensors:

@@ -32,6 +32,7 @@ class Session:
         rec.closed = True
         problems = []
         for step in (lambda: modestack.remove(rec), rec.modules.remove, lambda: patches.detach(rec),
+                     lambda: rec.updates is not None and rec.updates.remove(),  # before the ring's last cut
                      lambda: rec.watch is not None and rec.watch.remove(), rec.optimizers.remove,
                      lambda: rec.ring is not None and rec.ring.remove(),
                      rec.callers.clear,  # callers hold the traced code's module globals
@@ -60,22 +61,25 @@ class Session:
 
 
 def start(values: str, values_max: int | None, frame, stop_at: str | None = None, level: int | None = None,
-          last: int | None = None, dropped=None) -> Session:
+          last: int | None = None, dropped=None, updates: bool = True) -> Session:
     """Start recording on this thread; ``frame`` is the code entering the trace (the
     tensors it has named already are named by those names); ``stop_at="nonfinite"``
     stops the program at the end of the step where the first NaN/Inf appeared
     (:mod:`gradtrace.record.watch`); ``level``: the place on torch's mode stack (a
     recording started mid-run goes where the trace was entered, under the modes the
     program entered since); ``last``: keep the records of the last N steps only, handing
-    each older step's records to ``dropped`` (:mod:`gradtrace.record.ring`). Return the
+    each older step's records to ``dropped`` (:mod:`gradtrace.record.ring`); ``updates``:
+    record what each update did to a parameter (:mod:`gradtrace.record.updates`). Return the
     session."""
     sweep_ended()
     named_before = _tensors_named_in(frame)
     state = thread_state()
-    rec = Recorder(values, values_max, stop_at, last, dropped)
+    rec = Recorder(values, values_max, stop_at, last, dropped, updates)
     patches.attach(rec)
     try:
         rec.optimizers.install()  # before the watch: a step that stops the run has its row
+        if rec.updates is not None:  # before the watch, too: and its updates
+            rec.updates.install()
         if rec.watch is not None:
             rec.watch.install()
         if rec.ring is not None:  # after the watch: a step that stops the run stays in the ring
@@ -93,6 +97,8 @@ def start(values: str, values_max: int | None, frame, stop_at: str | None = None
         if rec.ring is not None:
             rec.ring.remove()
         rec.optimizers.remove()
+        if rec.updates is not None:
+            rec.updates.remove()
         rec.modules.remove()
         patches.detach(rec)
         raise

@@ -117,16 +117,17 @@ def _numbered(step, first: int):
     return step + first - 1 if step else step
 
 
-def _timeline(rows) -> list:
+def _timeline(rows, ratios: bool) -> list:
     """What the run timeline draws of each step row (``gradtrace.analyze.step_rows``):
-    its last loss, gradient norm, largest relative change, learning rates, loss scale and
-    NaN/Inf counts."""
+    its last loss, gradient norm, largest update-to-weight ratio (not ``ratios``: in a
+    trace older than those, the largest relative change of a norm), learning rates, loss
+    scale and NaN/Inf counts."""
     out = []
     for r in rows or ():
         losses = [v for v in r.get("losses") or () if v is not None]
-        change = r.get("max_change") or {}
+        update = (r.get("max_update") if ratios else r.get("max_change")) or {}
         out.append({"step": r["step"], "loss": losses[-1] if losses else None, "grad": r.get("grad_norm"),
-                    "change": change.get("ratio"), "changed": change.get("tensor"), "lr": r.get("lr") or [],
+                    "update": update.get("ratio"), "updated": update.get("tensor"), "lr": r.get("lr") or [],
                     "scaler": r.get("scaler"),
                     "bad": (r.get("nan") or 0) + (r.get("inf") or 0)})
     return out
@@ -140,6 +141,7 @@ def page_data(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> dict:
     ``rows`` (the trace's step rows), the run timeline above the graph."""
     steps = find_steps(G)
     first = first_step(G, steps)
+    ratios = any(r.get("max_update") for r in rows or ())
     ops, touched = _ops(G, steps, first)
     versions = _versions(G, touched)
     tensor_nodes = touched | {t for v in versions.values() for t in v}
@@ -168,7 +170,9 @@ def page_data(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> dict:
         "budget": FOLD_LINES_PAST,
         "findings": _findings(findings),
         "colors": CATEGORY_COLORS,
-        "timeline": _timeline(rows),
+        "timeline": _timeline(rows, ratios),
+        # what the timeline's third line is: a trace older than update ratios has norm changes
+        "timeline_update": "update/weight" if ratios else "norm change",
     }
 
 

@@ -139,3 +139,34 @@ def test_initialising_a_new_parameter_is_no_change_of_what_the_model_learnt():
     finally:
         torch.use_deterministic_algorithms(False)
     assert math.isfinite(step_rows(tr.graph)[0]["max_change"]["ratio"])
+
+
+def test_show_steps_prints_the_largest_update_to_weight_ratio(tmp_path):
+    tr, _ = _loop(2)
+    tr.save(tmp_path / "t")
+    update = step_rows(tr.graph)[1]["max_update"]
+    r = CliRunner().invoke(main, ["show", str(tmp_path / "t"), "--steps"], terminal_width=250)
+    assert "largest update/weight" in r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("│ 2 "))
+    assert f"{update['tensor']} {update['ratio']:.4g}" in line
+
+
+def test_show_steps_of_a_trace_older_than_update_ratios_prints_norm_changes(tmp_path):
+    tr, _ = _loop(2)
+    tr.save(tmp_path / "t")
+    path = tmp_path / "t" / "trace.json"
+    data = json.loads(path.read_text())
+    for row in data["graph"]["steps"]:
+        del row["max_update"]
+    for node in data["nodes"]:
+        node.pop("update", None)
+    path.write_text(json.dumps(data))
+    r = CliRunner().invoke(main, ["show", str(tmp_path / "t"), "--steps"], terminal_width=250)
+    assert r.exit_code == 0, r.output
+    assert "largest change" in r.output and "largest update/weight" not in r.output
+
+
+def test_an_update_blown_up_by_the_learning_rate_has_a_ratio_near_that_rate():
+    tr, grads = _loop(6, lr_jump_at=3)
+    ratio = step_rows(tr.graph)[3]["max_update"]["ratio"]
+    assert ratio > 1e3

@@ -452,6 +452,16 @@ def test_browser_hovering_a_timeline_step_says_its_learning_rate(run_page, brows
     assert text.startswith("step 7:") and "learning rate 1000000," in text
 
 
+def test_browser_hovering_a_timeline_step_names_its_largest_update_to_weight_ratio(run_page, browser):
+    path, _, rows, _ = run_page
+    _open(browser, path)
+    text = _hover_column(browser, 7, len(rows))
+    update = rows[6]["max_update"]
+    shown = text.split("largest update/weight ", 1)[1]
+    number, name = shown.split(" (", 1)
+    assert float(number) == pytest.approx(update["ratio"], rel=1e-3) and name.startswith(update["tensor"] + ")")
+
+
 def test_browser_hovering_a_step_the_loss_scaler_skipped_says_so(browser, tmp_path):
     from gradtrace.analyze.step_rows import step_rows
 

@@ -1,0 +1,301 @@
+"""What each op, module and source line of a trace costs: FLOPs, and the memory its
+autograd nodes keep alive for backward.
+
+FLOPs come from the shapes the trace recorded, by the formulas torch ships in
+``torch.utils.flop_counter`` (matrix products, convolutions, attention); an op with no
+formula there counts as unknown, never as zero. Only the ops gradtrace records are
+counted: the forward ops of the program, not the kernels autograd runs in backward.
+
+Memory saved for backward is alias-aware: a storage counts once however many views of
+it, and however many autograd nodes, saved it; at every level (an op, a module, a line,
+the whole trace) the bytes are those of the distinct storages saved there. What is
+saved is split by what keeps it alive:
+
+- ``activation``: made by an op inside a module's forward, or requiring grad: only
+  autograd keeps it until backward;
+- ``parameter`` and ``buffer``: a module's own tensors (or a leaf that requires grad),
+  which the program keeps anyway;
+- ``input``: made outside any module (the batch), which the program holds itself.
+
+A storage belongs to the first op (in call order, of the step asked for) whose autograd
+node saved it. The
+peak of activation memory over a step's forward pass is the largest sum of the
+activation storages saved and not yet consumed: each is let go at the first backward
+call after it was saved. Autograd nodes whose saved tensors were not read (a
+saved-tensor hook: non-reentrant checkpoint, ``save_on_cpu``) are counted, as unknown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..graph.query import numel, op_inputs, op_outputs
+from ..graph.steps import find_steps
+
+__all__ = ["Costs", "SAVED_KINDS", "by_line", "by_module", "costs", "op_flops", "totals"]
+
+SAVED_KINDS = ("activation", "parameter", "buffer", "input")
+
+_LINEAR = frozenset(("torch.nn.functional.linear", "torch._C._nn.linear"))
+_MATMUL = frozenset(("torch.matmul", "Tensor.matmul", "Tensor.__matmul__"))
+_MM = frozenset(("torch.mm", "Tensor.mm"))
+_BMM = frozenset(("torch.bmm", "Tensor.bmm"))
+_ADDMM = frozenset(("torch.addmm", "Tensor.addmm"))
+_BADDBMM = frozenset(("torch.baddbmm", "Tensor.baddbmm"))
+_CONV = frozenset(f"{p}conv{d}d" for p in ("torch.", "torch.nn.functional.") for d in (1, 2, 3))
+_CONV_T = frozenset(f"{p}conv_transpose{d}d" for p in ("torch.", "torch.nn.functional.") for d in (1, 2, 3))
+_SDPA = frozenset(("torch.nn.functional.scaled_dot_product_attention", "torch._C._nn.scaled_dot_product_attention"))
+
+
+_NAMES = _LINEAR | _MATMUL | _MM | _BMM | _ADDMM | _BADDBMM | _CONV | _CONV_T | _SDPA
+
+
+def _shapes(G, nodes) -> list | None:
+    shapes = [G._node[n].get("shape") for n in nodes]
+    return None if any(s is None for s in shapes) else [list(s) for s in shapes]
+
+
+def _broadcast(a: list, b: list) -> list:
+    n = max(len(a), len(b))
+    a, b = [1] * (n - len(a)) + a, [1] * (n - len(b)) + b
+    return [max(x, y) for x, y in zip(a, b)]
+
+
+def _formulas():
+    # torch is imported only when costs are asked for: reading a trace needs no torch
+    from torch.utils import flop_counter
+
+    return flop_counter
+
+
+def _matmul(a: list, b: list):
+    """FLOPs of ``torch.matmul(a, b)`` as torch runs it (a matrix-vector product, which
+    ``flop_counter`` has no formula for, is unknown)."""
+    if len(b) < 2 or not a:
+        return None
+    if len(a) == 1:
+        a = [1, a[0]]
+    batch = math.prod(_broadcast(a[:-2], b[:-2]))
+    return _formulas().bmm_flop([batch, a[-2], a[-1]], [batch, b[-2], b[-1]])
+
+
+def _unbatched(x: list, w: list, out: list):
+    # conv on an unbatched input: torch adds the batch dimension of one
+    return ([1, *x], [1, *out]) if len(x) == len(w) - 1 else (x, out)
+
+
+def op_flops(G, op):
+    """Return the FLOPs of op ``op`` of trace ``G`` by ``torch.utils.flop_counter``'s
+    formulas, from the shapes of its tensors; None where there is no formula for it or
+    a shape is unknown."""
+    name = G._node[op].get("name")
+    if name not in _NAMES:
+        return None
+    ins = _shapes(G, op_inputs(G, op))
+    if ins is None:
+        return None
+    _fc = _formulas()
+    try:
+        if name in _LINEAR and len(ins) >= 2:
+            x, w = ins[0], ins[1]
+            return _fc.mm_flop([math.prod(x[:-1]), x[-1]], [w[1], w[0]])
+        if name in _MATMUL and len(ins) == 2:
+            return _matmul(ins[0], ins[1])
+        if name in _MM and len(ins) == 2:
+            return _fc.mm_flop(ins[0], ins[1])
+        if name in _BMM and len(ins) == 2:
+            return _fc.bmm_flop(ins[0], ins[1])
+        if name in _ADDMM and len(ins) == 3:
+            return _fc.addmm_flop(*ins)
+        if name in _BADDBMM and len(ins) == 3:
+            return _fc.baddbmm_flop(*ins)
+        if (name in _CONV or name in _CONV_T) and len(ins) >= 2:
+            out = _shapes(G, op_outputs(G, op)[:1])
+            if not out:
+                return None
+            x, o = _unbatched(ins[0], ins[1], out[0])
+            return _fc.conv_flop_count(x, ins[1], o, transposed=name in _CONV_T)
+        if name in _SDPA and len(ins) >= 3:
+            q, k, v = ([1, *s] if len(s) == 3 else s for s in ins[:3])
+            return _fc.sdpa_flop_count(q, k, v)
+    except Exception:  # shapes a formula does not take (symbolic, mismatched): unknown
+        return None
+    return None
+
+
+@dataclass
+class Costs:
+    """The costs of a trace (or of one step of it): ``flops[op]`` (None: unknown),
+    ``saved[op]`` (``{storage: kind}`` of the storages the op's autograd nodes saved
+    first), ``unread[op]`` (its autograd nodes whose saved tensors were not read),
+    ``nbytes[storage]``, ``params[module path]`` (parameter elements of the module
+    itself) and ``peak`` (``{bytes, op, step}`` of the largest sum of activation memory
+    held for backward, or None)."""
+
+    flops: dict = field(default_factory=dict)
+    saved: dict = field(default_factory=dict)
+    unread: dict = field(default_factory=dict)
+    nbytes: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    peak: dict | None = None
+
+
+def _kind(G, t, keeps: dict) -> str:
+    """What keeps saved tensor version ``t`` alive (one of :data:`SAVED_KINDS`)."""
+    d = G._node[t]
+    sid = d.get("storage")
+    kept = keeps.get(sid)
+    if kept:
+        return kept
+    if d.get("requires_grad") and not d.get("is_leaf"):
+        return "activation"
+    made = next((u for u, _, e in G.in_edges(t, data=True) if e.get("kind") == "output"), None)
+    return "activation" if made is not None and G._node[made].get("module") else "input"
+
+
+def _keeps(G) -> dict:
+    """``{storage: "parameter" | "buffer"}`` of the storages a module's tensors (or a
+    leaf that requires grad) are on."""
+    keeps = {}
+    for d in G._node.values():
+        if d.get("kind") != "tensor" or d.get("storage") is None:
+            continue
+        kind = d.get("param_kind")
+        if kind is None and d.get("is_leaf") and d.get("requires_grad"):
+            kind = "parameter"
+        if kind in ("parameter", "buffer") and keeps.get(d["storage"]) != "parameter":
+            keeps[d["storage"]] = kind
+    return keeps
+
+
+def _module_params(G) -> dict:
+    """``{module path: parameter elements}``, each parameter counted once (its first version)."""
+    seen, out = set(), {}
+    for d in G._node.values():
+        if d.get("kind") == "tensor" and d.get("param_kind") == "parameter" and d.get("tid") not in seen:
+            seen.add(d.get("tid"))
+            path = (d.get("param_of") or "mod:")[len("mod:"):]
+            out[path] = out.get(path, 0) + numel(d.get("shape"))
+    return out
+
+
+def costs(G, step: int | None = None) -> Costs:
+    """Return the :class:`Costs` of trace ``G``, of step ``step`` alone when given (its
+    ops, and what their autograd nodes saved first)."""
+    N = G._node
+    steps = find_steps(G)
+    ops = sorted((d["seq"], n) for n, d in N.items() if d.get("kind") == "op"
+                 and (step is None or steps.step_of.get(n) == step))
+    c = Costs(params=_module_params(G))
+    keeps = _keeps(G)
+    owner: dict = {}  # storage -> the first op whose autograd node saved it
+    by_op: dict = {}
+    for n, d in N.items():
+        if d.get("kind") != "grad_fn" or d.get("op") not in N:
+            continue
+        op = d["op"]
+        if d.get("saved") == "unread":
+            c.unread[op] = c.unread.get(op, 0) + 1
+            continue
+        found = by_op.setdefault(op, {})
+        for _, t, e in G.out_edges(n, data=True):
+            if e.get("kind") == "saves" and N[t].get("storage"):
+                found.setdefault(N[t]["storage"], _kind(G, t, keeps))
+        for sid in d.get("saved_storages") or ():
+            found.setdefault(sid, "activation")
+        if d.get("saved_untracked_bytes"):  # made inside the op for its backward (save_mean)
+            found[f"{n}:untracked"] = "activation"
+    for _, op in ops:
+        for sid, kind in (by_op.get(op) or {}).items():
+            owner.setdefault(sid, (op, kind))
+    for sid, (op, kind) in owner.items():
+        c.saved.setdefault(op, {})[sid] = kind
+        c.nbytes[sid] = (N[sid].get("nbytes") if sid in N else
+                         N[sid.rsplit(":", 1)[0]].get("saved_untracked_bytes")) or 0
+    chosen = {op for _, op in ops}
+    c.unread = {op: k for op, k in c.unread.items() if op in chosen}
+    for _, op in ops:
+        if steps.phase_of.get(op) in ("forward", "backward") and N[op].get("category") != "backward":
+            c.flops[op] = op_flops(G, op)
+    c.peak = _peak(G, ops, c, steps)
+    return c
+
+
+def _peak(G, ops, c: Costs, steps):
+    """The largest sum of activation bytes held for backward at any op, and where."""
+    N = G._node
+    held, best = 0, None
+    for _, op in ops:
+        if N[op].get("category") == "backward":
+            held = 0  # the call consumes what the graph before it saved
+            continue
+        for sid, kind in (c.saved.get(op) or {}).items():
+            if kind == "activation":
+                held += c.nbytes.get(sid, 0)
+        if held and (best is None or held > best["bytes"]):
+            best = {"bytes": held, "op": op, "step": steps.step_of.get(op)}
+    return best
+
+
+def _row(ops, c: Costs) -> dict:
+    """FLOPs (known, and how many ops have none) and saved bytes by kind, of ``ops``:
+    each storage once."""
+    flops, unknown, storages, unread = 0, 0, {}, 0
+    for op in ops:
+        if op in c.flops:
+            f = c.flops[op]
+            if f is None:
+                unknown += 1
+            else:
+                flops += f
+        storages.update(c.saved.get(op) or {})
+        unread += c.unread.get(op, 0)
+    saved = dict.fromkeys(SAVED_KINDS, 0)
+    for sid, kind in storages.items():
+        saved[kind] += c.nbytes.get(sid, 0)
+    return {"flops": flops, "flops_unknown": unknown, "saved": saved, "saved_unknown": unread}
+
+
+def totals(c: Costs) -> dict:
+    """Return the figures (:func:`_row`) of every op of ``c``, with ``params``: the
+    parameter elements of every module."""
+    ops = set(c.flops) | set(c.saved) | set(c.unread)
+    return {"ops": len(ops), "params": sum(c.params.values()), **_row(ops, c)}
+
+
+def by_module(G, c: Costs) -> list:
+    """Return a row per module (path order; ``""`` for ops outside every module), each
+    with its ops' figures (:func:`_row`) over the module and the modules inside it,
+    ``ops``, and its parameter elements (``params``, inside it too)."""
+    ops_of: dict = {}
+    for op in set(c.flops) | set(c.saved) | set(c.unread):
+        ops_of.setdefault(G._node[op].get("module") or "", []).append(op)
+    paths = set(ops_of) | set(c.params)
+    for p in list(paths):
+        while "." in p:
+            p = p.rsplit(".", 1)[0]
+            paths.add(p)
+    rows = []
+    for path in sorted(paths):
+        inside = [m for m in ops_of if m == path or (path and m.startswith(path + "."))] if path else [""]
+        ops = [op for m in inside for op in ops_of[m]]
+        params = sum(n for m, n in c.params.items() if m == path or (path and m.startswith(path + ".")))
+        rows.append({"module": path, "ops": len(ops), "params": params, **_row(ops, c)})
+    return rows
+
+
+def by_line(G, c: Costs) -> list:
+    """Return a row per source line of the user's (``file``, ``line``, ``code``) with
+    its ops' figures (:func:`_row`) and ``ops``, largest saved activation memory first,
+    then FLOPs."""
+    ops_of: dict = {}
+    for op in set(c.flops) | set(c.saved) | set(c.unread):
+        d = G._node[op]
+        ops_of.setdefault((d.get("file"), d.get("line")), []).append(op)
+    rows = []
+    for (file, line), ops in ops_of.items():
+        code = next((G._node[op].get("code") for op in ops if G._node[op].get("code")), None)
+        rows.append({"file": file, "line": line, "code": code, "ops": len(ops), **_row(ops, c)})
+    rows.sort(key=lambda r: (-r["saved"]["activation"], -r["flops"], str(r["file"]), r["line"] or 0))
+    return rows
