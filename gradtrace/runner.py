@@ -123,7 +123,7 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
                rank: int | None = None, world_size: int | None = None,
                print_traceback: bool = True, values_max: int | None = None,
                stop_at: str | None = None, steps=None, last: int | None = None,
-               updates: bool = True) -> ScriptResult:
+               updates: bool = True, time: bool = False) -> ScriptResult:
     """Trace ``script`` run as ``__main__`` with ``sys.argv = [script, *argv]`` and its
     folder first on ``sys.path``; return a :class:`ScriptResult`. An exception the
     script raises is printed as Python prints it (unless ``print_traceback`` is
@@ -136,7 +136,8 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     ``stop_at="nonfinite"`` stops the script at the end of the step where the first NaN
     or Inf appeared (one line on standard error, exit code :data:`STOPPED_EXIT`);
     ``steps="A:B"`` records only steps A to B-1, ``last=N`` keeps the last N steps,
-    ``updates=False`` takes no update-to-weight ratios (see :func:`gradtrace.trace`).
+    ``updates=False`` takes no update-to-weight ratios, ``time=True`` times each op (see
+    :func:`gradtrace.trace`).
     ``rank`` and ``world_size`` go into the trace's meta; left out, they come from
     the launcher's ``RANK`` and ``WORLD_SIZE`` (torchrun), else 0 and 1."""
     if rank is None or world_size is None:
@@ -148,7 +149,8 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     script = str(script)
     path = os.path.abspath(script)
     tr = Trace(values, script=script, argv=list(argv), target=target, rank=rank, world_size=world_size,
-               values_max=values_max, stop_at=stop_at, steps=steps, last=last, updates=updates)
+               values_max=values_max, stop_at=stop_at, steps=steps, last=last, updates=updates,
+               time=time)
     old_argv, old_path0 = sys.argv, sys.path[0] if sys.path else None
     sys.argv = [script, *argv]
     sys.path.insert(0, os.path.dirname(path))

@@ -81,7 +81,7 @@ class Trace:
 
     def __init__(self, values: str = "stats", *, script=None, argv=None, target=None,
                  rank: int = 0, world_size: int = 1, values_max: int | None = None, stop_at: str | None = None,
-                 steps=None, last: int | None = None, updates: bool = True):
+                 steps=None, last: int | None = None, updates: bool = True, time: bool = False):
         if values not in VALUES:
             raise ValueError(f"values must be one of {', '.join(VALUES)}, not {values!r}")
         if stop_at not in STOP_AT:
@@ -95,6 +95,7 @@ class Trace:
         self.steps = _window(steps)
         self.last = last
         self.updates = bool(updates)
+        self.time = bool(time)
         import torch
 
         self.values_mode = values
@@ -154,7 +155,7 @@ class Trace:
         from .record import session
 
         self._session = session.start(self.values_mode, self.values_max, frame, self.stop_at, level,
-                                      self.last, self._step_dropped, self.updates)
+                                      self.last, self._step_dropped, self.updates, self.time)
         self._rec = self._session.recorder
         if self.last is not None:
             self.meta["last"] = self.last
@@ -362,7 +363,11 @@ def trace(values: str = "stats", **kwargs) -> Trace:
     ``updates=False``: take no update-to-weight ratios (:mod:`gradtrace.record.updates`),
     whose copy of the parameters an update writes is held while it runs (all of them at
     once for a foreach or fused optimizer); the step rows then give relative changes of
-    norms."""
+    norms.
+
+    ``time=True``: how long each op took (op attributes ``time_ns``, and
+    ``device_time_ns`` on CUDA: :mod:`gradtrace.record.timing`), for
+    ``gradtrace show DIR --costs``."""
     return Trace(values, **kwargs)
 
 
@@ -375,7 +380,7 @@ def load(path) -> Trace:
     trace."""
     G = load_graph(path)
     t = Trace.__new__(Trace)  # not __init__: it describes a run about to be recorded
-    t._rec = t._session = t.values_max = t.stop_at = t.steps = t.last = t._window = t.updates = None
+    t._rec = t._session = t.values_max = t.stop_at = t.steps = t.last = t._window = t.updates = t.time = None
     t._graph, t.meta = G, G.graph
     t.values_mode = t.meta.get("values", "none")
     t._values = load_values(path, G)

@@ -130,10 +130,13 @@ class Costs:
     ``saved[op]`` (``{storage: kind}`` of the storages the op's autograd nodes saved
     first), ``unread[op]`` (its autograd nodes whose saved tensors were not read),
     ``nbytes[storage]``, ``params[module path]`` (parameter elements of the module
-    itself) and ``peak`` (``{bytes, op, step}`` of the largest sum of activation memory
-    held for backward, or None)."""
+    itself), ``peak`` (``{bytes, op, step}`` of the largest sum of activation memory
+    held for backward, or None), and in a trace recorded with ``time=True``, ``time[op]``
+    (``(wall ns, GPU ns or None)`` of every timed op of the step, backward calls and
+    optimizer steps included)."""
 
     flops: dict = field(default_factory=dict)
+    time: dict = field(default_factory=dict)
     saved: dict = field(default_factory=dict)
     unread: dict = field(default_factory=dict)
     nbytes: dict = field(default_factory=dict)
@@ -216,8 +219,11 @@ def costs(G, step: int | None = None) -> Costs:
     chosen = {op for _, op in ops}
     c.unread = {op: k for op, k in c.unread.items() if op in chosen}
     for _, op in ops:
-        if steps.phase_of.get(op) in ("forward", "backward") and N[op].get("category") != "backward":
+        d = N[op]
+        if steps.phase_of.get(op) in ("forward", "backward") and d.get("category") != "backward":
             c.flops[op] = op_flops(G, op)
+        if d.get("time_ns") is not None:
+            c.time[op] = (d["time_ns"], d.get("device_time_ns"))
     c.peak = _peak(G, ops, c, steps)
     return c
 
@@ -240,9 +246,14 @@ def _peak(G, ops, c: Costs, steps):
 
 def _row(ops, c: Costs) -> dict:
     """FLOPs (known, and how many ops have none) and saved bytes by kind, of ``ops``:
-    each storage once."""
-    flops, unknown, storages, unread = 0, 0, {}, 0
+    each storage once; in a timed trace, ``time_ns`` (wall) and, where ops ran on CUDA,
+    ``device_time_ns``."""
+    flops, unknown, storages, unread, wall, gpu = 0, 0, {}, 0, 0, 0
     for op in ops:
+        t = c.time.get(op)
+        if t is not None:
+            wall += t[0]
+            gpu += t[1] or 0
         if op in c.flops:
             f = c.flops[op]
             if f is None:
@@ -254,13 +265,22 @@ def _row(ops, c: Costs) -> dict:
     saved = dict.fromkeys(SAVED_KINDS, 0)
     for sid, kind in storages.items():
         saved[kind] += c.nbytes.get(sid, 0)
-    return {"flops": flops, "flops_unknown": unknown, "saved": saved, "saved_unknown": unread}
+    row = {"flops": flops, "flops_unknown": unknown, "saved": saved, "saved_unknown": unread}
+    if c.time:
+        row["time_ns"] = wall
+        if any(t[1] is not None for t in c.time.values()):
+            row["device_time_ns"] = gpu
+    return row
+
+
+def _ops(c: Costs) -> set:
+    return set(c.flops) | set(c.saved) | set(c.unread) | set(c.time)
 
 
 def totals(c: Costs) -> dict:
     """Return the figures (:func:`_row`) of every op of ``c``, with ``params``: the
     parameter elements of every module."""
-    ops = set(c.flops) | set(c.saved) | set(c.unread)
+    ops = _ops(c)
     return {"ops": len(ops), "params": sum(c.params.values()), **_row(ops, c)}
 
 
@@ -269,7 +289,7 @@ def by_module(G, c: Costs) -> list:
     with its ops' figures (:func:`_row`) over the module and the modules inside it,
     ``ops``, and its parameter elements (``params``, inside it too)."""
     ops_of: dict = {}
-    for op in set(c.flops) | set(c.saved) | set(c.unread):
+    for op in _ops(c):
         ops_of.setdefault(G._node[op].get("module") or "", []).append(op)
     paths = set(ops_of) | set(c.params)
     for p in list(paths):
@@ -290,7 +310,7 @@ def by_line(G, c: Costs) -> list:
     its ops' figures (:func:`_row`) and ``ops``, largest saved activation memory first,
     then FLOPs."""
     ops_of: dict = {}
-    for op in set(c.flops) | set(c.saved) | set(c.unread):
+    for op in _ops(c):
         d = G._node[op]
         ops_of.setdefault((d.get("file"), d.get("line")), []).append(op)
     rows = []

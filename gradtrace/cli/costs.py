@@ -21,8 +21,17 @@ def _flops(n: int) -> str:
 
 
 def _flop_cell(r: dict) -> str:
-    known = _flops(r["flops"]) if r["flops"] else ("0" if not r["flops_unknown"] else "")
+    known = _flops(r["flops"]) if r["flops"] else ""
     return known + (f" (+{r['flops_unknown']} unknown)" if r["flops_unknown"] else "")
+
+
+def _time_cell(r: dict) -> str:
+    text = _ms(r["time_ns"])
+    return text + (f" (GPU {_ms(r['device_time_ns'])})" if "device_time_ns" in r else "")
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:.3g} ms"
 
 
 def _saved_cell(r: dict, kind: str) -> str:
@@ -48,6 +57,9 @@ def _headline(G, c, total: dict, step) -> list:
         f"inputs {human_bytes(s['input'])}, parameters {human_bytes(s['parameter'])}, "
         f"buffers {human_bytes(s['buffer'])}" + where,
     ]
+    if "time_ns" in total:
+        lines.append(f"time (--time): {_time_cell(total)} over the step's ops, backward calls and optimizer steps "
+                     "included")
     if total["saved_unknown"]:
         lines.append(f"{total['saved_unknown']} autograd node(s) whose saved tensors were not read (a saved-tensor "
                      "hook: checkpoint, save_on_cpu): their memory is unknown")
@@ -65,11 +77,16 @@ def show_costs(G, step=None, top: int = 10, as_json=False):
     con = make_console()
     for text in _headline(G, c, total, step):
         con.print(text)
-    print_table(con, ("module", "ops", "params", "FLOPs", "saved activations", "saved inputs", "saved params"),
+    timed = "time_ns" in total
+    time_col = ("time",) if timed else ()
+    print_table(con, ("module", "ops", "params", "FLOPs", *time_col, "saved activations", "saved inputs",
+                      "saved params"),
                 ((("  " * r["module"].count(".") + plain(r["module"])) if r["module"] else "(outside modules)",
-                  r["ops"], f"{r['params']:,}" if r["params"] else "", _flop_cell(r), _saved_cell(r, "activation"),
+                  r["ops"], f"{r['params']:,}" if r["params"] else "", _flop_cell(r),
+                  *((_time_cell(r),) if timed else ()), _saved_cell(r, "activation"),
                   _saved_cell(r, "input"), _saved_cell(r, "parameter")) for r in modules))
-    print_table(con, ("line", "code", "ops", "FLOPs", "saved activations"),
+    print_table(con, ("line", "code", "ops", "FLOPs", *time_col, "saved activations"),
                 ((f"{os.path.basename(r['file'] or '?')}:{r['line']}", plain(r["code"] or ""), r["ops"],
-                  _flop_cell(r), _saved_cell(r, "activation")) for r in lines[:top]))
+                  _flop_cell(r), *((_time_cell(r),) if timed else ()), _saved_cell(r, "activation"))
+                 for r in lines[:top]))
     return None

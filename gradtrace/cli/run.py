@@ -39,11 +39,14 @@ __all__ = ["run"]
 @click.option("--no-update-ratios", "no_updates", is_flag=True,
               help="Take no update-to-weight ratios: they copy the parameters an update writes while it runs "
                    "(all at once for a foreach or fused optimizer).")
+@click.option("--time", "time_ops", is_flag=True,
+              help="Time each op (wall time; GPU time on CUDA, read once at the end): "
+                   "`gradtrace show DIR --costs` then has a time column.")
 @click.option("--depth", type=int, default=None, help="Module depth of graph.dot/graph.svg.")
 @click.option("--no-svg", is_flag=True, help="Do not render graph.svg.")
 @click.argument("script", type=click.Path(dir_okay=True))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(out_dir, values, values_max, steps, last, stop_at, no_updates, depth, no_svg, script, args):
+def run(out_dir, values, values_max, steps, last, stop_at, no_updates, time_ops, depth, no_svg, script, args):
     """Run SCRIPT [ARGS]... as `python SCRIPT ARGS` would, traced, and write its trace.
 
     gradtrace's options go before SCRIPT; everything after it is the script's.
@@ -88,7 +91,7 @@ def run(out_dir, values, values_max, steps, last, stop_at, no_updates, depth, no
     with sigterm_held():  # a launcher stopping this rank waits for its trace
         result = run_script(script, list(args), values=values, rank=rank, world_size=world,
                             values_max=values_max, stop_at=stop_at, steps=steps, last=last,
-                            updates=not no_updates)
+                            updates=not no_updates, time=time_ops)
         start_fresh_line()
         try:
             written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)

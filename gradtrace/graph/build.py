@@ -8,6 +8,7 @@ import networkx as nx
 
 from ..record import stats as _stats
 from ..record.scan import Opaque
+from ..record.timing import read_times
 from .gcpause import gc_paused
 
 __all__ = ["build_graph", "label_numbers"]
@@ -160,7 +161,9 @@ def _build(rec, meta: dict) -> nx.MultiDiGraph:
     if release:  # names are in the graph now; a long loop has one entry per tensor
         rec.labels.release()
     _add_updates(G, take(records.updates))
+    times = read_times(take(records.times))
     _add_ops(rec, f, take(records.ops))
+    _add_times(G, times)
     _add_edges(take(records.edges), f)
     # A node an edge names but no record made (a read that failed half-way) is
     # kept, marked, rather than left without the attributes every reader expects.
@@ -291,6 +294,17 @@ def _add_updates(G: nx.MultiDiGraph, records) -> None:
         d = nodes.get(after)
         if d is not None:
             d["update"] = {"from": before, "stats": _stats.finalize(st) if st is not None else None}
+
+
+def _add_times(G: nx.MultiDiGraph, times: dict) -> None:
+    """``--time``: each op's wall time, and its GPU time where it ran on CUDA."""
+    nodes = G._node
+    for seq, (ns, gpu) in times.items():
+        d = nodes.get(f"op:{seq}")
+        if d is not None:
+            d["time_ns"] = ns
+            if gpu is not None:
+                d["device_time_ns"] = gpu
 
 
 def _add_ops(rec, f: _Filler, records):

@@ -58,7 +58,7 @@ _UPDATE = "update"
 NODE_ATTRS = {
     "op": {"name": S, "seq": I, "category": SN, "file": SN, "line": IN, "code": SN, "module": SN,
            "grad_enabled": BN, "args": SN, "phase": SN, "during": SN, "backward": SN, "random": BN,
-           "inference": BN, "direct": BN, "autocast": DN},
+           "inference": BN, "direct": BN, "autocast": DN, "time_ns": IN, "device_time_ns": IN},
     "tensor": {"tid": I, "version": I, "shape": _DIMS, "dtype": SN, "device": SN, "stride": _DIMS,
                "storage": SN, "storage_offset": IN, "requires_grad": BN, "is_leaf": BN, "grad_fn": SN,
                "label": SN, "label_n": IN, "stats": _STATS, "param_of": SN, "param_kind": SN, "update": _UPDATE},

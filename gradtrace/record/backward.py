@@ -11,7 +11,7 @@ from . import modestack, source, stats
 from .compat import any_autocast
 from .grad_hooks import GradHooks, identity_of
 from .hidden import hidden
-from .records import OP_EXTRA, op_record, with_autocast
+from .records import OP_EXTRA, OP_SEQ, op_record, with_autocast
 
 __all__ = ["Backward"]
 
@@ -33,6 +33,7 @@ class Backward:
         self.copies = tensors.copies
         self.current = None
         self.watch = None  # wired by the mode: a Watch under --stop-at nonfinite
+        self.times = None  # wired by the mode: OpTimes under --time
         self.hooks = GradHooks(records, autograd, self, mode, values)
 
     def run(self, func, spec, args, kwargs):
@@ -48,12 +49,17 @@ class Backward:
             return func(*args, **kwargs)
         bw, bound, record, root_keys, seen_grads, handles, leaves, prior = before
         self.current = bw
+        times = self.times
         try:
             # Under the user's modes, so each sees this call as it would untraced;
             # it comes back to __torch_function__ once they have passed it on.
             modestack.push_under(self.mode)
             try:
+                started = times.start([(0, a, None, None) for a in args if isinstance(a, torch.Tensor)]) \
+                    if times is not None else None
                 result = func(*args, **kwargs)
+                if started is not None:
+                    times.stop(record[OP_SEQ], started)
             finally:
                 modestack.remove(self.mode)
         except BaseException as e:

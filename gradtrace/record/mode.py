@@ -40,6 +40,7 @@ from .records import Records, op_record, with_autocast
 from .ring import Ring
 from .saved import SavedTensors
 from .tensors import Tensors
+from .timing import OpTimes
 from .updates import Updates
 from .watch import Watch
 
@@ -53,7 +54,7 @@ class Recorder(TorchFunctionMode):
     """Records what torch does while it is the active function mode."""
 
     def __init__(self, values: str = "stats", values_max: int | None = None, stop_at: str | None = None,
-                 last: int | None = None, dropped=None, updates: bool = True):
+                 last: int | None = None, dropped=None, updates: bool = True, time: bool = False):
         super().__init__()
         self.values = values
         self.thread = threading.get_ident()
@@ -80,8 +81,9 @@ class Recorder(TorchFunctionMode):
         self.optimizers = OptimizerSteps(records, self.thread)
         # what each update did to a parameter: a statistic, so only where statistics are taken
         self.updates = Updates(records, self.tensors, self.thread) if updates and values != "none" else None
+        self.times = self.backward.times = OpTimes(records) if time else None  # --time
         self.op_path = OpPath(records, self.tensors, self.arrays, self.saved, self.labels, self.casts,
-                              self.modules, self.backward, self.callers, self.updates)
+                              self.modules, self.backward, self.callers, self.updates, self.times)
         self.compiled = CompiledCalls(records, self.tensors, self.op_path, self.modules, self.backward)
         # --last N: the records of the last N steps only (dropped(records) for each older one)
         self.ring = Ring(records, self.tensors, self.labels, self.autograd, self.copies if values == "all" else None,

@@ -30,7 +30,7 @@ class OpPath:
     """Records one op per call; the registries it writes to are handed over by the mode."""
 
     def __init__(self, records, tensors, arrays, saved, labels, casts, modules, backward, callers: dict,
-                 updates=None):
+                 updates=None, times=None):
         self.records = records
         self.tensors = tensors
         self.arrays = arrays
@@ -42,6 +42,7 @@ class OpPath:
         self.callers = callers  # see source.call_as_user; emptied when tracing ends
         self.watch = tensors.watch  # --stop-at's Watch, or None
         self.updates = updates  # the parameters' updates (updates.py), or None without statistics
+        self.times = times  # --time: OpTimes (timing.py), else None
 
     def call(self, func, spec, args, kwargs, depth=3):
         """Call ``func`` once and record it as one op; return what it returned.
@@ -92,6 +93,8 @@ class OpPath:
                                           with_autocast({"unknown": "inputs"}, ac), direct))
             return func(*args, **kwargs)
         records.current_op = op_node
+        times = self.times
+        started = times.start(pre) if times is not None else None
         try:
             if caller is not None:
                 # Through a frame with the caller's file, line and module globals: a
@@ -107,6 +110,8 @@ class OpPath:
                                           with_autocast({"error": f"{type(e).__name__}: {e}".split("\n")[0][:500]},
                                                         ac), direct))
             raise
+        if started is not None:
+            times.stop(seq, started)
         cat, extra = "unknown", {"unknown": "outputs"}
         try:
             with no_function_modes():

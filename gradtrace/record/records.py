@@ -73,6 +73,7 @@ class Records:
         self.optimizer_steps: list = []  # (seq of the next op, optimizer number, type, [lr per group])
         self.loss_scales: list = []  # (seq of the next op, scale, skipped, new scale): GradScaler.update
         self.updates: list = []  # (version after, version before, statistics of the difference): updates.py
+        self.times: list = []  # (seq, wall ns, start event, end event): timing.py, --time only
         self.unknown: dict = {}  # (what, error type) -> [count, first message, first op]
         self.current_op = None  # the op node being recorded (grad_fn attribution)
         self._counts = {"np": 0, "fn": 0, "bw": 0, "c": 0}

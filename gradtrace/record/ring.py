@@ -27,7 +27,7 @@ __all__ = ["BATCH", "Ring"]
 
 BATCH = 8  # steps dropped at once: the ring holds at most N + BATCH steps
 
-_LISTS = ("tensors", "edges", "grad_reads", "optimizer_steps", "loss_scales", "updates")
+_LISTS = ("tensors", "edges", "grad_reads", "optimizer_steps", "loss_scales", "updates", "times")
 _DICTS = ("storages", "numpy", "fns", "backwards", "collectives")
 
 

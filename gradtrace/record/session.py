@@ -61,7 +61,7 @@ class Session:
 
 
 def start(values: str, values_max: int | None, frame, stop_at: str | None = None, level: int | None = None,
-          last: int | None = None, dropped=None, updates: bool = True) -> Session:
+          last: int | None = None, dropped=None, updates: bool = True, time: bool = False) -> Session:
     """Start recording on this thread; ``frame`` is the code entering the trace (the
     tensors it has named already are named by those names); ``stop_at="nonfinite"``
     stops the program at the end of the step where the first NaN/Inf appeared
@@ -69,12 +69,12 @@ def start(values: str, values_max: int | None, frame, stop_at: str | None = None
     recording started mid-run goes where the trace was entered, under the modes the
     program entered since); ``last``: keep the records of the last N steps only, handing
     each older step's records to ``dropped`` (:mod:`gradtrace.record.ring`); ``updates``:
-    record what each update did to a parameter (:mod:`gradtrace.record.updates`). Return the
-    session."""
+    record what each update did to a parameter (:mod:`gradtrace.record.updates`); ``time``:
+    how long each op took (:mod:`gradtrace.record.timing`). Return the session."""
     sweep_ended()
     named_before = _tensors_named_in(frame)
     state = thread_state()
-    rec = Recorder(values, values_max, stop_at, last, dropped, updates)
+    rec = Recorder(values, values_max, stop_at, last, dropped, updates, time)
     patches.attach(rec)
     try:
         rec.optimizers.install()  # before the watch: a step that stops the run has its row

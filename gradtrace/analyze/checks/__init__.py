@@ -6,7 +6,8 @@ most, found by graph queries over a trace (the user's code is never rerun).
 
 Each check is a small function registered in :data:`CHECKS` with a stable code, one
 module per family: ``saved`` (GT101-GT102), ``memory`` (GT103-GT105, GT109, GT111),
-``gradients`` (GT106-GT108, GT112), ``values`` (GT110). ``graph`` indexes the trace once
+``gradients`` (GT106-GT108, GT112), ``values`` (GT110), ``checkpointing`` (GT113).
+``graph`` indexes the trace once
 for all of them.
 """
 
@@ -16,8 +17,8 @@ import gc
 import os
 
 from ...graph.io import load_graph
+from . import checkpointing, gradients, memory, saved, values  # noqa: F401  (each registers its checks)
 from . import fixes as fx
-from . import gradients, memory, saved, values  # noqa: F401  (each registers its checks)
 from .findings import CHECKS, SEVERITIES, SEVERITY_RANK, WRITES, Check, Finding
 from .graph import Query
 
