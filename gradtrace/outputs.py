@@ -14,6 +14,7 @@ import weakref
 from pathlib import Path
 
 from .analyze.checks import check_graph
+from .analyze.costs import op_costs
 from .analyze.step_rows import step_rows
 from .analyze.summary import nodes_of, summarize
 from .graph.io import DOT_FILE, STEPS, SUMMARY, TRACE_FILE, VALUES_FILE, save
@@ -194,7 +195,8 @@ def _write_html(G, out: Path, depth: int) -> dict:
         return {}
     try:
         with phase("writing graph.html"):
-            html_view.write_html(G, out / HTML_FILE, findings=run_findings(G), depth=depth, rows=run_rows(G))
+            html_view.write_html(G, out / HTML_FILE, findings=run_findings(G), depth=depth, rows=run_rows(G),
+                                 costs=op_costs(G))
     except Exception as e:  # a viewer problem must not lose the trace
         print(f"gradtrace: note: graph.html not written ({type(e).__name__}: {e})", file=sys.stderr)
         return {}

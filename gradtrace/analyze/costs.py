@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from ..graph.query import numel, op_inputs, op_outputs
 from ..graph.steps import find_steps
 
-__all__ = ["Costs", "SAVED_KINDS", "by_line", "by_module", "costs", "op_flops", "totals"]
+__all__ = ["Costs", "SAVED_KINDS", "by_line", "by_module", "costs", "op_costs", "op_flops", "totals"]
 
 SAVED_KINDS = ("activation", "parameter", "buffer", "input")
 
@@ -183,9 +183,10 @@ def _module_params(G) -> dict:
     return out
 
 
-def costs(G, step: int | None = None) -> Costs:
+def costs(G, step: int | None = None, flops: bool = True) -> Costs:
     """Return the :class:`Costs` of trace ``G``, of step ``step`` alone when given (its
-    ops, and what their autograd nodes saved first)."""
+    ops, and what their autograd nodes saved first); ``flops=False`` leaves FLOPs out
+    (they need torch's formulas, and so torch imported)."""
     N = G._node
     steps = find_steps(G)
     ops = sorted((d["seq"], n) for n, d in N.items() if d.get("kind") == "op"
@@ -220,7 +221,7 @@ def costs(G, step: int | None = None) -> Costs:
     c.unread = {op: k for op, k in c.unread.items() if op in chosen}
     for _, op in ops:
         d = N[op]
-        if steps.phase_of.get(op) in ("forward", "backward") and d.get("category") != "backward":
+        if flops and steps.phase_of.get(op) in ("forward", "backward") and d.get("category") != "backward":
             c.flops[op] = op_flops(G, op)
         if d.get("time_ns") is not None:
             c.time[op] = (d["time_ns"], d.get("device_time_ns"))
@@ -242,6 +243,36 @@ def _peak(G, ops, c: Costs, steps):
         if held and (best is None or held > best["bytes"]):
             best = {"bytes": held, "op": op, "step": steps.step_of.get(op)}
     return best
+
+
+def op_costs(G) -> dict:
+    """Return ``{op: {"flops", "saved", "time_ns"}}`` for every op of ``G`` with one of
+    them: its FLOPs (None: no formula), the activation bytes its own autograd nodes saved
+    (each storage once, not shared out with other ops, as the viewer shows one op), and
+    its wall time in a timed trace."""
+    steps = find_steps(G)
+    N = G._node
+    keeps = _keeps(G)
+    out: dict = {}
+    for n, d in N.items():
+        if d.get("kind") != "grad_fn" or d.get("op") not in N or d.get("saved") == "unread":
+            continue
+        storages = {N[t]["storage"]: _kind(G, t, keeps) for _, t, e in G.out_edges(n, data=True)
+                    if e.get("kind") == "saves" and N[t].get("storage")}
+        storages.update((sid, "activation") for sid in d.get("saved_storages") or ())
+        saved = sum(N[sid].get("nbytes") or 0 for sid, kind in storages.items() if kind == "activation" and sid in N)
+        saved += d.get("saved_untracked_bytes") or 0
+        if saved:
+            row = out.setdefault(d["op"], {"flops": None, "saved": 0, "time_ns": None})
+            row["saved"] += saved
+    for n, d in N.items():
+        if d.get("kind") != "op":
+            continue
+        flops = op_flops(G, n) if steps.phase_of.get(n) in ("forward", "backward") else None
+        if flops is not None or d.get("time_ns") is not None:
+            row = out.setdefault(n, {"flops": None, "saved": 0, "time_ns": None})
+            row["flops"], row["time_ns"] = flops, d.get("time_ns")
+    return out
 
 
 def _row(ops, c: Costs) -> dict:

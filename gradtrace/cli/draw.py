@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..analyze.costs import op_costs
 from ..graph.folders import rank_folders
 from ..outputs import run_findings, run_rows
 from ..views.dot import DEFAULT_DEPTH, GraphvizMissing, RenderError, render_to_file, to_dot
@@ -103,7 +104,7 @@ def html(folder, out, depth, rank):
     here = Path(getattr(tr, "path", folder))  # a rank's own folder when --rank picked one
     target = Path(out) if out else (here if here.is_dir() else here.parent) / "graph.html"
     try:
-        write_html(tr.graph, target, findings=run_findings(tr.graph), rows=run_rows(tr.graph),
+        write_html(tr.graph, target, findings=run_findings(tr.graph), rows=run_rows(tr.graph), costs=op_costs(tr.graph),
                    depth=depth if depth is not None else HTML_DEPTH)
     except OSError as e:
         fail(f"cannot write {target} ({e.strerror or e})")

@@ -54,10 +54,12 @@ def _tensor(G, n) -> dict:
             "stats": d.get("stats"), "grads": grads}
 
 
-def _ops(G, steps, first: int) -> tuple[list, set]:
+def _ops(G, steps, first: int, costs=None) -> tuple[list, set]:
     """The ops in call order, each step numbered as the run counted it (from ``first``),
-    and the tensors they touch."""
+    with their ``costs`` (``{op: {flops, saved, time_ns}}``) where given, and the tensors
+    they touch."""
     ops, tensors = [], set()
+    costs = costs or {}
     for n, d in sorted(((n, d) for n, d in G.nodes(data=True) if d.get("kind") == "op"),
                        key=lambda t: t[1].get("seq", 0)):
         ins, outs = op_inputs(G, n), op_outputs(G, n)
@@ -68,7 +70,7 @@ def _ops(G, steps, first: int) -> tuple[list, set]:
                     "module": d.get("module"), "file": d.get("file"), "line": d.get("line"),
                     "code": d.get("code"), "args": d.get("args"), "step": _numbered(steps.step_of.get(n), first),
                     "phase": steps.phase_of.get(n), "ins": ins, "outs": outs, "fn": fn,
-                    "error": d.get("error")})
+                    "error": d.get("error"), "cost": costs.get(n)})
     return ops, tensors
 
 
@@ -133,16 +135,18 @@ def _timeline(rows, ratios: bool) -> list:
     return out
 
 
-def page_data(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> dict:
+def page_data(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None, costs=None) -> dict:
     """Return the JSON-ready data of the viewer page for trace ``G``: ops (in order,
     with step, phase, tensors in and out and grad_fn), tensors, versions, autograd
     nodes, modules, ``findings`` (from ``gradtrace.check``), the modules folded
     when the page opens (those deeper than ``depth``, as in the static views) and, from
-    ``rows`` (the trace's step rows), the run timeline above the graph."""
+    ``rows`` (the trace's step rows), the run timeline above the graph, and from ``costs``
+    (``gradtrace.analyze.costs.op_costs``), each op's FLOPs, saved activation bytes and
+    time, by which the page can colour its nodes."""
     steps = find_steps(G)
     first = first_step(G, steps)
     ratios = any(r.get("max_update") for r in rows or ())
-    ops, touched = _ops(G, steps, first)
+    ops, touched = _ops(G, steps, first, costs)
     versions = _versions(G, touched)
     tensor_nodes = touched | {t for v in versions.values() for t in v}
     fns = _fns(G)
@@ -192,11 +196,11 @@ def _json_for_script(data) -> str:
     return json.dumps(_finite(data), separators=(",", ":"), default=str, allow_nan=False).replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def to_html(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> str:
+def to_html(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None, costs=None) -> str:
     """Return the viewer page of trace ``G`` as one self-contained HTML text (scripts
     and data inlined; nothing is fetched when it is opened); ``rows``: its step rows,
-    drawn as the run timeline."""
-    data = page_data(G, findings, depth, rows)
+    drawn as the run timeline; ``costs``: each op's costs (:func:`page_data`)."""
+    data = page_data(G, findings, depth, rows, costs)
     template = resources.files(__package__).joinpath("viewer.html").read_text(encoding="utf-8")
     parts = {"TITLE": _html.escape(Path(data["title"]).name), "VENDOR": _vendor_js(),
              "DATA": _json_for_script(data)}
@@ -204,10 +208,10 @@ def to_html(G, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> str:
     return re.sub(r"/\*(TITLE|VENDOR|DATA)\*/", lambda m: parts[m.group(1)], template)
 
 
-def write_html(G, path, findings=None, depth: int = DEFAULT_DEPTH, rows=None) -> Path:
+def write_html(G, path, findings=None, depth: int = DEFAULT_DEPTH, rows=None, costs=None) -> Path:
     """Write the viewer page of ``G`` into ``path``; return the path. Raises
     ``OSError`` when the file cannot be written."""
-    Path(path).write_text(to_html(G, findings, depth, rows), encoding="utf-8")
+    Path(path).write_text(to_html(G, findings, depth, rows, costs), encoding="utf-8")
     return Path(path)
 
 

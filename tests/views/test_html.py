@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -559,3 +560,65 @@ def test_browser_screenshot_of_the_run_timeline(run_page, browser, tmp_path):
     if os.environ.get("GRADTRACE_SCREENSHOTS") == "1":
         shutil.copyfile(shot, ROOT / "docs" / "img" / "viewer-timeline.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and _severe(browser) == []
+
+
+@pytest.fixture(scope="module")
+def cost_page(browser, tmp_path_factory):
+    from gradtrace.analyze.costs import op_costs
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 512), nn.GELU(), nn.Linear(512, 8))
+    with gradtrace.trace(time=True) as tr:
+        model(torch.randn(32, 64)).sum().backward()
+    path = tmp_path_factory.mktemp("costs") / "costs.html"
+    costs = op_costs(tr.graph)
+    viewer.write_html(tr.graph, path, costs=costs)
+    return path, tr, costs
+
+
+def _colour_by(b, key):
+    _js(b, "const s = document.getElementById('colour'); s.value = arguments[0]; s.dispatchEvent(new Event('change'));",
+        key)
+    return _js(b, "return Object.fromEntries(cy.nodes('[kind = \"op\"]').map(n => [n.id(), n.data('color')]));")
+
+
+def test_browser_the_colour_menu_offers_each_cost_the_trace_has(cost_page, browser):
+    _open(browser, cost_page[0])
+    assert _js(browser, "return Array.from(document.getElementById('colour').options).map(o => o.value);") == [
+        "kind", "saved", "flops", "time"]
+
+
+def test_browser_colouring_by_flops_makes_the_largest_matmul_reddest_and_unknowns_grey(cost_page, browser):
+    path, tr, costs = cost_page
+    _open(browser, path)
+    colours = _colour_by(browser, "flops")
+    biggest = max((op for op in colours if (costs.get(op) or {}).get("flops")), key=lambda op: costs[op]["flops"])
+    assert colours[biggest] == "rgb(214,39,40)"
+    gelu = next(op for op in colours if tr.graph.nodes[op]["name"].endswith("gelu"))
+    assert colours[gelu] == "#d9d9d9"  # no FLOP formula: unknown, not zero
+
+
+def test_browser_colouring_by_kind_again_restores_the_category_colours(cost_page, browser):
+    _open(browser, cost_page[0])
+    before = _colour_by(browser, "kind")
+    _colour_by(browser, "saved")
+    assert _colour_by(browser, "kind") == before
+
+
+def test_browser_a_module_box_shows_its_total(cost_page, browser):
+    path, tr, costs = cost_page
+    _open(browser, path)
+    _colour_by(browser, "saved")
+    label = _js(browser, "return cy.getElementById('m:Sequential').data('label');")
+    total = sum(c["saved"] for op, c in costs.items() if (tr.graph.nodes[op].get("module") or "").startswith("Sequential"))
+    assert float(re.search(r" · ([\d.]+) KiB$", label).group(1)) == pytest.approx(total / 1024, rel=1e-2)
+
+
+def test_browser_an_op_panel_lists_its_costs(cost_page, browser):
+    path, tr, costs = cost_page
+    _open(browser, path)
+    op = max((op for op in costs if costs[op]["flops"]), key=lambda op: costs[op]["flops"])
+    _js(browser, "V.selectNode(arguments[0]);", op)
+    text = _js(browser, "return document.getElementById('panel').textContent;")
+    shown = float(re.search(r"FLOPs([\d.]+) MFLOP", text).group(1))
+    assert shown == pytest.approx(costs[op]["flops"] / 1e6, rel=1e-2) and "time" in text

@@ -28,11 +28,10 @@ def _gt113(q):
     G = q.G
     steps = find_steps(G)
     step = steps.last_complete if steps.count > 1 else None
-    c = costs(G, step)
-    total = totals(c)
-    held = total["saved"]["activation"]
-    if held < MIN_BYTES:
+    held = totals(costs(G, step, flops=False))["saved"]["activation"]
+    if held < MIN_BYTES:  # (asked first: FLOPs need torch imported, which reading a trace does not)
         return
+    c = costs(G, step)
     made_in = _made_in(G)
     candidates = []
     for row in by_module(G, c):
