@@ -14,7 +14,7 @@ import weakref
 from pathlib import Path
 
 from .analyze.checks import check_graph
-from .analyze.costs import op_costs
+from .analyze.costs import costs_line, op_costs
 from .analyze.step_rows import step_rows
 from .analyze.summary import nodes_of, summarize
 from .graph.io import DOT_FILE, STEPS, SUMMARY, TRACE_FILE, VALUES_FILE, save
@@ -23,7 +23,7 @@ from .views import dot as dot_view
 from .views import drawsize
 from .views import html as html_view
 
-__all__ = ["HTML_FILE", "RUN_FILES", "SVG_FILE", "clear_single_trace", "run_findings", "run_rows", "run_summary",
+__all__ = ["HTML_FILE", "RUN_FILES", "SVG_FILE", "clear_single_trace", "cost_notes", "run_findings", "run_rows", "run_summary",
            "save_trace", "write_run_outputs"]
 
 SVG_FILE = "graph.svg"
@@ -203,13 +203,26 @@ def _write_html(G, out: Path, depth: int) -> dict:
     return {"html": out / HTML_FILE}
 
 
+def cost_notes(G, step="last") -> list:
+    """The legend's line of the drawn step's costs (``gradtrace show --costs``), or none."""
+    try:
+        line = costs_line(G, step)
+    except Exception as e:  # a legend line must not cost the picture
+        print(f"gradtrace: note: costs not in the legend ({type(e).__name__}: {e})", file=sys.stderr)
+        return []
+    if not line:
+        return []
+    head, parts = line.split(": ", 1)  # short lines: a long one would widen the legend's colour column
+    return [f"{head} (gradtrace show --costs):", *parts.split(", ")]
+
+
 def _draw(G, out: Path, depth: int, svg: bool) -> dict:
     """graph.dot at ``depth`` and, with ``svg``, graph.svg when Graphviz can lay it out."""
     global _graphviz_note_said
     written = {}
     with phase("drawing graph.dot"):
         try:
-            text = dot_view.to_dot(G, "forward", depth)
+            text = dot_view.to_dot(G, "forward", depth, notes=cost_notes(G))
         except Exception as e:  # a drawing problem must not lose the trace
             print(f"gradtrace: note: graph.dot not written ({type(e).__name__}: {e})", file=sys.stderr)
             return written

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 
 from ..graph.query import numel, op_inputs, op_outputs
 from ..graph.steps import find_steps
+from .summary import human_bytes
 
-__all__ = ["Costs", "SAVED_KINDS", "by_line", "by_module", "costs", "op_costs", "op_flops", "totals"]
+__all__ = ["Costs", "SAVED_KINDS", "by_line", "by_module", "costs", "costs_line", "flop_text", "op_costs", "op_flops", "totals"]
 
 SAVED_KINDS = ("activation", "parameter", "buffer", "input")
 
@@ -145,16 +146,24 @@ class Costs:
 
 
 def _kind(G, t, keeps: dict) -> str:
-    """What keeps saved tensor version ``t`` alive (one of :data:`SAVED_KINDS`)."""
+    """What keeps saved tensor version ``t`` alive (one of :data:`SAVED_KINDS`); the
+    answer is kept in ``keeps`` (a batch saved by every step is asked about once a step)."""
+    kind = keeps.get(t)
+    if kind is not None:
+        return kind
     d = G._node[t]
-    sid = d.get("storage")
-    kept = keeps.get(sid)
-    if kept:
-        return kept
-    if d.get("requires_grad") and not d.get("is_leaf"):
-        return "activation"
-    made = next((u for u, _, e in G.in_edges(t, data=True) if e.get("kind") == "output"), None)
-    return "activation" if made is not None and G._node[made].get("module") else "input"
+    kind = keeps.get(d.get("storage"))
+    if not kind:
+        if d.get("requires_grad") and not d.get("is_leaf"):
+            kind = "activation"
+        else:
+            # its maker, among its predecessors: few are ops (a saved input has one saving node a step)
+            N = G._node
+            made = next((u for u in G._pred[t] if N[u].get("kind") == "op"
+                         and any(e.get("kind") == "output" for e in G._pred[t][u].values())), None)
+            kind = "activation" if made is not None and N[made].get("module") else "input"
+    keeps[t] = kind
+    return kind
 
 
 def _keeps(G) -> dict:
@@ -183,20 +192,22 @@ def _module_params(G) -> dict:
     return out
 
 
-def costs(G, step: int | None = None, flops: bool = True) -> Costs:
+def costs(G, step: int | None = None, flops: bool = True, steps=None) -> Costs:
     """Return the :class:`Costs` of trace ``G``, of step ``step`` alone when given (its
     ops, and what their autograd nodes saved first); ``flops=False`` leaves FLOPs out
-    (they need torch's formulas, and so torch imported)."""
+    (they need torch's formulas, and so torch imported); ``steps``: ``find_steps(G)``,
+    when the caller has it."""
     N = G._node
-    steps = find_steps(G)
+    steps = steps or find_steps(G)
     ops = sorted((d["seq"], n) for n, d in N.items() if d.get("kind") == "op"
                  and (step is None or steps.step_of.get(n) == step))
     c = Costs(params=_module_params(G))
     keeps = _keeps(G)
     owner: dict = {}  # storage -> the first op whose autograd node saved it
     by_op: dict = {}
+    chosen = {op for _, op in ops}
     for n, d in N.items():
-        if d.get("kind") != "grad_fn" or d.get("op") not in N:
+        if d.get("kind") != "grad_fn" or d.get("op") not in chosen:
             continue
         op = d["op"]
         if d.get("saved") == "unread":
@@ -217,7 +228,6 @@ def costs(G, step: int | None = None, flops: bool = True) -> Costs:
         c.saved.setdefault(op, {})[sid] = kind
         c.nbytes[sid] = (N[sid].get("nbytes") if sid in N else
                          N[sid.rsplit(":", 1)[0]].get("saved_untracked_bytes")) or 0
-    chosen = {op for _, op in ops}
     c.unread = {op: k for op, k in c.unread.items() if op in chosen}
     for _, op in ops:
         d = N[op]
@@ -243,6 +253,39 @@ def _peak(G, ops, c: Costs, steps):
         if held and (best is None or held > best["bytes"]):
             best = {"bytes": held, "op": op, "step": steps.step_of.get(op)}
     return best
+
+
+def costs_line(G, step="last") -> str | None:
+    """Return one line of the costs of a step of ``G`` (``"last"``: the last finished
+    one; None or ``"all"``: the whole trace), for a picture's legend; None when the
+    trace has no FLOPs or saved memory to tell."""
+    N = G._node
+    if not any(d.get("name") in _NAMES or (d.get("kind") == "grad_fn" and G._succ[n]) for n, d in N.items()):
+        return None  # nothing to count: no op with a FLOP formula, no autograd node that saved anything
+    steps = find_steps(G)
+    if isinstance(step, str) and step.isdigit():
+        step = int(step)
+    if step == "last":
+        step = steps.last_complete if steps.count > 1 else None
+    elif step == "all":
+        step = None
+    t = totals(costs(G, step))
+    act = t["saved"]["activation"]
+    if not t["flops"] and not act:
+        return None
+    parts = [f"{flop_text(t['flops'])} known" + (f" (+{t['flops_unknown']} ops unknown)" if t["flops_unknown"] else "")]
+    parts.append(f"{human_bytes(act)} of activations saved for backward")
+    if "time_ns" in t:
+        parts.append(f"{t['time_ns'] / 1e6:.3g} ms of op time (--time)")
+    return f"costs of {'step ' + str(step) if step else 'the whole trace'}: " + ", ".join(parts)
+
+
+def flop_text(n: int) -> str:
+    """``2.28 GFLOP`` for 2,283,798,528."""
+    for prefix, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {prefix}FLOP"
+    return f"{n} FLOP"
 
 
 def op_costs(G) -> dict:

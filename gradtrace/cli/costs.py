@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..analyze.costs import by_line, by_module, costs, totals
+from ..analyze.costs import by_line, by_module, costs, flop_text, totals
 from ..analyze.summary import human_bytes, plain
 from .report import make_console
 from .table import print_table
@@ -13,15 +13,8 @@ from .table import print_table
 __all__ = ["show_costs"]
 
 
-def _flops(n: int) -> str:
-    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return str(n)
-
-
 def _flop_cell(r: dict) -> str:
-    known = _flops(r["flops"]) if r["flops"] else ""
+    known = flop_text(r["flops"]) if r["flops"] else ""
     return known + (f" (+{r['flops_unknown']} unknown)" if r["flops_unknown"] else "")
 
 
@@ -50,7 +43,7 @@ def _headline(G, c, total: dict, step) -> list:
     s = total["saved"]
     lines = [
         f"costs of {'step ' + str(step) if step else 'the whole trace'}: "
-        f"{_flops(total['flops'])}FLOP known over the recorded (forward) ops, "
+        f"{flop_text(total['flops'])} known over the recorded (forward) ops, "
         f"{total['flops_unknown']} op(s) with no formula in torch.utils.flop_counter; "
         f"parameters {total['params']:,}",
         f"saved for backward (each storage once): activations {human_bytes(s['activation'])}, "

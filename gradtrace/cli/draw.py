@@ -9,7 +9,7 @@ import click
 
 from ..analyze.costs import op_costs
 from ..graph.folders import rank_folders
-from ..outputs import run_findings, run_rows
+from ..outputs import cost_notes, run_findings, run_rows
 from ..views.dot import DEFAULT_DEPTH, GraphvizMissing, RenderError, render_to_file, to_dot
 from ..views.html import DEFAULT_DEPTH as HTML_DEPTH
 from ..views.html import write_html
@@ -64,7 +64,9 @@ def dot(folder, out, view, depth, fmt, step, phase, tensors, saved, rank):
         fail(f"--format {fmt} needs -o FILE")
     try:
         text = to_dot(tr.graph, view=view, depth=depth if depth is not None else DEFAULT_DEPTH,
-                      step=step, phase=phase, tensors=tensors, saved=saved, findings=run_findings(tr.graph))
+                      step=step, phase=phase, tensors=tensors, saved=saved, findings=run_findings(tr.graph),
+                      notes=cost_notes(tr.graph, "last" if step is None else step) if view in ("forward", "all")
+                      else ())
     except ValueError as e:
         fail(str(e))
     if fmt == "dot":

@@ -32,11 +32,12 @@ VIEWS = ("forward", "autograd", "memory", "all")
 
 
 def build(G, view="forward", depth=DEFAULT_DEPTH, highlight=None, step=None, phase=None, tensors=False,
-          saved=False, findings=None, legend=True) -> pydot.Dot:
+          saved=False, findings=None, legend=True, notes=()) -> pydot.Dot:
     """Return the pydot graph of one view of trace ``G``. ``highlight``: nodes to
     outline (a set, or {node: [finding codes]}); ``findings``: findings of
-    ``gradtrace.check`` whose nodes are outlined with their codes. Raises
-    ``ValueError`` for an unknown view, phase or step."""
+    ``gradtrace.check`` whose nodes are outlined with their codes; ``notes``: lines the
+    legend ends with (the step's costs). Raises ``ValueError`` for an unknown view,
+    phase or step."""
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}: choose one of {', '.join(VIEWS)}")
     p = Picture(G, depth, step, phase, tensors, saved, marks_of(highlight, findings))
@@ -48,7 +49,7 @@ def build(G, view="forward", depth=DEFAULT_DEPTH, highlight=None, step=None, pha
         draw_memory(p)
     p.title(view)
     if legend:
-        p.legend(view)
+        p.legend(view, notes)
     return p.dot
 
 
@@ -83,7 +84,8 @@ def to_pydot(G: nx.MultiDiGraph, view: str = "forward", depth: int = DEFAULT_DEP
     ``backward``, ``optimizer``, ``all``, or several joined by commas; None for
     forward and backward), ``tensors`` (draw tensors as nodes), ``saved`` (draw saved
     tensors in the autograd view), ``findings`` (outline their nodes with their codes),
-    ``legend``. Raises ``ValueError`` for an unknown view, step or phase."""
+    ``legend``, ``notes`` (lines under the legend). Raises ``ValueError`` for an unknown
+    view, step or phase."""
     return build(G, view, depth, highlight, **options)
 
 

@@ -262,8 +262,9 @@ class Picture:
         self.dot.set("labelloc", "t")
         self.dot.set("fontsize", "12")
 
-    def legend(self, view):
-        """Draw the legend of ``view``: a table of what its shapes and colours mean."""
+    def legend(self, view, notes=()):
+        """Draw the legend of ``view``: a table of what its shapes and colours mean, and
+        ``notes`` (lines of text: the step's costs) under it."""
         rows = []
         if view in ("forward", "all"):
             rows += [("compute op", CATEGORY_COLORS["compute"], "box"), ("view op", CATEGORY_COLORS["view"], "box"),
@@ -285,6 +286,8 @@ class Picture:
             sample = "→" if kind == "edge" else "&nbsp;"
             cells += (f'<TR><TD BGCOLOR="{color}" BORDER="1"{border}>{sample}</TD>'
                       f'<TD ALIGN="LEFT">{_html(text)}</TD></TR>')
+        for text in notes:
+            cells += f'<TR><TD COLSPAN="2" ALIGN="LEFT">{_html(text)}</TD></TR>'
         label = f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2"><TR><TD COLSPAN="2"><B>legend</B></TD></TR>{cells}</TABLE>>'
         legend = pydot.Cluster("legend", label='""', style="invis")
         legend.add_node(pydot.Node("legend", shape="plaintext", fontsize="8", label=label))

@@ -199,3 +199,23 @@ def test_show_costs_of_a_step_the_trace_lacks_is_a_one_line_error(tmp_path):
     tr.save(tmp_path / "t")
     r = CliRunner().invoke(main, ["show", str(tmp_path / "t"), "--costs", "--step", "5"])
     assert r.exit_code == 2 and "step 5 is not in this trace" in r.output
+
+
+def test_gradtrace_dot_puts_the_steps_costs_in_the_legend(tmp_path):
+    model, x = _model("mlp")
+    with gradtrace.trace() as tr:
+        model(x).sum().backward()
+    tr.save(tmp_path / "t")
+    r = CliRunner().invoke(main, ["dot", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    assert "costs of the whole trace (gradtrace show --costs):" in r.output
+    assert "86 kFLOP known (+2 ops unknown)" in r.output and "4.0 KiB of activations saved for backward" in r.output
+
+
+def test_a_trace_without_flops_or_saved_memory_has_no_costs_in_its_legend(tmp_path):
+    with gradtrace.trace() as tr:
+        torch.ones(3).add(1)
+    tr.save(tmp_path / "t")
+    r = CliRunner().invoke(main, ["dot", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    assert "costs of" not in r.output

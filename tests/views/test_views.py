@@ -191,6 +191,13 @@ def test_every_view_has_a_legend(cnn):
         assert "legend" in [n.get_name() for n in _nodes(_parse(to_dot(cnn, view)))]
 
 
+def test_the_legend_ends_with_the_notes_it_is_given(cnn):
+    legend = next(n for n in _nodes(_parse(to_dot(cnn, notes=["costs of step 1:", "2 kFLOP known"])))
+                  if n.get_name() == "legend")
+    label = legend.get("label")
+    assert label.index("compute op") < label.index("costs of step 1:") < label.index("2 kFLOP known")
+
+
 def test_batchnorm_counter_update_is_a_line_of_its_op_not_a_node_of_its_own(cnn):
     labels = _labels(to_dot(cnn))
     assert sum("num_batches_tracked" in lb for lb in labels) == 2

@@ -26,12 +26,14 @@ _MOST = 3
 )
 def _gt113(q):
     G = q.G
+    if _saved_at_most(G) < MIN_BYTES:  # no step can keep more than the whole trace saved
+        return
     steps = find_steps(G)
     step = steps.last_complete if steps.count > 1 else None
-    held = totals(costs(G, step, flops=False))["saved"]["activation"]
+    held = totals(costs(G, step, flops=False, steps=steps))["saved"]["activation"]
     if held < MIN_BYTES:  # (asked first: FLOPs need torch imported, which reading a trace does not)
         return
-    c = costs(G, step)
+    c = costs(G, step, steps=steps)
     made_in = _made_in(G)
     candidates = []
     for row in by_module(G, c):
@@ -72,6 +74,22 @@ def _fix(q, path, ops) -> str:
     if len(lines) == 1:  # library code: its ops are on the line of the user's that called it
         return f"wrap the call at {q.where(next(iter(ops)))} in {call}"
     return f"wrap the call of {path} in {call}; its forward starts at {q.where(min(ops, key=q.seq))}"
+
+
+def _saved_at_most(G) -> int:
+    """The bytes of every storage any autograd node of ``G`` saved, each once: more than
+    any one step keeps (found without finding the steps)."""
+    N, succ = G._node, G._succ
+    storages, extra = set(), 0
+    for n, d in N.items():
+        if d.get("kind") != "grad_fn":
+            continue
+        for t, keyed in succ[n].items():
+            if any(e.get("kind") == "saves" for e in keyed.values()):
+                storages.add(N[t].get("storage"))
+        storages.update(d.get("saved_storages") or ())
+        extra += d.get("saved_untracked_bytes") or 0
+    return extra + sum(N[s].get("nbytes") or 0 for s in storages if s in N)
 
 
 def _attribute(path: str) -> str:
