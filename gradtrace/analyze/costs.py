@@ -18,10 +18,9 @@ saved is split by what keeps it alive:
 - ``input``: made outside any module (the batch), which the program holds itself.
 
 A storage belongs to the first op (in call order, of the step asked for) whose autograd
-node saved it. The
-peak of activation memory over a step's forward pass is the largest sum of the
-activation storages saved and not yet consumed: each is let go at the first backward
-call after it was saved. Autograd nodes whose saved tensors were not read (a
+node saved it. The peak of activation memory over a step's forward pass is the largest
+sum of the activation storages saved and not yet consumed: each is let go at the first
+backward call after it was saved. Autograd nodes whose saved tensors were not read (a
 saved-tensor hook: non-reentrant checkpoint, ``save_on_cpu``) are counted, as unknown.
 """
 
@@ -34,7 +33,8 @@ from ..graph.query import numel, op_inputs, op_outputs
 from ..graph.steps import find_steps
 from .summary import human_bytes
 
-__all__ = ["Costs", "SAVED_KINDS", "by_line", "by_module", "costs", "costs_line", "flop_text", "op_costs", "op_flops", "totals"]
+__all__ = ["Costs", "SAVED_KINDS", "by_line", "by_module", "costs", "costs_line", "flop_text", "op_costs", "op_flops",
+           "totals"]
 
 SAVED_KINDS = ("activation", "parameter", "buffer", "input")
 
@@ -168,7 +168,7 @@ def _kind(G, t, keeps: dict) -> str:
 
 def _keeps(G) -> dict:
     """``{storage: "parameter" | "buffer"}`` of the storages a module's tensors (or a
-    leaf that requires grad) are on."""
+    leaf that requires grad) are on; :func:`_kind` adds its answers by tensor node."""
     keeps = {}
     for d in G._node.values():
         if d.get("kind") != "tensor" or d.get("storage") is None:
@@ -228,7 +228,6 @@ def costs(G, step: int | None = None, flops: bool = True, steps=None) -> Costs:
         c.saved.setdefault(op, {})[sid] = kind
         c.nbytes[sid] = (N[sid].get("nbytes") if sid in N else
                          N[sid.rsplit(":", 1)[0]].get("saved_untracked_bytes")) or 0
-    c.unread = {op: k for op, k in c.unread.items() if op in chosen}
     for _, op in ops:
         d = N[op]
         if flops and steps.phase_of.get(op) in ("forward", "backward") and d.get("category") != "backward":
@@ -269,7 +268,7 @@ def costs_line(G, step="last") -> str | None:
         step = steps.last_complete if steps.count > 1 else None
     elif step == "all":
         step = None
-    t = totals(costs(G, step))
+    t = totals(costs(G, step, steps=steps))
     act = t["saved"]["activation"]
     if not t["flops"] and not act:
         return None

@@ -51,7 +51,7 @@ def _headline(G, c, total: dict, step) -> list:
         f"buffers {human_bytes(s['buffer'])}" + where,
     ]
     if "time_ns" in total:
-        lines.append(f"time (--time): {_time_cell(total)} over the step's ops, backward calls and optimizer steps "
+        lines.append(f"time (--time): {_time_cell(total)} over these ops, backward calls and optimizer steps "
                      "included")
     if total["saved_unknown"]:
         lines.append(f"{total['saved_unknown']} autograd node(s) whose saved tensors were not read (a saved-tensor "

@@ -60,7 +60,7 @@ def show(folder, what, line, module, step, top, as_json, rank):
       gradtrace show runs/ddp --rank 1 --backward
     """
     if rank is None and rank_folders(folder):
-        _show_ranks(folder, what, line, module, step, as_json)
+        _show_ranks(folder, what, line, module, step, as_json, top)
         return
     what = what or ("ops" if line or module or step else "summary")
     if what == "costs":
@@ -81,12 +81,15 @@ def show(folder, what, line, module, step, top, as_json, rank):
 
 def _costs(folder, rank, step, top, as_json):
     """Print (or return, for ``--json``) the costs of one trace, or of its step ``step``."""
-    tr = load_trace(folder, rank)
-    steps = find_steps(tr.graph)
+    return _graph_costs(load_trace(folder, rank).graph, folder, step, top, as_json)
+
+
+def _graph_costs(G, folder, step, top, as_json):
+    steps = find_steps(G)
     if step is not None and step not in steps.step_of.values():
         fail(f"step {step} is not in this trace (see gradtrace show {folder} --steps)")
     # a training run: one step (the last finished one by default) is what the model costs
-    return show_costs(tr.graph, step or (steps.last_complete if steps.count > 1 else None), top, as_json)
+    return show_costs(G, step or (steps.last_complete if steps.count > 1 else None), top, as_json)
 
 
 def _summary(folder, rank, as_json) -> dict:
@@ -107,7 +110,7 @@ def _steps(folder, rank, as_json) -> list:
     return show_steps(rows, as_json)
 
 
-def _show_ranks(folder, what, line, module, step, as_json):
+def _show_ranks(folder, what, line, module, step, as_json, top=10):
     """A multi-rank folder: the table of its ranks, or one table per rank."""
     traces = load_traces(folder)
     if what is None and not line and not module and not step:
@@ -119,6 +122,9 @@ def _show_ranks(folder, what, line, module, step, as_json):
     for k, tr in traces.items():
         if not as_json:
             click.echo(click.style(f"── rank {k} ({tr.path}) ──", bold=True))
+        if what == "costs":
+            out[str(k)] = _graph_costs(tr.graph, folder, step, top, as_json)
+            continue
         try:
             out[str(k)] = show_table(tr.graph, what or "ops", line=line, module=module, as_json=as_json, step=step)
         except ValueError as e:

@@ -219,3 +219,15 @@ def test_a_trace_without_flops_or_saved_memory_has_no_costs_in_its_legend(tmp_pa
     r = CliRunner().invoke(main, ["dot", str(tmp_path / "t")])
     assert r.exit_code == 0, r.output
     assert "costs of" not in r.output
+
+
+def test_show_costs_of_a_launched_run_prints_each_ranks_costs(tmp_path):
+    model, x = _model("mlp")
+    for rank in (0, 1):
+        with gradtrace.trace(rank=rank, world_size=2) as tr:
+            model(x).sum().backward()
+        tr.save(tmp_path / "run" / f"rank{rank}")
+    r = CliRunner().invoke(main, ["show", str(tmp_path / "run"), "--costs", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert sorted(data) == ["0", "1"] and data["1"]["total"]["flops"] == 2 * 16 * 32 * 64 + 2 * 16 * 64 * 10
