@@ -21,7 +21,11 @@ A storage belongs to the first op (in call order, of the step asked for) whose a
 node saved it. The peak of activation memory over a step's forward pass is the largest
 sum of the activation storages saved and not yet consumed: each is let go at the first
 backward call after it was saved. Autograd nodes whose saved tensors were not read (a
-saved-tensor hook: non-reentrant checkpoint, ``save_on_cpu``) are counted, as unknown.
+saved-tensor hook: ``save_on_cpu``, the program's own) are counted, as unknown; inside a
+non-reentrant ``torch.utils.checkpoint`` block they keep nothing (the block reruns in
+backward), and the block keeps its inputs: the tensors its ops read that were made
+outside it (and, with ``preserve_rng_state``, the RNG states, which the trace does not
+see: 5,056 bytes on the CPU).
 """
 
 from __future__ import annotations
@@ -206,12 +210,16 @@ def costs(G, step: int | None = None, flops: bool = True, steps=None) -> Costs:
     owner: dict = {}  # storage -> the first op whose autograd node saved it
     by_op: dict = {}
     chosen = {op for _, op in ops}
+    checkpointed = set()  # forward ops whose autograd nodes torch.utils.checkpoint packed
     for n, d in N.items():
         if d.get("kind") != "grad_fn" or d.get("op") not in chosen:
             continue
         op = d["op"]
         if d.get("saved") == "unread":
-            c.unread[op] = c.unread.get(op, 0) + 1
+            if d.get("saved_hook") == _CHECKPOINT and steps.phase_of.get(op) != "backward":
+                checkpointed.add(op)  # it keeps nothing: the block reruns in backward
+            else:
+                c.unread[op] = c.unread.get(op, 0) + 1
             continue
         found = by_op.setdefault(op, {})
         for _, t, e in G.out_edges(n, data=True):
@@ -221,6 +229,7 @@ def costs(G, step: int | None = None, flops: bool = True, steps=None) -> Costs:
             found.setdefault(sid, "activation")
         if d.get("saved_untracked_bytes"):  # made inside the op for its backward (save_mean)
             found[f"{n}:untracked"] = "activation"
+    _checkpoint_inputs(G, ops, checkpointed, by_op, keeps)
     for _, op in ops:
         for sid, kind in (by_op.get(op) or {}).items():
             owner.setdefault(sid, (op, kind))
@@ -236,6 +245,27 @@ def costs(G, step: int | None = None, flops: bool = True, steps=None) -> Costs:
             c.time[op] = (d["time_ns"], d.get("device_time_ns"))
     c.peak = _peak(G, ops, c, steps)
     return c
+
+
+_CHECKPOINT = "torch.utils.checkpoint"  # the module of its saved-tensor hooks (grad_fn saved_hook)
+
+
+def _checkpoint_inputs(G, ops, checkpointed: set, by_op: dict, keeps: dict) -> None:
+    """What a checkpointed block keeps for backward: the tensors its ops read that were
+    made outside it (its inputs, which it holds to rerun the block), each given to the
+    first op of the block that read it."""
+    if not checkpointed:
+        return
+    N = G._node
+    for _, op in ops:
+        if op not in checkpointed:
+            continue
+        for t in op_inputs(G, op):
+            made = next((u for u in G._pred[t] if N[u].get("kind") == "op"
+                         and any(e.get("kind") == "output" for e in G._pred[t][u].values())), None)
+            if made in checkpointed or not N[t].get("storage"):
+                continue
+            by_op.setdefault(op, {}).setdefault(N[t]["storage"], _kind(G, t, keeps))
 
 
 def _peak(G, ops, c: Costs, steps):

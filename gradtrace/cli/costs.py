@@ -55,7 +55,7 @@ def _headline(G, c, total: dict, step) -> list:
                      "included")
     if total["saved_unknown"]:
         lines.append(f"{total['saved_unknown']} autograd node(s) whose saved tensors were not read (a saved-tensor "
-                     "hook: checkpoint, save_on_cpu): their memory is unknown")
+                     "hook: save_on_cpu, the program's own): their memory is unknown")
     return lines
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .compat import saved_tensors_hooks_active
+from .compat import saved_tensors_hooks_active, saved_tensors_hooks_owner
 from .hidden import hidden
 
 __all__ = ["AutogradNodes", "sequence_start"]
@@ -101,6 +101,9 @@ class AutogradNodes:
             # Reading these back would run unpack hooks (checkpoint's recomputation,
             # save_on_cpu's copy, the user's own): the program would change.
             attrs["saved"] = "unread"
+            owner = saved_tensors_hooks_owner()
+            if owner is not None:
+                attrs["saved_hook"] = owner
         if name == "CompiledFunctionBackward":
             self.compiled.add(fid)
         return fid

@@ -17,6 +17,7 @@ import torch
 __all__ = [
     "AUTOGRAD_BACKWARD_DISPATCHES", "TORCH", "any_autocast", "autocast_state", "is_compiling", "jit_tracing_state",
     "redispatch_by_copy", "redispatch_function", "saved_hooks_patches", "saved_tensors_hooks_active",
+    "saved_tensors_hooks_owner",
     "torch_is_building", "torch_is_busy",
 ]
 
@@ -137,6 +138,22 @@ def saved_tensors_hooks_active() -> bool:
     return _top_hooks(True) is not None
 
 
+def saved_tensors_hooks_owner():
+    """The module of the innermost saved-tensor pack hook active now
+    (``torch.utils.checkpoint``, ``torch.autograd.graph`` for ``save_on_cpu``, or the
+    program's own), or None."""
+    try:
+        if _top_hooks is None:
+            stack = getattr(_pushed, "stack", None)
+            pack = stack[-1] if stack else None
+        else:
+            top = _top_hooks(True)
+            pack = top[0] if top else None
+        return getattr(pack, "__module__", None) if pack is not None else None
+    except Exception:
+        return None
+
+
 def saved_hooks_patches() -> list:
     """``(object, name, replacement)`` patches that count pushes of saved-tensor hooks,
     where torch has no ``_top_saved_tensors_default_hooks`` to ask (before 2.8)."""
@@ -148,11 +165,18 @@ def saved_hooks_patches() -> list:
     def push_counted(*args, **kwargs):
         out = push(*args, **kwargs)
         _pushed.depth = getattr(_pushed, "depth", 0) + 1
+        stack = getattr(_pushed, "stack", None)
+        if stack is None:
+            stack = _pushed.stack = []
+        stack.append(args[0] if args else kwargs.get("pack_hook"))
         return out
 
     def pop_counted(*args, **kwargs):
         out = pop(*args, **kwargs)
         _pushed.depth = max(getattr(_pushed, "depth", 0) - 1, 0)
+        stack = getattr(_pushed, "stack", None)
+        if stack:
+            stack.pop()
         return out
 
     return [(ag, "_push_saved_tensors_default_hooks", push_counted),
