@@ -238,18 +238,21 @@ class Wrapped(nn.Module):
     Linear. (With ``preserve_rng_state``, its default, checkpoint also keeps the RNG
     state, 5,056 bytes on the CPU, which the trace cannot see.)"""
 
-    def __init__(self):
+    def __init__(self, reentrant=False):
         super().__init__()
+        self.reentrant = reentrant
         self.stem, self.head = nn.Linear(32, 32), nn.Linear(32, 1)
         self.block = nn.Sequential(nn.Linear(32, 256), nn.GELU(), nn.Linear(256, 32))
 
     def forward(self, x):
-        return self.head(checkpoint(self.block, self.stem(x), use_reentrant=False, preserve_rng_state=False))
+        h = checkpoint(self.block, self.stem(x), use_reentrant=self.reentrant, preserve_rng_state=False)
+        return self.head(h)
 
 
-def test_a_checkpointed_block_keeps_its_input_and_what_is_saved_after_it():
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_a_checkpointed_block_keeps_its_input_and_what_is_saved_after_it(reentrant):
     torch.manual_seed(0)
-    model, x = Wrapped(), torch.randn(64, 32)
+    model, x = Wrapped(reentrant), torch.randn(64, 32)
     expected = _saved_by_profiler(model, x)
     with gradtrace.trace() as tr:
         model(x).sum()
