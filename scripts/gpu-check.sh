@@ -92,9 +92,9 @@ echo "== likely causes (expected: tf32 names TF32 and confirms it; index-add nam
 echo "   kernel; dp-sum names the summed loss and confirms it):"
 for c in "${causes[@]}"; do echo "$c"; done
 echo
-echo "== device statistics and value copies on CUDA (tests/test_device_stats.py, tests/test_devicecopy.py)"
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_device_stats.py tests/test_devicecopy.py -k "cuda" \
-  2>&1 | tail -3
+echo "== device statistics, value copies and op times on CUDA (tests/record: test_device_stats, test_devicecopy, test_timing)"
+timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/record/test_device_stats.py tests/record/test_devicecopy.py \
+  tests/record/test_timing.py -k "cuda" 2>&1 | tail -3
 echo
 echo "== benchmarks/bench.py --device cuda"
 timeout 300 "$PY" benchmarks/bench.py --device cuda --reps 5 --json "$OUT/bench-cuda.json" \
@@ -103,8 +103,9 @@ echo
 LEFT=$(( 470 - ($(date +%s) - START) ))
 if [ "$LEFT" -gt 60 ]; then
   echo "== CUDA tests of the suite (${LEFT}s left):"
-  timeout "$LEFT" "$PY" -m pytest -q -p no:cacheprovider tests/test_replay.py tests/test_causes.py \
-    tests/test_bench_gpu.py -k "cuda" 2>&1 | tail -3
+  timeout "$LEFT" "$PY" -m pytest -q -p no:cacheprovider tests/replay/test_replay.py tests/analyze/test_causes.py \
+    tests/programs/test_bench_gpu.py \
+    -k "cuda" 2>&1 | tail -3
 else
   echo "== CUDA tests of the suite: skipped, ${LEFT}s left of the 8-minute budget"
 fi

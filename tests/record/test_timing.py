@@ -3,6 +3,7 @@ call alone, and on CUDA the time between two events around it, read once at the 
 
 import time
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -116,3 +117,12 @@ def test_gradtrace_run_time_adds_a_time_column_to_show_costs(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["show", str(tmp_path / "t"), "--costs"], terminal_width=200)
     assert "time (--time): " in r.output and "┃ time " in r.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_an_op_on_cuda_has_its_gpu_time():
+    a = torch.randn(1024, 1024, device="cuda")
+    with gradtrace.trace(time=True) as tr:
+        a @ a
+    mm = next(d for d in _ops(tr.graph) if d["name"] == "Tensor.matmul")
+    assert isinstance(mm["device_time_ns"], int) and mm["device_time_ns"] > 0
