@@ -126,3 +126,25 @@ def test_an_op_on_cuda_has_its_gpu_time():
         a @ a
     mm = next(d for d in _ops(tr.graph) if d["name"] == "Tensor.matmul")
     assert isinstance(mm["device_time_ns"], int) and mm["device_time_ns"] > 0
+
+
+class _Watching(torch.Tensor):
+    """A subclass that counts the calls its __torch_function__ sees."""
+
+    seen: list = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.seen.append(getattr(func, "__name__", str(func)))
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_timing_reads_nothing_a_subclass_would_see():
+    x = torch.ones(2).as_subclass(_Watching)
+    _Watching.seen = []
+    x.neg()
+    untraced = list(_Watching.seen)
+    _Watching.seen = []
+    with gradtrace.trace(values="none", time=True):
+        x.neg()
+    assert _Watching.seen == untraced
