@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..graph.query import numel, op_inputs, op_outputs
+from ..graph.query import made_by, numel, op_inputs, op_outputs
 from ..graph.steps import find_steps
 from .summary import human_bytes
 
@@ -149,30 +149,54 @@ class Costs:
     peak: dict | None = None
 
 
-def _kind(G, t, keeps: dict) -> str:
-    """What keeps saved tensor version ``t`` alive (one of :data:`SAVED_KINDS`); the
-    answer is kept in ``keeps`` (a batch saved by every step is asked about once a step)."""
-    kind = keeps.get(t)
-    if kind is not None:
+class _Kinds:
+    """What keeps each saved tensor version alive (one of :data:`SAVED_KINDS`), asked
+    once a version: a batch every step saves is asked about once."""
+
+    def __init__(self, G):
+        self.G, self.keeps, self.of = G, _keeps(G), {}
+
+    def __call__(self, t) -> str:
+        kind = self.of.get(t)
+        if kind is None:
+            d = self.G._node[t]
+            kind = self.keeps.get(d.get("storage"))
+            if not kind:
+                if d.get("requires_grad") and not d.get("is_leaf"):
+                    kind = "activation"
+                else:
+                    made = made_by(self.G, t)
+                    kind = "activation" if made is not None and self.G._node[made].get("module") else "input"
+            self.of[t] = kind
         return kind
-    d = G._node[t]
-    kind = keeps.get(d.get("storage"))
-    if not kind:
-        if d.get("requires_grad") and not d.get("is_leaf"):
-            kind = "activation"
-        else:
-            # its maker, among its predecessors: few are ops (a saved input has one saving node a step)
-            N = G._node
-            made = next((u for u in G._pred[t] if N[u].get("kind") == "op"
-                         and any(e.get("kind") == "output" for e in G._pred[t][u].values())), None)
-            kind = "activation" if made is not None and N[made].get("module") else "input"
-    keeps[t] = kind
-    return kind
+
+
+def _saved_by(G, fn, d, kind_of) -> dict:
+    """``{storage: kind}`` of what autograd node ``fn`` (attributes ``d``) saved: its saved
+    tensors' storages, the storages no live tensor was on, and what its op made for its
+    own backward and never returned (``save_mean``; key ``fn:N:untracked``)."""
+    N = G._node
+    found = {}
+    for t, keyed in G._succ[fn].items():
+        if N[t].get("storage") and any(e.get("kind") == "saves" for e in keyed.values()):
+            found.setdefault(N[t]["storage"], kind_of(t))
+    for sid in d.get("saved_storages") or ():
+        found.setdefault(sid, "activation")
+    if d.get("saved_untracked_bytes"):
+        found[f"{fn}:untracked"] = "activation"
+    return found
+
+
+def _nbytes(N, sid) -> int:
+    """The bytes of storage ``sid``, or of what node ``fn:N`` of ``fn:N:untracked`` saved untracked."""
+    if sid in N:
+        return N[sid].get("nbytes") or 0
+    return N[sid.rsplit(":", 1)[0]].get("saved_untracked_bytes") or 0
 
 
 def _keeps(G) -> dict:
     """``{storage: "parameter" | "buffer"}`` of the storages a module's tensors (or a
-    leaf that requires grad) are on; :func:`_kind` adds its answers by tensor node."""
+    leaf that requires grad) are on."""
     keeps = {}
     for d in G._node.values():
         if d.get("kind") != "tensor" or d.get("storage") is None:
@@ -206,7 +230,7 @@ def costs(G, step: int | None = None, flops: bool = True, steps=None) -> Costs:
     ops = sorted((d["seq"], n) for n, d in N.items() if d.get("kind") == "op"
                  and (step is None or steps.step_of.get(n) == step))
     c = Costs(params=_module_params(G))
-    keeps = _keeps(G)
+    kind_of = _Kinds(G)
     owner: dict = {}  # storage -> the first op whose autograd node saved it
     by_op: dict = {}
     chosen = {op for _, op in ops}
@@ -222,21 +246,15 @@ def costs(G, step: int | None = None, flops: bool = True, steps=None) -> Costs:
                 c.unread[op] = c.unread.get(op, 0) + 1
             continue
         found = by_op.setdefault(op, {})
-        for _, t, e in G.out_edges(n, data=True):
-            if e.get("kind") == "saves" and N[t].get("storage"):
-                found.setdefault(N[t]["storage"], _kind(G, t, keeps))
-        for sid in d.get("saved_storages") or ():
-            found.setdefault(sid, "activation")
-        if d.get("saved_untracked_bytes"):  # made inside the op for its backward (save_mean)
-            found[f"{n}:untracked"] = "activation"
-    _checkpoint_inputs(G, ops, checkpointed, by_op, keeps)
+        for sid, kind in _saved_by(G, n, d, kind_of).items():
+            found.setdefault(sid, kind)
+    _checkpoint_inputs(G, ops, checkpointed, by_op, kind_of)
     for _, op in ops:
         for sid, kind in (by_op.get(op) or {}).items():
             owner.setdefault(sid, (op, kind))
     for sid, (op, kind) in owner.items():
         c.saved.setdefault(op, {})[sid] = kind
-        c.nbytes[sid] = (N[sid].get("nbytes") if sid in N else
-                         N[sid.rsplit(":", 1)[0]].get("saved_untracked_bytes")) or 0
+        c.nbytes[sid] = _nbytes(N, sid)
     for _, op in ops:
         d = N[op]
         if flops and steps.phase_of.get(op) in ("forward", "backward") and d.get("category") != "backward":
@@ -250,7 +268,7 @@ def costs(G, step: int | None = None, flops: bool = True, steps=None) -> Costs:
 _CHECKPOINT = "torch.utils.checkpoint"  # the module of its saved-tensor hooks (grad_fn saved_hook)
 
 
-def _checkpoint_inputs(G, ops, checkpointed: set, by_op: dict, keeps: dict) -> None:
+def _checkpoint_inputs(G, ops, checkpointed: set, by_op: dict, kind_of) -> None:
     """What a checkpointed block keeps for backward: the tensors its ops read that were
     made outside it (its inputs, which it holds to rerun the block), each given to the
     first op of the block that read it."""
@@ -261,11 +279,8 @@ def _checkpoint_inputs(G, ops, checkpointed: set, by_op: dict, keeps: dict) -> N
         if op not in checkpointed:
             continue
         for t in op_inputs(G, op):
-            made = next((u for u in G._pred[t] if N[u].get("kind") == "op"
-                         and any(e.get("kind") == "output" for e in G._pred[t][u].values())), None)
-            if made in checkpointed or not N[t].get("storage"):
-                continue
-            by_op.setdefault(op, {}).setdefault(N[t]["storage"], _kind(G, t, keeps))
+            if N[t].get("storage") and made_by(G, t) not in checkpointed:
+                by_op.setdefault(op, {}).setdefault(N[t]["storage"], kind_of(t))
 
 
 def _peak(G, ops, c: Costs, steps):
@@ -324,19 +339,16 @@ def op_costs(G) -> dict:
     its wall time in a timed trace."""
     steps = find_steps(G)
     N = G._node
-    keeps = _keeps(G)
-    out: dict = {}
+    kind_of = _Kinds(G)
+    saved_of: dict = {}  # op -> {storage: kind} of all its autograd nodes
     for n, d in N.items():
-        if d.get("kind") != "grad_fn" or d.get("op") not in N or d.get("saved") == "unread":
-            continue
-        storages = {N[t]["storage"]: _kind(G, t, keeps) for _, t, e in G.out_edges(n, data=True)
-                    if e.get("kind") == "saves" and N[t].get("storage")}
-        storages.update((sid, "activation") for sid in d.get("saved_storages") or ())
-        saved = sum(N[sid].get("nbytes") or 0 for sid, kind in storages.items() if kind == "activation" and sid in N)
-        saved += d.get("saved_untracked_bytes") or 0
+        if d.get("kind") == "grad_fn" and d.get("op") in N and d.get("saved") != "unread":
+            saved_of.setdefault(d["op"], {}).update(_saved_by(G, n, d, kind_of))
+    out: dict = {}
+    for op, storages in saved_of.items():
+        saved = sum(_nbytes(N, sid) for sid, kind in storages.items() if kind == "activation")
         if saved:
-            row = out.setdefault(d["op"], {"flops": None, "saved": 0, "time_ns": None})
-            row["saved"] += saved
+            out[op] = {"flops": None, "saved": saved, "time_ns": None}
     for n, d in N.items():
         if d.get("kind") != "op":
             continue

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UNINITIALISED", "numel", "op_inputs", "op_outputs", "pos_key"]
+__all__ = ["UNINITIALISED", "made_by", "numel", "op_inputs", "op_outputs", "pos_key"]
 
 # Ops whose results hold whatever the memory held (a NaN there is no value the program made).
 UNINITIALISED = ("torch.empty", "torch.empty_like", "Tensor.new_empty", "torch.empty_strided")
@@ -33,6 +33,15 @@ def op_outputs(G, op, kinds=("tensor",)) -> list:
     found = [(pos_key(e.get("pos")), v) for _, v, e in G.out_edges(op, data=True)
              if e.get("kind") == "output" and G.nodes[v].get("kind") in kinds]
     return [v for _, v in sorted(found, key=lambda t: t[0])]
+
+
+def made_by(G, t):
+    """The op that returned tensor version ``t``, or None (made before the trace, or by a
+    write: a later version). Only the few op predecessors are looked at, not the autograd
+    nodes that saved ``t`` (one a step for a batch a training loop reads every step)."""
+    N, pred = G._node, G._pred[t]
+    return next((u for u, keyed in pred.items() if N[u].get("kind") == "op"
+                 and any(e.get("kind") == "output" for e in keyed.values())), None)
 
 
 def numel(shape) -> int:

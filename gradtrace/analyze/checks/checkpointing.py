@@ -4,6 +4,7 @@ the most activation memory for backward for the least compute to redo
 
 from __future__ import annotations
 
+from ...graph.query import made_by
 from ...graph.steps import find_steps
 from ..costs import by_module, costs, totals
 from ..summary import human_bytes
@@ -116,7 +117,7 @@ def _made_in(G) -> dict:
     N, out = G._node, {}
     for n, d in N.items():
         if d.get("kind") == "tensor" and d.get("version") == 0 and d.get("storage") not in out:
-            made = next((u for u, _, e in G.in_edges(n, data=True) if e.get("kind") == "output"), None)
+            made = made_by(G, n)
             if made is not None:
                 out[d["storage"]] = N[made].get("module") or ""
         elif d.get("kind") == "grad_fn" and d.get("saved_untracked_bytes") and d.get("op") in N:
