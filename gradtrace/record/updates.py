@@ -16,7 +16,8 @@ parameter's writes go on and let go as soon as they end:
   end of the recording (a hand-written update).
 
 A copy is taken only where the device has four times its size free (the memory
-available on the CPU; on CUDA, free memory and what torch's allocator holds unused):
+available on the CPU; on CUDA, free memory and what torch's allocator holds unused; read
+at most every half second, not once a parameter):
 an update it would not fit is counted as unknown (``update: not enough free memory``),
 never a reason for the program to run out of memory.
 
@@ -30,6 +31,7 @@ recorded under ``values="none"``.
 from __future__ import annotations
 
 import threading
+import time
 
 import torch
 
@@ -41,20 +43,31 @@ __all__ = ["Updates", "fits"]
 _HALF = (torch.float16, torch.bfloat16)
 
 
+_READ_EVERY = 0.5  # seconds one reading of free memory serves: about a step, not a parameter
+_free_read: dict = {}  # device -> (monotonic time, free bytes or None)
+
+
 def fits(nbytes: int, device) -> bool:
     """True when ``device`` has four times ``nbytes`` free (True where that cannot be read)."""
+    now = time.monotonic()
+    read = _free_read.get(device)
+    if read is None or now - read[0] > _READ_EVERY:
+        read = _free_read[device] = (now, _free(device))
+    return read[1] is None or 4 * nbytes <= read[1]
+
+
+def _free(device):
+    """The bytes ``device`` has free (on CUDA, with what torch's allocator holds unused), or None."""
     try:
         if device.type == "cpu":
             with open("/proc/meminfo", encoding="ascii") as f:
-                free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-        elif device.type == "cuda":
-            free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) \
+                return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) \
                 - torch.cuda.memory_allocated(device)
-        else:
-            return True
     except Exception:
-        return True
-    return 4 * nbytes <= free
+        pass
+    return None
 
 
 class Updates:
