@@ -240,10 +240,11 @@ def costs(G, step: int | None = None, flops: bool = True, steps=None) -> Costs:
             continue
         op = d["op"]
         if d.get("saved") == "unread":
-            if d.get("saved_hook") == _CHECKPOINT and steps.phase_of.get(op) != "backward":
-                checkpointed.add(op)  # it keeps nothing: the block reruns in backward
-            else:
+            if d.get("saved_hook") != _CHECKPOINT:
                 c.unread[op] = c.unread.get(op, 0) + 1
+            elif steps.phase_of.get(op) != "backward":
+                checkpointed.add(op)  # it keeps nothing: the block reruns in backward
+            # (in backward: the rerun itself, whose memory backward frees as it goes)
             continue
         found = by_op.setdefault(op, {})
         for sid, kind in _saved_by(G, n, d, kind_of).items():

@@ -259,3 +259,11 @@ def test_a_checkpointed_block_keeps_its_input_and_what_is_saved_after_it(reentra
     t = totals(costs(tr.graph))
     assert t["saved"]["activation"] == expected == 2 * 64 * 32 * 4  # the block's input, the head's input
     assert t["saved_unknown"] == 0
+
+
+def test_a_checkpointed_blocks_rerun_in_backward_is_not_unknown_memory():
+    torch.manual_seed(0)
+    model, x = Wrapped(), torch.randn(64, 32)
+    with gradtrace.trace() as tr:
+        model(x).sum().backward()
+    assert totals(costs(tr.graph))["saved_unknown"] == 0
