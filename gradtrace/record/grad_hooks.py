@@ -9,7 +9,7 @@ from functools import partial
 import torch
 
 from .compat import torch_is_busy
-from .hidden import hidden, no_function_modes
+from .hidden import no_function_modes
 from .tensors import dtype_name
 
 __all__ = ["GradHooks", "identity_of"]
@@ -84,16 +84,15 @@ class GradHooks:
             # modes are all there is to keep out.
             if seen is None and fid not in self.autograd.leaf_of:
                 return partial(_plain_arrival, ref, fid, bw)
-            shelter = no_function_modes
-        else:
-            shelter = hidden  # statistics and copies are torch work
+        # Statistics and copies hide their own torch work (out_of_sight); the rest is
+        # metadata, which function modes alone could see.
 
         def hook(grad_outputs):
             hooks = ref()
             if hooks is None or torch_is_busy():
                 return None
             try:
-                with hooks.mode.quiet(), shelter():
+                with hooks.mode.quiet(), no_function_modes():
                     hooks.arriving(fid, bw, seen, grad_outputs)
             except Exception as e:
                 hooks.records.note_unknown("arriving gradient", e)

@@ -8,11 +8,13 @@ own machinery.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import torch
 
-__all__ = ["close_open_blocks", "hidden", "is_plain", "restore_thread_state", "thread_state"]
+__all__ = ["close_open_blocks", "hidden", "is_plain", "out_of_sight", "restore_thread_state", "thread_state",
+           "unobserved"]
 
 _NO_TF = torch._C.DisableTorchFunction
 _NO_TD = getattr(torch._C, "_DisableTorchDispatch", None)
@@ -20,6 +22,12 @@ _profiling = getattr(torch._C._autograd, "_profiler_enabled", lambda: False)
 _record_functions = getattr(torch._C._autograd, "_enable_record_function", None)
 _plain_dispatch = torch.Tensor.__torch_dispatch__
 _wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+_tf_enabled = torch._C._is_torch_function_enabled
+_tf_all_off = getattr(torch._C, "_is_torch_function_all_disabled", None)  # torch 2.5 and later
+_tf_modes = torch._C._len_torch_function_stack
+_td_modes = torch._C._len_torch_dispatch_stack
+_included = torch._C._dispatch_tls_is_dispatch_key_included
+_PRE_DISPATCH = getattr(torch._C.DispatchKey, "PreDispatch", None)
 
 
 _local = threading.local()  # .blocks: this thread's hidden blocks entered and not yet exited
@@ -87,6 +95,25 @@ class hidden:
                 elif self in blocks:
                     blocks.remove(self)
         return False
+
+
+def unobserved() -> bool:
+    """True when a torch call made now on a plain tensor (:func:`is_plain`) reaches no
+    function or dispatch mode, no subclass's handler and no profiler: all that
+    :class:`hidden` would switch off is off already (the per-op path reads its
+    results with function modes disabled), so the recorder may skip entering it."""
+    return (not _tf_enabled() and (_tf_modes() == 0 or (_tf_all_off is not None and _tf_all_off()))
+            and _td_modes() == 0 and not _profiling()
+            and (_PRE_DISPATCH is None or not _included(_PRE_DISPATCH)))
+
+
+_NOTHING = contextlib.nullcontext()
+
+
+def out_of_sight():
+    """A block for the recorder's torch work on plain tensors: :class:`hidden`, or one
+    that does nothing where nothing would see that work (:func:`unobserved`)."""
+    return _NOTHING if unobserved() else hidden()
 
 
 def close_open_blocks() -> int:

@@ -17,7 +17,7 @@ from .hidden import no_function_modes
 from .numpy import array_shares, shares_numpy
 from .records import op_record, with_autocast, with_extra
 from .scan import results, scan
-from .tensors import checksum, dtype_name, version_of
+from .tensors import checksum, dtype_name
 
 __all__ = ["OpPath"]
 
@@ -54,7 +54,8 @@ class OpPath:
         ops_.append(None)  # the slot keeps call order; filled in below
         if self.watch is not None and spec.name in ops.UNINITIALISED:
             self.watch.garbage_op = op_node
-        module, grad, bw = self.modules.current, torch.is_grad_enabled(), self.backward.current
+        stack = self.modules.stack  # modules.current, inlined: once per op
+        module, grad, bw = stack[-1] if stack else None, torch.is_grad_enabled(), self.backward.current
         updates = self.updates
         if grad and updates is not None and updates.held:
             updates.finish()  # a hand-written update ended: the next forward pass began
@@ -115,7 +116,7 @@ class OpPath:
         cat, extra = "unknown", {"unknown": "outputs"}
         try:
             with no_function_modes():
-                cat, extra = self.after(spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct, ac)
+                cat, extra = self.after(spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct, ac, seq)
         except Exception as e:
             records.note_unknown("op outputs", e)
             self.saved.discard()
@@ -123,11 +124,13 @@ class OpPath:
             records.current_op = None
             i = seq - records.ops_from  # records.set_op, inlined: once per op
             if i >= 0:
-                ops_[i] = op_record(seq, spec.name, cat, file, line, module, grad, scalars, bw,
-                                    with_extra(with_autocast(extra, ac), lib), direct)
+                if ac is not None or lib is not None:
+                    extra = with_extra(with_autocast(extra, ac), lib)
+                # op_record's layout, built here: once per op
+                ops_[i] = (seq, spec.name, cat, file, line, module, grad, scalars, bw, extra, direct)
         return out
 
-    def after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct, ac=None):
+    def after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct, ac=None, seq=None):
         """Record what an op did; return its category and extra attributes. ``frame``
         is the user's frame (its current statement may bind the result to a name);
         ``direct`` says whether the user called the op itself rather than library
@@ -148,7 +151,7 @@ class OpPath:
         if ac is not None and out_infos and pre and cat not in ("move", "convert"):
             self.casts.record(op_node, pre, out_infos[0], ac)
         if frame is not None and out_infos:
-            self.labels.name_results(frame, direct, out_infos, out, int(op_node[3:]))
+            self.labels.name_results(frame, direct, out_infos, out, int(op_node[3:]) if seq is None else seq)
         if self.saved.pending:
             self.saved.resolve()
         for _, t, info, _ in pre:
@@ -163,7 +166,13 @@ class OpPath:
         written = None
         unversioned = ops.unversioned_writes(spec, kwargs) if spec.unversioned is not None else None
         for pos, t, info, v0 in pre:
-            if (v0 is not None and version_of(t) != v0) or (
+            moved = False
+            if v0 is not None:
+                try:
+                    moved = t._version != v0
+                except Exception:  # the counter went away: as version_of's None, a change
+                    moved = True
+            if moved or (
                     unversioned and ops.unversioned_written(unversioned, pos)):
                 if written is None:
                     written = []
@@ -188,14 +197,15 @@ class OpPath:
         new_views = out_arrays = None
         out_infos = []
         edges, tensors = self.records.edges, self.tensors
+        by_id = tensors.by_id
         for pos, o in outs:
             if isinstance(o, np.ndarray):
                 if out_arrays is None:
                     out_arrays = []
                 out_arrays.append((pos, o))
                 continue
-            info = tensors.lookup(o)
-            if info is None:
+            info = by_id.get(id(o))  # tensors.lookup(o), inlined: once per output
+            if info is None or info.ref() is not o:
                 info = tensors.register(o, "numpy" if arrays and shares_numpy(o, arrays) else "torch")
                 for _, _, pinfo, _ in pre:
                     if pinfo.sid == info.sid:

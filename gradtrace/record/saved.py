@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .hidden import hidden
+from .hidden import out_of_sight
 
 __all__ = ["SAVED_NAMES", "SavedTensors"]
 
@@ -28,7 +28,7 @@ class SavedTensors:
         """Read back what each ``(fid, node)`` of ``readable`` saved (out of the user's
         sight: unpacking may detach, which is not the user's op)."""
         pending = self.pending
-        with hidden():
+        with out_of_sight():
             for fid, node in readable:
                 pending.append((fid, self._saved_of(node)))
 

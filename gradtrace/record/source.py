@@ -29,8 +29,8 @@ _SITE = ("site-packages", "dist-packages")
 # Caches keyed by id(code), each entry holding its code object (so the id is not
 # reused while cached): hashing a code object hashes its constants, nested code
 # included, every time: tens of microseconds for a long script's module code.
-# id(code) -> (code, its place: USER, LIBRARY or INTERNAL)
-_internal: dict[int, tuple] = {}
+# id(code) -> (code, its place: USER, LIBRARY or INTERNAL, its routing: see _routing)
+_codes: dict[int, tuple] = {}
 # id(code) -> (code, {instruction offset: name or tuple of names the result is stored to})
 _stores: dict[int, tuple] = {}
 
@@ -40,10 +40,16 @@ USER, LIBRARY, INTERNAL = 0, 1, 2
 def _place(code) -> int:
     """Where frames of ``code`` belong: the user's own code, a third-party package, or
     torch, gradtrace and the stdlib (cached)."""
-    e = _internal.get(id(code))
+    e = _codes.get(id(code))
     if e is None or e[0] is not code:
-        e = _internal[id(code)] = (code, _place_of(code.co_filename))
+        e = _known(code)
     return e[1]
+
+
+def _known(code) -> tuple:
+    """Cache and return ``(code, place, routing)`` of a code object seen for the first time."""
+    e = _codes[id(code)] = (code, _place_of(code.co_filename), _routing(code.co_filename))
+    return e
 
 
 def _internal_code(code) -> bool:
@@ -81,10 +87,9 @@ def user_frame(depth: int = 2):
 # Tensor's Python-level operator wrappers): they do not make an op indirect.
 _HANDLER_FILE = os.path.join(_TORCH, "overrides.py")
 _DISPATCH_FILES = (_HANDLER_FILE, os.path.join(_TORCH, "_tensor.py"))
+# A frame's routing: _OURS for gradtrace's frames, _HANDLER for handle_torch_function's,
+# _ROUTES for Tensor's wrappers, else _OTHER.
 _OTHER, _ROUTES, _HANDLER, _OURS = 0, 1, 2, 3
-# id(code) -> (code, _OURS for gradtrace's frames, _HANDLER for handle_torch_function's,
-# _ROUTES for Tensor's wrappers, else _OTHER)
-_dispatch: dict[int, tuple] = {}
 
 
 def _routing(filename: str) -> int:
@@ -111,26 +116,23 @@ def user_call(depth: int = 2, func_code=None):
       only gradtrace is above;
     - ``library``: the innermost frame of a third-party package on the way, or None."""
     f = sys._getframe(depth)
-    internal, routing = _internal, _dispatch
+    codes = _codes
     n_library = 0
     dispatched = False  # the op entered __torch_function__ through handle_torch_function
     caller = library = None
     while f is not None:
         code = f.f_code
-        e = internal.get(id(code))
+        e = codes.get(id(code))
         if e is None or e[0] is not code:
-            e = internal[id(code)] = (code, _place_of(code.co_filename))
-        r = routing.get(id(code))
-        if r is None or r[0] is not code:
-            r = routing[id(code)] = (code, _routing(code.co_filename))
-        r = r[1]
+            e = _known(code)
+        _, place, r = e
         if caller is None and r < _HANDLER and code is not func_code:
             caller = f
-        if e[1] == USER:
+        if place == USER:
             return f, n_library == 0 or (n_library == 1 and dispatched), caller, library
         if r == _OTHER:
             n_library += 1
-            if library is None and e[1] == LIBRARY:
+            if library is None and place == LIBRARY:
                 library = f
         elif r != _OURS:
             dispatched = dispatched or n_library == 0
@@ -231,7 +233,9 @@ def bound_name(frame) -> object:
     The name is read from the bytecode that follows the call, so it is known
     before the assignment happens.
     """
-    name = _store_of(frame)
+    code = frame.f_code
+    e = _stores.get(id(code))  # _store_of's cache, read here first: once per op
+    name = e[1].get(frame.f_lasti) if e is not None and e[0] is code else _store_of(frame)
     return None if name is RETURNED else name
 
 
@@ -356,7 +360,7 @@ def call_as_user(frame, line: int, func, args, kwargs, callers: dict):
     ``callers`` caches one function per (code, line); it holds the user's module
     globals, so its owner empties it when tracing ends."""
     user_code = frame.f_code
-    key = (id(user_code), line)  # see _internal: a code object is slow to hash
+    key = (id(user_code), line)  # see _codes: a code object is slow to hash
     e = callers.get(key)
     if e is None or e[0] is not user_code:
         e = callers[key] = (user_code, types.FunctionType(_trampoline_code(user_code.co_filename, line),

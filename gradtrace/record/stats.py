@@ -36,7 +36,7 @@ import threading
 import numpy as np
 import torch
 
-from .hidden import hidden, is_plain
+from .hidden import hidden, is_plain, out_of_sight
 
 __all__ = ["STAT_KEYS", "compute", "finalize"]
 
@@ -63,40 +63,45 @@ def compute(t: torch.Tensor):
     try:
         if not is_plain(t):
             return None
-        with hidden():
-            if t.layout != _strided or t.is_meta or t.is_quantized:
-                return None
-            n = t.numel()
-            if n == 0:
-                return None
-            if t.is_cpu and not _device_route_on_cpu:
-                dt = t.dtype
-                if n <= _LIST_MAX and dt in _LIST_DTYPES:
-                    d = t.dim()
-                    if d == 1:
-                        v = t.tolist()
-                    elif d == 0:
-                        v = [t.item()]
-                    elif d == 2:
-                        v = [x for row in t.tolist() for x in row]
-                    else:
-                        v = t.reshape(-1).tolist()
-                    return _list_stats(v, n)
-                if t.requires_grad:
-                    t = t.detach()
-                if t.is_complex():
-                    t = t.abs()
-                    dt = t.dtype
-                if n <= _NUMPY_MAX and dt in _NUMPY_DTYPES and not (t.is_neg() or t.is_conj()):
-                    return _numpy_stats(t.numpy())
-                return _cpu_stats(t, n)
-            if t.is_cuda and torch.cuda.is_current_stream_capturing():
-                # Kernels enqueued now would join the user's CUDA graph, and its replays
-                # would write into our buffer: no statistics for a capture.
-                return None
-            return _device_stats(t)
+        with out_of_sight():  # hidden() would cost more than a small tensor's statistics
+            return _compute(t)
     except Exception:
         return None
+
+
+def _compute(t: torch.Tensor):
+    """:func:`compute` of a plain tensor, out of the user's sight."""
+    if t.layout != _strided or t.is_meta or t.is_quantized:
+        return None
+    n = t.numel()
+    if n == 0:
+        return None
+    if t.is_cpu and not _device_route_on_cpu:
+        dt = t.dtype
+        if n <= _LIST_MAX and dt in _LIST_DTYPES:
+            d = t.dim()
+            if d == 1:
+                v = t.tolist()
+            elif d == 0:
+                v = [t.item()]
+            elif d == 2:
+                v = [x for row in t.tolist() for x in row]
+            else:
+                v = t.reshape(-1).tolist()
+            return _list_stats(v, n)
+        if t.requires_grad:
+            t = t.detach()
+        if t.is_complex():
+            t = t.abs()
+            dt = t.dtype
+        if n <= _NUMPY_MAX and dt in _NUMPY_DTYPES and not (t.is_neg() or t.is_conj()):
+            return _numpy_stats(t.numpy())
+        return _cpu_stats(t, n)
+    if t.is_cuda and torch.cuda.is_current_stream_capturing():
+        # Kernels enqueued now would join the user's CUDA graph, and its replays
+        # would write into our buffer: no statistics for a capture.
+        return None
+    return _device_stats(t)
 
 
 def _list_stats(v: list, n: int):

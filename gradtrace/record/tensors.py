@@ -15,7 +15,7 @@ from functools import partial
 import torch
 
 from . import stats
-from .hidden import hidden, is_plain
+from .hidden import hidden, is_plain, out_of_sight
 
 __all__ = ["StorageInfo", "TensorInfo", "Tensors", "device_name", "dtype_name", "version_of"]
 
@@ -121,7 +121,11 @@ class Tensors:
         s = self.storage_of(t, origin)
         tid = self._ntid
         self._ntid = tid + 1
-        info = TensorInfo(tid, version_of(t), s, weakref.ref(t, partial(self._drop_t, key)))
+        try:
+            tv = t._version
+        except Exception:  # inference tensors have no version counter
+            tv = None
+        info = TensorInfo(tid, tv, s, weakref.ref(t, partial(self._drop_t, key)))
         self.by_id[key] = info
         if s is not None:
             s.tensors.append(info.ref)
@@ -157,16 +161,24 @@ class Tensors:
         """Record the tensor node for the current version of ``t``; return its id. Each
         read that fails leaves its field unknown (None); none raises."""
         node = info.node = f"t:{info.tid}.{info.ver}"
-        has_fn, fid = self._grad_fn_of(t)
-        stride, offset = self._layout(t)
-        shape, dtype, device = self._kind_of(t)
+        # Every read at once, the hottest path of a recording; where one fails, each
+        # again on its own, so that only that field is unknown.
         try:
-            info.rg = rg = t.requires_grad
-            leaf = t.is_leaf
-        except Exception as e:  # both read grad_fn on a view
-            rg = leaf = None
-            if has_fn:
-                self.records.note_unknown("requires_grad", e)
+            fn = t.grad_fn
+            stride, offset, shape = t.stride(), t.storage_offset(), tuple(t.shape)
+            dt, dev = t.dtype, t.device
+            rg, leaf = t.requires_grad, t.is_leaf
+        except Exception:
+            has_fn, fid = self._grad_fn_of(t)
+            stride, offset = self._layout(t)
+            shape, dtype, device = self._kind_of(t)
+            rg, leaf = self._flags(t, info, has_fn)
+        else:
+            info.rg = rg
+            shapes = self._shapes
+            stride, shape = shapes.setdefault(stride, stride), shapes.setdefault(shape, shape)
+            dtype, device = _DTYPE_NAMES.get(dt) or dtype_name(dt), _DEVICE_NAMES.get(dev) or device_name(dev)
+            fid = None if fn is None else self._node_of(fn)
         mode = self.values
         st = stats.compute(t) if mode != "none" else None
         self.records.tensors.append((node, info.tid, info.ver, shape, dtype, device, stride, info.sid, offset, rg,
@@ -181,6 +193,16 @@ class Tensors:
             self.keep_value(node, t, f"t:{info.tid}.{info.ver - 1}" if info.ver else None)
         return node
 
+    def _flags(self, t, info, has_fn):
+        """``(requires_grad, is_leaf)`` of ``t``, both None where they cannot be read."""
+        try:
+            info.rg = rg = t.requires_grad
+            return rg, t.is_leaf
+        except Exception as e:  # both read grad_fn on a view
+            if has_fn:
+                self.records.note_unknown("requires_grad", e)
+            return None, None
+
     def _grad_fn_of(self, t):
         """(whether ``t`` has a grad_fn, its autograd node id or None)."""
         try:
@@ -190,11 +212,15 @@ class Tensors:
             return False, None
         if fn is None:
             return False, None
+        return True, self._node_of(fn)
+
+    def _node_of(self, fn):
+        """The id of autograd node ``fn``, or None where its graph cannot be read."""
         try:
-            return True, self.autograd.node_of(fn)
+            return self.autograd.node_of(fn)
         except Exception as e:
             self.records.note_unknown("autograd graph", e)
-            return True, None
+            return None
 
     def _layout(self, t):
         try:
@@ -221,7 +247,7 @@ class Tensors:
         """Keep a copy of ``t``'s value under ``key`` (``values="all"``), where one can be made."""
         try:
             if is_plain(t) and not t.is_meta and t.layout == torch.strided:
-                with hidden(), torch.no_grad():
+                with out_of_sight(), torch.no_grad():
                     self.copies.keep(key, t, same_as)  # one contiguous CPU copy; from CUDA, without waiting
         except Exception:
             pass

@@ -285,6 +285,44 @@ def test_a_tensor_subclass_sees_the_calls_it_sees_untraced(values):
     assert Logged.log == plain
 
 
+def _wide_step(width):
+    """A step whose weight takes a statistics route of its own by size: ``width`` 4, the
+    list route; 32, NumPy's; 96, torch's."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(width, width)
+    loss = lin(torch.randn(2, width)).relu().sum()
+    loss.backward()
+
+
+@pytest.mark.parametrize("width", [4, 32, 96])
+def test_a_dispatch_mode_sees_no_statistics_of_any_size(width):
+    def logged():
+        m = LoggingDispatch()
+        with m:
+            _wide_step(width)
+        return m.log
+
+    with gradtrace.trace(values="stats"):
+        log = logged()
+    assert log == logged()
+
+
+@pytest.mark.parametrize("width", [4, 32, 96])
+def test_the_profiler_sees_no_statistics_of_any_size(width):
+    from torch.profiler import profile
+
+    def aten_ops(trace_it):
+        with profile() as p:
+            if trace_it:
+                with gradtrace.trace(values="stats"):
+                    _wide_step(width)
+            else:
+                _wide_step(width)
+        return collections.Counter(e.name for e in p.events() if e.name.startswith("aten::"))
+
+    assert aten_ops(True) == aten_ops(False)
+
+
 @pytest.mark.parametrize("values", ["stats", "all"])
 def test_the_profiler_sees_the_ops_it_sees_untraced(values):
     from torch.profiler import profile
