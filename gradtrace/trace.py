@@ -125,6 +125,9 @@ class Trace:
         self._steps_dropped = 0
         self._rows_to = -1  # the call order of the last op the dropped steps' rows hold
         self._level = 0  # torch's mode stack depth when the trace was entered
+        self._outer = None  # the trace this one was entered inside, paused while this one runs
+        self._paused = False  # a trace entered inside this one is running
+        self._open_on_resume = False  # the --steps window was to open while paused
         self._problems: list = []
         self._graph = None
         self._values = None
@@ -132,24 +135,50 @@ class Trace:
     # -- recording --------------------------------------------------------------------
 
     def __enter__(self) -> Trace:
-        if getattr(_active, "trace", None) is not None:
-            raise RuntimeError("gradtrace.trace() is already active on this thread: traces do not nest")
-        if self._rec is not None:
+        if self._rec is not None or self._outer is not None or getattr(_active, "trace", None) is self:
             raise RuntimeError("this gradtrace.trace() has already run; start a new one")
         from .record import modestack
 
-        self.meta["math_start"] = math_settings()
-        if self.steps is None:
-            self._start(sys._getframe(1))
-        else:
-            from .record.window import StepWindow
+        # A trace entered inside another (the program's own, under `gradtrace run`)
+        # records its block; the outer one pauses there and says so.
+        outer = getattr(_active, "trace", None)
+        if outer is not None:
+            outer._pause(sys._getframe(1))
+            self._outer = outer
+        try:
+            self.meta["math_start"] = math_settings()
+            if self.steps is None:
+                self._start(sys._getframe(1))
+            else:
+                from .record.window import StepWindow
 
-            self.meta["steps_window"] = list(self.steps)
-            self._level = modestack.depth()
-            self._window = StepWindow(*self.steps, self._window_opened, self._window_closed)
-            self._window.install()
+                self.meta["steps_window"] = list(self.steps)
+                self._level = modestack.depth()
+                self._window = StepWindow(*self.steps, self._window_opened, self._window_closed)
+                self._window.install()
+        except BaseException:
+            if outer is not None:
+                outer._resume()
+            raise
         _active.trace = self
         return self
+
+    def _pause(self, frame) -> None:
+        """A trace entered inside this one (at the user's ``frame``) runs now: record
+        nothing until :meth:`_resume`."""
+        self._paused = True
+        if self._rec is not None and self._session is not None:
+            self._rec.pause(frame)
+
+    def _resume(self) -> None:
+        """The trace entered inside this one ended: record again (a ``--steps`` window
+        that was to open meanwhile opens now)."""
+        self._paused = False
+        if self._rec is not None and self._session is not None:
+            self._rec.resume()
+        elif self._open_on_resume:
+            self._open_on_resume = False
+            self._window_opened()
 
     def _start(self, frame, level=None) -> None:
         from .record import session
@@ -193,6 +222,9 @@ class Trace:
         # raises into the program; a recording that cannot start is noted in the trace.
         from .record import source
 
+        if self._paused:  # a trace of the program's own runs: open once it ends
+            self._open_on_resume = True
+            return
         try:
             self._start(source.user_frame(1), self._level)
             self.meta["first_step"] = self._window.first
@@ -226,7 +258,7 @@ class Trace:
 
             distributed.release(self._groups)
         rec = self._rec
-        _active.trace = None
+        _active.trace = self._outer
         try:
             self.meta["math"] = math_settings()
         except Exception as e:
@@ -252,6 +284,8 @@ class Trace:
                 "message": str(ev),
                 "traceback": "".join(traceback.format_exception(et, ev, tb)),
             }
+        if self._outer is not None:
+            self._outer._resume()
         return False
 
     @property
@@ -367,7 +401,11 @@ def trace(values: str = "stats", **kwargs) -> Trace:
 
     ``time=True``: how long each op took (op attributes ``time_ns``, and
     ``device_time_ns`` on CUDA: :mod:`gradtrace.record.timing`), for
-    ``gradtrace show DIR --costs``."""
+    ``gradtrace show DIR --costs``.
+
+    A trace entered while another records on the same thread (a script that traces
+    itself, run by ``gradtrace run``) records its block; the outer one pauses until it
+    ends and marks the place with an op ``gradtrace.trace``."""
     return Trace(values, **kwargs)
 
 
@@ -381,6 +419,7 @@ def load(path) -> Trace:
     G = load_graph(path)
     t = Trace.__new__(Trace)  # not __init__: it describes a run about to be recorded
     t._rec = t._session = t.values_max = t.stop_at = t.steps = t.last = t._window = t.updates = t.time = None
+    t._outer, t._paused, t._open_on_resume = None, False, False
     t._graph, t.meta = G, G.graph
     t.values_mode = t.meta.get("values", "none")
     t._values = load_values(path, G)

@@ -90,6 +90,7 @@ class Recorder(TorchFunctionMode):
                          last, dropped) if last else None
         self._specs: dict = {}
         self._busy = False
+        self._paused_at = None  # the op marking where a trace of the program's own paused this one
         self._quiet = _Quiet(self)
         # Set when the trace ends. torch re-pushes a mode it popped in a generator
         # (overrides._pop_mode_temporarily) when that generator is closed: a signal
@@ -206,6 +207,41 @@ class Recorder(TorchFunctionMode):
             self.watch.step_ended("mark")
         if self.ring is not None:
             self.ring.step_marked()
+
+    def pause(self, frame) -> None:
+        """The program entered a trace of its own inside this one (at ``frame``): record
+        nothing until :meth:`resume` (the inner trace records that stretch), and leave an
+        op ``gradtrace.trace`` at that line to say where."""
+        if self.closed or self._paused_at is not None:
+            return
+        if self.updates is not None:
+            self.updates.finish()
+        try:
+            records, f = self.records, frame
+            seq = records.next_seq()
+            records.ops.append(op_record(
+                seq, "gradtrace.trace", "other", f.f_code.co_filename if f else None,
+                source.line_of(f) if f else None, self.modules.current, torch.is_grad_enabled(), (),
+                self.backward.current, {"paused": "the program's own gradtrace.trace() recorded this stretch"},
+                True))
+            self._paused_at = f"op:{seq}"
+        except Exception as e:
+            self.records.note_unknown("pause", e)
+            self._paused_at = "op:?"
+        self._busy = True
+
+    def resume(self) -> None:
+        """The inner trace ended: record again. A tensor of this recording written while
+        it was paused gets a new version (``external``, seen at the pause's op)."""
+        at, self._paused_at = self._paused_at, None
+        if at is None or self.closed:
+            return
+        try:
+            with no_function_modes():
+                self.tensors.catch_up(at if at != "op:?" else None)
+        except Exception as e:
+            self.records.note_unknown("pause", e)
+        self._busy = False
 
     def from_numpy(self, orig, array):
         """Stand-in for ``torch.from_numpy`` (which bypasses ``__torch_function__``)."""

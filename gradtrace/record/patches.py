@@ -21,13 +21,15 @@ from .modules import ModuleStack
 __all__ = ["active", "attach", "current", "detach"]
 
 _lock = threading.Lock()
-_recorders: dict = {}  # thread id -> the recorder tracing on that thread
+_recorders: dict = {}  # thread id -> the recorders tracing on that thread, the innermost last
 _undo: list = []  # (object, attribute, original), in the order patched
 
 
 def current():
-    """Return the recorder tracing on the calling thread, or None."""
-    return _recorders.get(threading.get_ident())
+    """Return the recorder tracing on the calling thread (the innermost of nested
+    traces: the outer ones are paused while it runs), or None."""
+    recs = _recorders.get(threading.get_ident())
+    return recs[-1] if recs else None
 
 
 def attach(rec):
@@ -40,21 +42,24 @@ def attach(rec):
             except Exception:
                 _uninstall()
                 raise
-        _recorders[rec.thread] = rec
+        _recorders.setdefault(rec.thread, []).append(rec)
 
 
 def detach(rec):
     """Stop routing to ``rec``; restore torch when it was the last trace."""
     with _lock:
-        if _recorders.get(rec.thread) is rec:
-            del _recorders[rec.thread]
+        recs = _recorders.get(rec.thread)
+        if recs is not None and rec in recs:
+            recs.remove(rec)
+            if not recs:
+                del _recorders[rec.thread]
         if not _recorders:
             _uninstall()
 
 
 def active() -> int:
     """How many traces are running now (in any thread)."""
-    return len(_recorders)
+    return sum(len(recs) for recs in _recorders.values())
 
 
 _MISSING = object()

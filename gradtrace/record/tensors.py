@@ -266,7 +266,8 @@ class Tensors:
 
     def write(self, s, op_node, external=None) -> None:
         """Bump the version of every live tensor known on storage record ``s``. An
-        ``external`` write (numpy's side of a shared buffer) names the op that saw it."""
+        ``external`` write (one torch made out of the recording's sight: numpy's side of a
+        shared buffer, an op run while the recording was paused) names the op that saw it."""
         if s is None:
             return
         s.uninitialised = False
@@ -301,6 +302,18 @@ class Tensors:
         known = records.storages.get(sid) if st is not None else None
         if known is not None:  # (the flight recorder may have let go of it)
             records.storages[sid] = (known[0], st.nbytes(), known[2])
+
+    def catch_up(self, op_node) -> None:
+        """Give a new version to each live tensor whose version counter moved while the
+        recording did not look (a write it never saw, noticed at ``op_node``)."""
+        done = set()
+        for info in list(self.by_id.values()):
+            t = info.ref()
+            if t is None or info.s is None or id(info.s) in done:
+                continue
+            if version_of(t) != info.tv:
+                done.add(id(info.s))
+                self.write(info.s, None, external=op_node)
 
     def flag_changed(self, t, info, op_node) -> None:
         """``requires_grad_`` changed ``t``'s flag: a new version, not a write (no data

@@ -58,6 +58,25 @@ def test_run_gives_the_script_its_argv_main_and_folder_on_sys_path(tmp_path):
     assert json.loads((tmp_path / "out" / "trace.json").read_text())["graph"]["argv"] == ["--flag", "3"]
 
 
+def test_run_of_a_script_that_traces_itself_runs_as_it_does_untraced(tmp_path):
+    script = tmp_path / "own.py"
+    script.write_text(
+        "import torch, gradtrace\n"
+        "x = torch.ones(3)\n"
+        "with gradtrace.trace(values='none') as mine:\n"
+        "    y = x * 2\n"
+        "z = y + 1\n"
+        "print('mine', [d['name'] for _, d in mine.graph.nodes(data=True) if d.get('kind') == 'op'])\n"
+    )
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    r = gradtrace("run", "--no-svg", "-o", tmp_path / "out", script)
+    assert r.returncode == plain.returncode == 0, r.stderr
+    assert "mine ['Tensor.mul']" in plain.stdout and "mine ['Tensor.mul']" in r.stdout
+    g = json.loads((tmp_path / "out" / "trace.json").read_text())
+    names = [n["name"] for n in g["nodes"] if n.get("kind") == "op"]
+    assert names == ["torch.ones", "gradtrace.trace", "Tensor.add"]
+
+
 def test_a_raising_script_shows_its_traceback_keeps_the_trace_and_exits_nonzero(tmp_path):
     script = tmp_path / "bad.py"
     script.write_text("import torch\nx = torch.ones(2)\nraise ValueError('broken here')\n")

@@ -83,11 +83,64 @@ def test_tracing_works_inside_and_around_a_device_mode():
     assert b.is_meta and [d["name"] for d in ops(tr2.graph)] == ["torch.ones", "Tensor.mul"]
 
 
-def test_nested_traces_are_refused():
-    with gradtrace.trace():
-        with pytest.raises(RuntimeError, match="already active"):
-            with gradtrace.trace():
-                pass
+def _nested(values="none"):
+    """An outer trace, and a trace of the program's own inside it writing ``a``."""
+    x = torch.ones(3)
+    with gradtrace.trace(values=values) as outer:
+        a = x + 1
+        with gradtrace.trace(values=values) as inner:
+            b = a * 2
+            a.add_(1)
+        c = b - a
+    return outer, inner, c
+
+
+def test_a_trace_entered_inside_another_records_its_block():
+    _, inner, _ = _nested()
+    assert [d["name"] for d in ops(inner.graph)] == ["Tensor.mul", "Tensor.add_"]
+
+
+def test_the_outer_trace_pauses_for_an_inner_one_and_marks_the_line():
+    outer, _, _ = _nested()
+    got = [(d["name"], d["category"]) for d in ops(outer.graph)]
+    assert got == [("Tensor.add", "compute"), ("gradtrace.trace", "other"), ("Tensor.sub", "compute")]
+    paused = next(d for d in ops(outer.graph) if d["name"] == "gradtrace.trace")
+    assert paused["code"].startswith("with gradtrace.trace(values=values) as inner:")
+
+
+def test_a_write_the_paused_trace_did_not_see_gives_a_new_version():
+    outer, _, _ = _nested()
+    g = outer.graph
+    paused = next(n for n, d in g.nodes(data=True) if d.get("name") == "gradtrace.trace")
+    writes = [(u, v) for u, v, d in g.edges(data=True) if d.get("kind") == "next_version" and d.get("external")
+              and d.get("seen_at") == paused]
+    assert writes == [("t:1.0", "t:1.1")]  # a = x + 1, then a.add_(1) inside the inner trace
+
+
+def test_nested_traces_compute_what_the_program_computes_untraced():
+    x = torch.ones(3)
+    a = x + 1
+    b = a * 2
+    a.add_(1)
+    assert same_bits(_nested("stats")[2], b - a)
+
+
+def test_the_outer_trace_routes_numpy_calls_to_itself_again_once_the_inner_ends():
+    with gradtrace.trace() as outer:
+        with gradtrace.trace() as inner:
+            torch.from_numpy(np.ones(2))
+        torch.from_numpy(np.zeros(2))
+    assert [d["name"] for d in ops(inner.graph)] == ["torch.from_numpy"]
+    assert [d["name"] for d in ops(outer.graph)] == ["gradtrace.trace", "torch.from_numpy"]
+
+
+def test_a_trace_cannot_be_entered_twice():
+    tr = gradtrace.trace()
+    with tr:
+        pass
+    with pytest.raises(RuntimeError, match="already run"):
+        with tr:
+            pass
 
 
 def _installed():
