@@ -100,3 +100,22 @@ def test_same_traces_names_what_another_tree_records_differently(tmp_path):
     proc = _same_traces(other, tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "DIFFERENT none  examples/tensors.py  .graph.gradtrace_version:" in proc.stdout
+
+
+def test_the_bytecode_count_of_an_op_is_the_same_on_every_run(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import opcodes
+
+    first, counts = opcodes.loop_counts("none", ops=50)
+    again, _ = opcodes.loop_counts("none", ops=50)
+    assert first == again and first > 100
+    assert counts[("op.py", "call")] > 0  # the per-op path itself is counted
+
+
+def test_per_op_prints_each_variant_over_the_untraced_op():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "per_op.py"), "--rounds", "1", "--ops", "50"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert list(result) == ["untraced", "no-op mode", "none", "stats"]
+    assert result["untraced"]["us_per_op"] > 0
