@@ -134,6 +134,26 @@ def test_the_outer_trace_routes_numpy_calls_to_itself_again_once_the_inner_ends(
     assert [d["name"] for d in ops(outer.graph)] == ["gradtrace.trace", "torch.from_numpy"]
 
 
+def test_a_steps_window_due_to_open_inside_an_inner_trace_opens_when_it_ends():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+
+    def step():
+        opt.zero_grad()
+        lin(torch.randn(4, 3)).sum().backward()
+        opt.step()
+
+    with gradtrace.trace(values="none", steps="2:3") as outer:
+        with gradtrace.trace(values="none") as inner:
+            step()  # step 1 ends in here: the window was due to open
+            torch.full((2,), 3.0)
+        step()
+    names = [d["name"] for d in ops(outer.graph)]
+    assert outer.meta["first_step"] == 2 and "Tensor.backward" in names
+    assert "torch.full" not in names and "torch.full" in [d["name"] for d in ops(inner.graph)]
+
+
 def test_a_trace_cannot_be_entered_twice():
     tr = gradtrace.trace()
     with tr:
