@@ -188,6 +188,11 @@ def _files_in(out: Path) -> dict:
     return {k: out / f for k, f in names.items() if (out / f).exists()}
 
 
+def _paused_at(G) -> list:
+    """The ``gradtrace.trace`` ops where a trace of the program's own paused this one."""
+    return [d for _, d in G.nodes(data=True) if d.get("kind") == "op" and d.get("paused")]
+
+
 def _print_rank_line(c, G, s, findings, out, all_ranks, pos):
     nc = len(_collectives(G))
     c.print(_line(_bold("gradtrace"), f": rank {pos[0]} of {pos[1]}: {plain(G.graph.get('script') or 'trace')} "
@@ -245,6 +250,11 @@ def _print_report(c, G, s, findings, out, pos, files):
     if s["unknown"]:
         c.print(_line(f"unknown: {s['unknown']} read{'s' if s['unknown'] != 1 else ''} the recorder could not "
                       f"make ({plain(', '.join(s['unknown_reasons']), 1000)}); the program ran as untraced"))
+    paused = _paused_at(G) if s["categories"].get("other") else []
+    if paused:
+        places = ", ".join(f"{plain(Path(d.get('file') or '?').name)}:{d.get('line')}" for d in paused[:3])
+        c.print(_line(f"paused where the program entered its own gradtrace.trace() ({places}"
+                      f"{' …' if len(paused) > 3 else ''}): the ops run inside are in that trace, not in this one"))
     coll = _collectives(G)
     if coll:
         c.print(_line(f"collectives: {len(coll)} all-reduce bucket{'s' if len(coll) != 1 else ''} "

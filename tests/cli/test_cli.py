@@ -75,6 +75,7 @@ def test_run_of_a_script_that_traces_itself_runs_as_it_does_untraced(tmp_path):
     g = json.loads((tmp_path / "out" / "trace.json").read_text())
     names = [n["name"] for n in g["nodes"] if n.get("kind") == "op"]
     assert names == ["torch.ones", "gradtrace.trace", "Tensor.add"]
+    assert "paused where the program entered its own gradtrace.trace() (own.py:3)" in r.stdout
 
 
 def test_a_raising_script_shows_its_traceback_keeps_the_trace_and_exits_nonzero(tmp_path):
