@@ -259,6 +259,8 @@ class Trace:
             distributed.release(self._groups)
         rec = self._rec
         _active.trace = self._outer
+        if self._outer is not None:  # this recording has stopped: the outer one goes on
+            self._outer._resume()
         try:
             self.meta["math"] = math_settings()
         except Exception as e:
@@ -284,8 +286,6 @@ class Trace:
                 "message": str(ev),
                 "traceback": "".join(traceback.format_exception(et, ev, tb)),
             }
-        if self._outer is not None:
-            self._outer._resume()
         return False
 
     @property
