@@ -18,16 +18,9 @@ import statistics
 import time
 
 import torch
-from torch.overrides import TorchFunctionMode
+from bench import NoOpMode  # the floor bench.py measures against (its folder is this file's)
 
 import gradtrace
-
-
-class NoOpMode(TorchFunctionMode):
-    """A function mode that only passes each call on."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
 
 
 def per_op_us(ops: int, variant: str) -> float:

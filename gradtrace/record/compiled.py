@@ -59,7 +59,7 @@ class CompiledCalls:
         cat, extra = "unknown", {"unknown": "outputs"}
         try:
             with no_function_modes():
-                cat, extra = self.op_path.after(spec, op_node, pre, (), scalars, {}, result, frame, True)
+                cat, extra = self.op_path.after(spec, op_node, pre, (), scalars, {}, result, frame, True, None, seq)
                 extra = dict(extra or {}, compiled=True)
         except Exception as e:
             self.records.note_unknown("compiled call", e)

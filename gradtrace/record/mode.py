@@ -175,16 +175,9 @@ class Recorder(TorchFunctionMode):
 
     def grad_mode_changed(self, name: str, arg) -> None:
         """The user's code switched grad mode (``torch.no_grad``, ``inference_mode``)."""
-        records = self.records
-        f = source.user_frame(3)
-        records.ops.append(op_record(
-            records.next_seq(), name, "grad_mode", f.f_code.co_filename if f else None,
-            source.line_of(f) if f else None, self.modules.current, torch.is_grad_enabled(),
-            (0, arg), self.backward.current,
-            with_autocast({"inference": torch.is_inference_mode_enabled()},
-                          self.casts.state() if any_autocast() else None),
-            True,
-        ))
+        self._mark(name, "grad_mode", source.user_frame(3), (0, arg),
+                   with_autocast({"inference": torch.is_inference_mode_enabled()},
+                                 self.casts.state() if any_autocast() else None))
 
     def step_marked(self) -> None:
         """The program called ``gradtrace.step()``: a step ends here (an op of category
@@ -195,12 +188,7 @@ class Recorder(TorchFunctionMode):
         if self.updates is not None:
             self.updates.finish()  # the step's updates belong to it
         try:
-            records = self.records
-            f = source.user_frame(3)
-            records.ops.append(op_record(
-                records.next_seq(), "gradtrace.step", "step", f.f_code.co_filename if f else None,
-                source.line_of(f) if f else None, self.modules.current, torch.is_grad_enabled(), (),
-                self.backward.current, None, True))
+            self._mark("gradtrace.step", "step", source.user_frame(3))
         except Exception as e:
             self.records.note_unknown("gradtrace.step", e)
         if self.watch is not None:
@@ -217,13 +205,8 @@ class Recorder(TorchFunctionMode):
         if self.updates is not None:
             self.updates.finish()
         try:
-            records, f = self.records, frame
-            seq = records.next_seq()
-            records.ops.append(op_record(
-                seq, "gradtrace.trace", "other", f.f_code.co_filename if f else None,
-                source.line_of(f) if f else None, self.modules.current, torch.is_grad_enabled(), (),
-                self.backward.current, {"paused": "the program's own gradtrace.trace() recorded this stretch"},
-                True))
+            seq = self._mark("gradtrace.trace", "other", frame, (),
+                             {"paused": "the program's own gradtrace.trace() recorded this stretch"})
             self._paused_at = f"op:{seq}"
         except Exception as e:
             self.records.note_unknown("pause", e)
@@ -242,6 +225,17 @@ class Recorder(TorchFunctionMode):
         except Exception as e:
             self.records.note_unknown("pause", e)
         self._busy = False
+
+    def _mark(self, name: str, category: str, frame, scalars=(), extra=None) -> int:
+        """Record an op of the recorder's own making (no tensors) at the user's ``frame``
+        (None: unknown); return its call order."""
+        records = self.records
+        seq = records.next_seq()
+        records.ops.append(op_record(
+            seq, name, category, frame.f_code.co_filename if frame else None,
+            source.line_of(frame) if frame else None, self.modules.current, torch.is_grad_enabled(),
+            scalars, self.backward.current, extra, True))
+        return seq
 
     def from_numpy(self, orig, array):
         """Stand-in for ``torch.from_numpy`` (which bypasses ``__torch_function__``)."""

@@ -130,7 +130,7 @@ class OpPath:
                 ops_[i] = (seq, spec.name, cat, file, line, module, grad, scalars, bw, extra, direct)
         return out
 
-    def after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct, ac=None, seq=None):
+    def after(self, spec, op_node, pre, arrays, scalars, kwargs, out, frame, direct, ac, seq):
         """Record what an op did; return its category and extra attributes. ``frame``
         is the user's frame (its current statement may bind the result to a name);
         ``direct`` says whether the user called the op itself rather than library
@@ -151,7 +151,7 @@ class OpPath:
         if ac is not None and out_infos and pre and cat not in ("move", "convert"):
             self.casts.record(op_node, pre, out_infos[0], ac)
         if frame is not None and out_infos:
-            self.labels.name_results(frame, direct, out_infos, out, int(op_node[3:]) if seq is None else seq)
+            self.labels.name_results(frame, direct, out_infos, out, seq)
         if self.saved.pending:
             self.saved.resolve()
         for _, t, info, _ in pre:
