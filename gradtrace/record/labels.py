@@ -28,7 +28,7 @@ class Labels:
         self.labels: dict = {}  # tid -> variable name
         self.params: dict = {}  # tid -> (module path, attribute name, "parameter" | "buffer")
         self.fallback: dict = {}  # tid -> name bound to the result of a library call
-        self.last_indirect: dict = {}  # (id(frame), f_lasti) -> (tid holding that statement's name, seq)
+        self.last_indirect: dict = {}  # (id(frame), f_lasti) -> (tid holding the statement's name, seq, module call)
         # Parameters and buffers given to a module while tracing, named from that
         # module's type where no module path names them (a module never called).
         self.registered: dict = {}  # tid -> (module number, module type, attribute name)
@@ -73,15 +73,36 @@ class Labels:
         info = out_infos[-1][2]
         if info.ver != 0:  # an existing tensor handed back (x.to on its own device)
             return
-        callee = source.callee_of(frame)
+        callee, calls = source.callee_of(frame)
         if callee is not None and _binds_an_object(callee):
             return
+        call = self._call_of(calls)
         key = (id(frame), frame.f_lasti)
         prev = self.last_indirect.get(key)
-        if prev is not None and self.fallback.get(prev[0]) == name and self._same_run(prev[1], seq):
+        if (
+            prev is not None
+            and prev[2] == call
+            and self.fallback.get(prev[0]) == name
+            and self._same_run(prev[1], seq)
+        ):
             del self.fallback[prev[0]]
         self.fallback[info.tid] = name
-        self.last_indirect[key] = (info.tid, seq)
+        self.last_indirect[key] = (info.tid, seq, call)
+
+    def _call_of(self, calls: int):
+        """The number of the module call an indirect op belongs to as its statement
+        sees it: the outermost of the ``calls`` module calls between the op and the
+        user's frame (``self.fc(x)``, ``layer(x)``), or where there are none the call
+        the frame itself runs in; None where no module call is known. A frame's address
+        is reused once it is freed (block 1's ``Mlp.forward`` where block 0's was):
+        two ops of one execution of a statement share this number, two executions in
+        different module calls do not."""
+        numbers = self.modules.calls
+        if calls > len(numbers):
+            return None
+        if calls:
+            return numbers[-calls]
+        return numbers[-1] if numbers else None
 
     def _same_run(self, prev_seq, seq) -> bool:
         """True when op ``prev_seq`` and op ``seq`` (both of one statement) ran in one

@@ -45,6 +45,9 @@ class ModuleStack:
 
     def __init__(self, on_first_call=None, on_registered=None, on_output=None):
         self.stack: list[str] = []
+        # Each call's number, in step with ``stack``: tells two calls of one module apart.
+        self.calls: list[int] = []
+        self._called = 0
         self.modules: dict[str, str] = {}  # path -> type name, each tree in named_modules order
         self.parents: dict[str, str] = {}  # path -> parent path
         self.vars: dict[str, str] = {}  # root path -> the user's variable the root was called through
@@ -201,6 +204,8 @@ class ModuleStack:
             return None
         e = self._paths.get(id(mod))  # the module's path, or its tree is new
         self.stack.append(e[1] if e is not None and e[0]() is mod else self._add_tree(mod))
+        self._called += 1
+        self.calls.append(self._called)
         return None
 
     def _post(self, mod, args, output):
@@ -210,6 +215,7 @@ class ModuleStack:
             return None
         if self.stack:
             self.stack.pop()
+            self.calls.pop()
         if self._on_output is not None and output is not None:
             self._on_output(mod, output)
         return None

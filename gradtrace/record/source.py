@@ -156,13 +156,19 @@ def module_caller(depth: int = 2):
     return None
 
 
+_CALL_IMPL = torch.nn.Module._call_impl.__code__
+
+
 def callee_of(frame):
-    """Return the frame the user's ``frame`` called into (the outermost library frame
-    of the call in progress), or None when ``frame`` is not on the stack."""
-    f, prev = sys._getframe(1), None
+    """Return ``(callee, calls)``: the frame the user's ``frame`` called into (the
+    outermost library frame of the call in progress; None when ``frame`` is not on the
+    stack) and how many module calls are in progress between the two."""
+    f, prev, calls = sys._getframe(1), None, 0
     while f is not None and f is not frame:
+        if f.f_code is _CALL_IMPL:
+            calls += 1
         prev, f = f, f.f_back
-    return prev if f is not None else None
+    return (prev if f is not None else None), calls
 
 
 # (id(code), instruction offset) -> (code, line): ``frame.f_lineno`` scans the code's

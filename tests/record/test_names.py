@@ -193,3 +193,80 @@ def test_a_loss_read_from_an_output_object_is_named_by_its_variable():
         loss = outputs["loss"]  # no op: nothing else names it
         loss.backward()
     assert _root_labels(tr.graph) == ["loss"]
+
+
+class _Mlp(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+        self.act = torch.nn.GELU()
+
+    def forward(self, x):
+        x = self.fc(x)
+        x = self.act(x)
+        return x
+
+
+class _TwoBlocks(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([_Mlp(), _Mlp()])
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = x + b(x)
+        return x
+
+
+def test_each_block_of_a_module_list_names_the_result_its_statement_binds():
+    # Block 1's frame may take the address block 0's had: two executions of the same
+    # statement, not one.
+    model, x = _TwoBlocks(), torch.ones(2, 4)
+    with gradtrace.trace() as tr:
+        model(x)
+    G = tr.graph
+    linears = ops(G, "torch.nn.functional.linear")
+    assert [G.nodes[outputs(G, d)[0]].get("label") for d in linears] == ["x", "x"]
+
+
+def test_each_layer_a_loop_calls_names_the_result_its_statement_binds():
+    class Stack(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(3)])
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    model, x = Stack(), torch.ones(2, 4)
+    with gradtrace.trace() as tr:
+        model(x)
+    G = tr.graph
+    linears = ops(G, "torch.nn.functional.linear")
+    assert [G.nodes[outputs(G, d)[0]].get("label") for d in linears] == ["x", "x", "x"]
+
+
+class _Own(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+class _Body(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 4), _Own(), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+
+    def forward(self, x):
+        out = self.body(x)
+        return out
+
+
+def test_only_the_last_result_of_one_call_of_a_sequential_takes_the_name_its_statement_binds():
+    model, x = _Body(), torch.ones(2, 4)
+    with gradtrace.trace() as tr:
+        model(x)
+    G = tr.graph
+    named_out = [d["name"] for d in ops(G) if any(G.nodes[t].get("label") == "out" for t in outputs(G, d))]
+    assert named_out == ["torch.nn.functional.linear"] and len(ops(G, "torch.nn.functional.linear")) == 2
