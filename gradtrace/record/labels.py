@@ -14,6 +14,7 @@ from .records import OP_MODULE
 __all__ = ["Labels"]
 
 _Module = torch.nn.Module
+_UNKNOWN = object()  # a module call the stack does not hold: matches any
 
 
 class Labels:
@@ -73,15 +74,15 @@ class Labels:
         info = out_infos[-1][2]
         if info.ver != 0:  # an existing tensor handed back (x.to on its own device)
             return
-        callee, calls = source.callee_of(frame)
+        callee, call_frame = source.callee_of(frame)
         if callee is not None and _binds_an_object(callee):
             return
-        call = self._call_of(calls)
+        call = self._call_of(frame, call_frame)
         key = (id(frame), frame.f_lasti)
         prev = self.last_indirect.get(key)
         if (
             prev is not None
-            and prev[2] == call
+            and (prev[2] == call or prev[2] is _UNKNOWN or call is _UNKNOWN)
             and self.fallback.get(prev[0]) == name
             and self._same_run(prev[1], seq)
         ):
@@ -89,20 +90,28 @@ class Labels:
         self.fallback[info.tid] = name
         self.last_indirect[key] = (info.tid, seq, call)
 
-    def _call_of(self, calls: int):
-        """The number of the module call an indirect op belongs to as its statement
-        sees it: the outermost of the ``calls`` module calls between the op and the
-        user's frame (``self.fc(x)``, ``layer(x)``), or where there are none the call
-        the frame itself runs in; None where no module call is known. A frame's address
-        is reused once it is freed (block 1's ``Mlp.forward`` where block 0's was):
-        two ops of one execution of a statement share this number, two executions in
-        different module calls do not."""
-        numbers = self.modules.calls
-        if calls > len(numbers):
+    def _call_of(self, frame, call_frame):
+        """The number of the module call an indirect op of the user's ``frame`` belongs
+        to as the statement sees it: the outermost module call between the two
+        (``call_frame``: ``self.fc(x)``, ``layer(x)``), or where there is none the call
+        ``frame`` itself runs in; None outside every module call, ``_UNKNOWN`` where the
+        module stack does not hold that call (a module's own forward hook runs after
+        the stack let the module go). A frame's address is reused once it is freed
+        (block 1's ``Mlp.forward`` where block 0's was): two ops of one execution of a
+        statement share this number, two executions in different module calls do not."""
+        modules = self.modules
+        frames = modules.call_frames
+        if not frames:
             return None
-        if calls:
-            return numbers[-calls]
-        return numbers[-1] if numbers else None
+        if call_frame is None:
+            call_frame = source.module_call_frame(frame=frame)
+            if call_frame is None:
+                return _UNKNOWN
+        key = id(call_frame)
+        for i in range(len(frames) - 1, -1, -1):
+            if frames[i] == key:
+                return modules.calls[i]
+        return _UNKNOWN
 
     def _same_run(self, prev_seq, seq) -> bool:
         """True when op ``prev_seq`` and op ``seq`` (both of one statement) ran in one

@@ -45,8 +45,10 @@ class ModuleStack:
 
     def __init__(self, on_first_call=None, on_registered=None, on_output=None):
         self.stack: list[str] = []
-        # Each call's number, in step with ``stack``: tells two calls of one module apart.
+        # In step with ``stack``: each call's number (two calls of one module differ)
+        # and the id of its ``Module._call_impl`` frame (live while the call runs).
         self.calls: list[int] = []
+        self.call_frames: list[int] = []
         self._called = 0
         self.modules: dict[str, str] = {}  # path -> type name, each tree in named_modules order
         self.parents: dict[str, str] = {}  # path -> parent path
@@ -206,6 +208,7 @@ class ModuleStack:
         self.stack.append(e[1] if e is not None and e[0]() is mod else self._add_tree(mod))
         self._called += 1
         self.calls.append(self._called)
+        self.call_frames.append(id(source.module_call_frame(2)))  # id(None) matches no frame
         return None
 
     def _post(self, mod, args, output):
@@ -216,6 +219,7 @@ class ModuleStack:
         if self.stack:
             self.stack.pop()
             self.calls.pop()
+            self.call_frames.pop()
         if self._on_output is not None and output is not None:
             self._on_output(mod, output)
         return None

@@ -17,7 +17,7 @@ import torch
 
 __all__ = [
     "RETURNED", "bound_name", "call_as_user", "called_by_autograd", "called_by_user", "callee_of",
-    "grad_mode_caller", "line_of", "module_caller", "receiver_name", "returned_name",
+    "grad_mode_caller", "line_of", "module_call_frame", "module_caller", "receiver_name", "returned_name",
     "scope_items", "user_call", "user_frame",
 ]
 
@@ -160,15 +160,25 @@ _CALL_IMPL = torch.nn.Module._call_impl.__code__
 
 
 def callee_of(frame):
-    """Return ``(callee, calls)``: the frame the user's ``frame`` called into (the
+    """Return ``(callee, call)``: the frame the user's ``frame`` called into (the
     outermost library frame of the call in progress; None when ``frame`` is not on the
-    stack) and how many module calls are in progress between the two."""
-    f, prev, calls = sys._getframe(1), None, 0
+    stack) and the outermost module call between the two (its ``Module._call_impl``
+    frame), else None."""
+    f, prev, call = sys._getframe(1), None, None
     while f is not None and f is not frame:
         if f.f_code is _CALL_IMPL:
-            calls += 1
+            call = f
         prev, f = f, f.f_back
-    return (prev if f is not None else None), calls
+    return (prev if f is not None else None), call
+
+
+def module_call_frame(depth: int = 1, frame=None):
+    """Return the ``Module._call_impl`` frame of the innermost module call running
+    ``depth`` frames up (or above ``frame``), or None outside every module call."""
+    f = frame.f_back if frame is not None else sys._getframe(depth)
+    while f is not None and f.f_code is not _CALL_IMPL:
+        f = f.f_back
+    return f
 
 
 # (id(code), instruction offset) -> (code, line): ``frame.f_lineno`` scans the code's

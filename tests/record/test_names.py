@@ -270,3 +270,23 @@ def test_only_the_last_result_of_one_call_of_a_sequential_takes_the_name_its_sta
     G = tr.graph
     named_out = [d["name"] for d in ops(G) if any(G.nodes[t].get("label") == "out" for t in outputs(G, d))]
     assert named_out == ["torch.nn.functional.linear"] and len(ops(G, "torch.nn.functional.linear")) == 2
+
+
+def _library_function(src: str, name: str):
+    """A function as the recorder sees one of a third-party package (its file lies under
+    site-packages)."""
+    ns: dict = {}
+    exec(compile(src, "/opt/site-packages/hooklib/hooks.py", "exec"), ns)
+    return ns[name]
+
+
+def test_a_result_a_library_forward_hook_makes_is_not_named_after_the_models_statement():
+    # The module's own forward hooks run after the module stack has let the module go.
+    model, x = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)), torch.ones(2, 4)
+    model[0].register_forward_hook(_library_function("def double(m, i, o):\n    return o * 2\n", "double"))
+    with gradtrace.trace() as tr:
+        out = model(x)
+    G = tr.graph
+    named_out = [d["name"] for d in ops(G) if any(G.nodes[t].get("label") == "out" for t in outputs(G, d))]
+    assert named_out == ["torch.nn.functional.linear"] and len(ops(G, "Tensor.mul")) == 1
+    assert out.shape == (2, 2)
