@@ -119,3 +119,31 @@ def test_per_op_prints_each_variant_over_the_untraced_op():
     result = json.loads(proc.stdout)
     assert list(result) == ["untraced", "no-op mode", "none", "stats"]
     assert result["untraced"]["us_per_op"] > 0
+
+
+def test_stats_threads_counts_each_size_it_was_asked_for():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "stats_threads.py"), "--vectors", "2",
+                           "--sizes", "2048,40000", "--no-timing"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(proc.stdout)["differing_1_vs_2_threads"]
+    assert sorted(found) == ["2048", "40000"]
+    assert all(0 <= c <= 2 for counts in found.values() for c in counts.values())
+
+
+def test_the_fixed_order_statistics_are_the_same_bits_at_one_and_two_threads(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import stats_threads
+    import torch
+
+    t = torch.randn(100_000, generator=torch.Generator().manual_seed(0))
+    was = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = stats_threads.fixed_order(t)
+        torch.set_num_threads(2)
+        two = stats_threads.fixed_order(t)
+    finally:
+        torch.set_num_threads(was)
+    assert [v.hex() for v in one] == [v.hex() for v in two]
+    reference = t.double()
+    assert abs(one[2] - reference.mean().item()) < 1e-12 and abs(one[3] - reference.norm().item()) < 1e-9
