@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import io
+import operator
 import os
 import runpy
 import signal
@@ -16,8 +17,8 @@ import zipfile
 
 from .trace import Trace
 
-__all__ = ["STOPPED_EXIT", "ScriptResult", "Terminated", "die_of_sigterm", "run_script", "sigterm_held",
-           "user_traceback"]
+__all__ = ["STOPPED_EXIT", "HardExit", "ScriptResult", "Terminated", "die_of_sigterm", "run_script",
+           "sigterm_held", "user_traceback"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -123,7 +124,7 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
                rank: int | None = None, world_size: int | None = None,
                print_traceback: bool = True, values_max: int | None = None,
                stop_at: str | None = None, steps=None, last: int | None = None,
-               updates: bool = True, time: bool = False) -> ScriptResult:
+               updates: bool = True, time: bool = False, on_hard_exit=None) -> ScriptResult:
     """Trace ``script`` run as ``__main__`` with ``sys.argv = [script, *argv]`` and its
     folder first on ``sys.path``; return a :class:`ScriptResult`. An exception the
     script raises is printed as Python prints it (unless ``print_traceback`` is
@@ -139,7 +140,12 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     ``updates=False`` takes no update-to-weight ratios, ``time=True`` times each op (see
     :func:`gradtrace.trace`).
     ``rank`` and ``world_size`` go into the trace's meta; left out, they come from
-    the launcher's ``RANK`` and ``WORLD_SIZE`` (torchrun), else 0 and 1."""
+    the launcher's ``RANK`` and ``WORLD_SIZE`` (torchrun), else 0 and 1.
+
+    ``on_hard_exit``: called with the :class:`ScriptResult` when the script ends the
+    process itself with ``os._exit(code)`` on its own thread; the trace has ended there
+    (meta ``hard_exit``), and the process then exits with ``code`` as it would untraced,
+    nothing else of Python's shutdown run. Without it, ``os._exit`` is left alone."""
     if rank is None or world_size is None:
         from .ranks import launcher_position
 
@@ -156,7 +162,7 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
     sys.path.insert(0, os.path.dirname(path))
     exit_code, exc = 0, None
     try:
-        with sigterm_held() as sigterm, tr, sigterm.raising():
+        with sigterm_held() as sigterm, tr, sigterm.raising(), _hard_exit_ends(tr, sigterm, on_hard_exit):
             _run_as_main(path)
     except SystemExit as e:
         exit_code = _exit_code(e.code)
@@ -175,6 +181,56 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
         elif old_path0 is not None and old_path0 not in sys.path:
             sys.path.insert(0, old_path0)
     return ScriptResult(tr, exit_code, exc)
+
+
+class HardExit(SystemExit):
+    """What ends a trace when the script calls ``os._exit(code)``: never raised, only
+    handed to the trace's exit (``code`` 0 ends it ``ok``, as ``sys.exit(0)`` would)."""
+
+    def __str__(self):
+        return f"os._exit({self.code})"
+
+
+@contextlib.contextmanager
+def _hard_exit_ends(tr: Trace, sigterm, on_hard_exit):
+    """Within, ``os._exit`` called by the script on this thread of this process first
+    ends ``tr`` and hands it to ``on_hard_exit``, then exits. A forked child (a DataLoader
+    worker ends with ``os._exit``) exits at once, as untraced; another thread too, after
+    one line on standard error."""
+    if on_hard_exit is None:
+        yield
+        return
+    real_exit, pid, thread = os._exit, os.getpid(), threading.get_ident()
+
+    def _exit(code):
+        try:
+            code = operator.index(code)
+        except TypeError:  # os._exit raises it, the trace going on as untraced code would
+            real_exit(code)
+        if os.getpid() == pid and threading.get_ident() == thread:
+            sigterm.in_script = False  # from here on, gradtrace's own work: SIGTERM waits
+            try:
+                tr.meta["hard_exit"] = code
+                tr.__exit__(HardExit, HardExit(code), None)
+                on_hard_exit(ScriptResult(tr, code, None))
+            except BaseException as e:  # the exit the script asked for happens whatever fails
+                _say(f"gradtrace: the trace was not written at os._exit(): {type(e).__name__}: {e}")
+        elif os.getpid() == pid:  # the script's own thread may be inside an op: leave the trace
+            _say("gradtrace: os._exit() on a thread other than the script's: the process ends without its trace")
+        real_exit(code)
+
+    os._exit = _exit
+    try:
+        yield
+    finally:
+        if os._exit is _exit:
+            os._exit = real_exit
+
+
+def _say(line: str) -> None:
+    """Write ``line`` to standard error past Python's buffers (the process ends next)."""
+    with contextlib.suppress(BaseException):
+        os.write(2, (line + "\n").encode(errors="replace"))
 
 
 def _run_as_main(path: str):

@@ -269,7 +269,7 @@ class Trace:
             self.meta["values_kept"] = rec.copies.facts()
         if problems:
             self.meta["recorder_errors"] = problems
-        if et is None or (et is SystemExit and ev is not None and ev.code in (0, None)):
+        if et is None or (issubclass(et, SystemExit) and ev is not None and ev.code in (0, None)):
             self.meta["status"] = "ok"
         else:
             self.meta["status"] = "error"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -88,13 +89,23 @@ def run(out_dir, values, values_max, steps, last, stop_at, no_updates, time_ops,
             fail(str(e))
     if stop_at and values == "none":
         fail("--stop-at nonfinite reads the statistics of values and gradients: use --values stats or all")
+    def write(result):
+        return write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)
+
+    def written_at_hard_exit(result):
+        # The script's unflushed output is lost at os._exit, as untraced: nothing here
+        # flushes its streams; one line goes straight to standard error.
+        write(result)
+        os.write(2, f"gradtrace: {script} ended the process with os._exit({result.exit_code}); its trace is in "
+                    f"{out} (gradtrace show {out})\n".encode(errors="replace"))
+
     with sigterm_held():  # a launcher stopping this rank waits for its trace
         result = run_script(script, list(args), values=values, rank=rank, world_size=world,
                             values_max=values_max, stop_at=stop_at, steps=steps, last=last,
-                            updates=not no_updates, time=time_ops)
+                            updates=not no_updates, time=time_ops, on_hard_exit=written_at_hard_exit)
         start_fresh_line()
         try:
-            written = write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)
+            written = write(result)
         except Exception as e:  # the script ran: its exit code stands, whatever the disk says
             fail(f"the trace was not written to {out}: {reason(e)}", result.exit_code)
         print_run_report(result.trace, out, all_ranks=base if pos is not None else None, written=written)

@@ -207,3 +207,65 @@ def test_run_with_a_values_limit_reports_what_it_left_out(tmp_path):
 def test_run_rejects_a_values_limit_that_is_not_a_size(tmp_path):
     r = gradtrace("run", "--values", "all", "--values-max", "lots", "-o", tmp_path / "t", EXAMPLES / "autograd.py")
     assert r.returncode == 2 and "'lots' is not a size" in r.stderr
+
+
+def _ending_in_os_exit(tmp_path, code, before="", env=None):
+    """``(python's run, gradtrace run's run, OUT)`` of a script whose last line is
+    ``os._exit(code)``."""
+    script = tmp_path / "hard.py"
+    script.write_text(f"import os, torch\nx = torch.ones(3) * 2\nprint('done', flush=True)\n{before}os._exit({code})\n")
+    env = env or os.environ
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "gradtrace", "run", "--no-svg", "-o", str(out), str(script)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    return plain, r, out
+
+
+def test_run_of_a_script_ending_in_os_exit_writes_its_trace_and_exits_with_its_code(tmp_path):
+    plain, r, out = _ending_in_os_exit(tmp_path, 3)
+    assert r.returncode == plain.returncode == 3, r.stderr
+    g = json.loads((out / "trace.json").read_text())
+    assert (g["graph"]["status"], g["graph"]["hard_exit"], g["graph"]["error"]["message"]) == ("error", 3, "os._exit(3)")
+    assert "Tensor.mul" in [n["name"] for n in g["nodes"] if n.get("kind") == "op"]
+    assert f"ended the process with os._exit(3); its trace is in {out}" in r.stderr
+
+
+def test_a_script_ending_in_os_exit_0_has_a_trace_with_status_ok(tmp_path):
+    plain, r, out = _ending_in_os_exit(tmp_path, 0)
+    assert r.returncode == plain.returncode == 0, r.stderr
+    assert json.loads((out / "trace.json").read_text())["graph"]["status"] == "ok"
+
+
+def test_output_left_unflushed_at_os_exit_is_lost_under_run_as_it_is_untraced(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe's stdout is block-buffered
+    plain, r, _ = _ending_in_os_exit(tmp_path, 0, before="print('never flushed')\n", env=env)
+    assert plain.stdout == r.stdout == "done\n", r.stderr
+
+
+def test_a_forked_child_ending_in_os_exit_leaves_the_parents_trace_going(tmp_path):
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import os, torch\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    torch.ones(2).sum()\n"
+        "    os._exit(7)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print('child', os.waitstatus_to_exitcode(status))\n"
+        "y = torch.ones(2) + 1\n"
+    )
+    r = gradtrace("run", "--no-svg", "-o", tmp_path / "out", script)
+    assert r.returncode == 0 and "child 7" in r.stdout, r.stderr
+    assert "os._exit" not in r.stderr
+    g = json.loads((tmp_path / "out" / "trace.json").read_text())
+    assert g["graph"]["status"] == "ok" and "Tensor.add" in [n["name"] for n in g["nodes"] if n.get("kind") == "op"]
+
+
+def test_os_exit_on_another_thread_ends_the_process_with_its_code_and_a_note(tmp_path):
+    script = tmp_path / "thread_exit.py"
+    script.write_text("import os, threading, torch\nx = torch.ones(2)\n"
+                      "t = threading.Thread(target=os._exit, args=(5,))\nt.start()\nt.join()\n")
+    r = gradtrace("run", "--no-svg", "-o", tmp_path / "out", script)
+    assert r.returncode == 5
+    assert "os._exit() on a thread other than the script's: the process ends without its trace" in r.stderr
