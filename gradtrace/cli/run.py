@@ -89,6 +89,7 @@ def run(out_dir, values, values_max, steps, last, stop_at, no_updates, time_ops,
             fail(str(e))
     if stop_at and values == "none":
         fail("--stop-at nonfinite reads the statistics of values and gradients: use --values stats or all")
+
     def write(result):
         return write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)
 
