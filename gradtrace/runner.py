@@ -144,8 +144,10 @@ def run_script(script, argv=(), values: str = "stats", target: str | None = None
 
     ``on_hard_exit``: called with the :class:`ScriptResult` when the script ends the
     process itself with ``os._exit(code)`` on its own thread; the trace has ended there
-    (meta ``hard_exit``), and the process then exits with ``code`` as it would untraced,
-    nothing else of Python's shutdown run. Without it, ``os._exit`` is left alone."""
+    (meta ``hard_exit``). A line it returns goes to standard error past Python's buffers
+    (nothing flushes the script's streams), and the process then exits with ``code`` as
+    it would untraced, nothing else of Python's shutdown run. Without it, ``os._exit`` is
+    left alone."""
     if rank is None or world_size is None:
         from .ranks import launcher_position
 
@@ -212,7 +214,9 @@ def _hard_exit_ends(tr: Trace, sigterm, on_hard_exit):
             try:
                 tr.meta["hard_exit"] = code
                 tr.__exit__(HardExit, HardExit(code), None)
-                on_hard_exit(ScriptResult(tr, code, None))
+                line = on_hard_exit(ScriptResult(tr, code, None))
+                if line:
+                    _say(line)
             except BaseException as e:  # the exit the script asked for happens whatever fails
                 _say(f"gradtrace: the trace was not written at os._exit(): {type(e).__name__}: {e}")
         elif os.getpid() == pid:  # the script's own thread may be inside an op: leave the trace

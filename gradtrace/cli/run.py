@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -94,11 +93,9 @@ def run(out_dir, values, values_max, steps, last, stop_at, no_updates, time_ops,
         return write_run_outputs(result.trace, out, depth=depth or DEFAULT_DEPTH, svg=not no_svg, html=True)
 
     def written_at_hard_exit(result):
-        # The script's unflushed output is lost at os._exit, as untraced: nothing here
-        # flushes its streams; one line goes straight to standard error.
         write(result)
-        os.write(2, f"gradtrace: {script} ended the process with os._exit({result.exit_code}); its trace is in "
-                    f"{out} (gradtrace show {out})\n".encode(errors="replace"))
+        return (f"gradtrace: {script} ended the process with os._exit({result.exit_code}); its trace is in "
+                f"{out} (gradtrace show {out})")
 
     with sigterm_held():  # a launcher stopping this rank waits for its trace
         result = run_script(script, list(args), values=values, rank=rank, world_size=world,

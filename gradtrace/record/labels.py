@@ -99,18 +99,17 @@ class Labels:
         the stack let the module go). A frame's address is reused once it is freed
         (block 1's ``Mlp.forward`` where block 0's was): two ops of one execution of a
         statement share this number, two executions in different module calls do not."""
-        modules = self.modules
-        frames = modules.call_frames
-        if not frames:
+        calls = self.modules.calls
+        if not calls:
             return None
         if call_frame is None:
-            call_frame = source.module_call_frame(frame=frame)
+            call_frame = source.module_call_frame(frame.f_back)
             if call_frame is None:
                 return _UNKNOWN
         key = id(call_frame)
-        for i in range(len(frames) - 1, -1, -1):
-            if frames[i] == key:
-                return modules.calls[i]
+        for number, frame_id in reversed(calls):
+            if frame_id == key:
+                return number
         return _UNKNOWN
 
     def _same_run(self, prev_seq, seq) -> bool:

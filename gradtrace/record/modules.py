@@ -7,6 +7,7 @@ only the innermost module of the calling thread, so this is the leaner half.
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from functools import partial
@@ -45,10 +46,9 @@ class ModuleStack:
 
     def __init__(self, on_first_call=None, on_registered=None, on_output=None):
         self.stack: list[str] = []
-        # In step with ``stack``: each call's number (two calls of one module differ)
-        # and the id of its ``Module._call_impl`` frame (live while the call runs).
-        self.calls: list[int] = []
-        self.call_frames: list[int] = []
+        # In step with ``stack``: (number, id of its ``Module._call_impl`` frame) of each
+        # call; two calls of one module differ in number, a live frame's id is its own.
+        self.calls: list[tuple[int, int]] = []
         self._called = 0
         self.modules: dict[str, str] = {}  # path -> type name, each tree in named_modules order
         self.parents: dict[str, str] = {}  # path -> parent path
@@ -207,8 +207,7 @@ class ModuleStack:
         e = self._paths.get(id(mod))  # the module's path, or its tree is new
         self.stack.append(e[1] if e is not None and e[0]() is mod else self._add_tree(mod))
         self._called += 1
-        self.calls.append(self._called)
-        self.call_frames.append(id(source.module_call_frame(2)))  # id(None) matches no frame
+        self.calls.append((self._called, id(source.module_call_frame(sys._getframe(1)))))  # id(None): no frame
         return None
 
     def _post(self, mod, args, output):
@@ -219,7 +218,6 @@ class ModuleStack:
         if self.stack:
             self.stack.pop()
             self.calls.pop()
-            self.call_frames.pop()
         if self._on_output is not None and output is not None:
             self._on_output(mod, output)
         return None

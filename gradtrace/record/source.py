@@ -172,10 +172,9 @@ def callee_of(frame):
     return (prev if f is not None else None), call
 
 
-def module_call_frame(depth: int = 1, frame=None):
-    """Return the ``Module._call_impl`` frame of the innermost module call running
-    ``depth`` frames up (or above ``frame``), or None outside every module call."""
-    f = frame.f_back if frame is not None else sys._getframe(depth)
+def module_call_frame(f):
+    """Return the ``Module._call_impl`` frame of the innermost module call running at
+    frame ``f`` (``f`` itself or one above it), or None outside every module call."""
     while f is not None and f.f_code is not _CALL_IMPL:
         f = f.f_back
     return f
